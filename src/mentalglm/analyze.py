@@ -1,0 +1,187 @@
+"""The main job: posts in, for each task a label plus an explanation out.
+
+posts -> (redact) -> prompt from the task spec -> backend -> parse with the task spec -> Analysis
+(+ high-risk flag). Files are written one JSON line per (post, task) as results are produced,
+and ``--resume`` skips the pairs an earlier run already wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+from .inputs import Post
+from .llm.base import Backend, GenConfig
+from .prompts import build_request, label_only_stops
+from .safety import redact as redact_pii
+from .tasks import DEFAULT_TASKS, INVALID, TaskSpec, get_task, parse_answer
+
+log = logging.getLogger("mentalglm")
+ERROR = "error"
+
+
+@dataclass
+class Analysis:
+    id: str
+    task: str
+    labels: list[str]
+    explanation: str
+    raw: str
+    parse_status: str  # ok | fallback | invalid | error
+    model: str
+    latency_ms: float
+    high_risk: bool = False
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+    label_en: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class AnalyzeConfig:
+    tasks: tuple[str, ...] = DEFAULT_TASKS
+    explain: bool = True
+    max_tokens: int = 160
+    redact: bool = False
+    style: str = "zeroshot"
+    temperature: float = 0.0
+
+
+class Analyzer:
+    """Runs the task specs over posts with one backend."""
+
+    def __init__(self, backend: Backend, config: AnalyzeConfig = AnalyzeConfig()):
+        self.backend = backend
+        self.config = config
+        self.specs: list[TaskSpec] = [get_task(t) for t in config.tasks]
+        self._budget: dict[str, int] = {}
+
+    def gen_config(self, spec: TaskSpec) -> GenConfig:
+        if self.config.explain:
+            return GenConfig(max_tokens=self.config.max_tokens, temperature=self.config.temperature)
+        # Labels only: stop right after the label sentence; a few tokens suffice.
+        return GenConfig(max_tokens=24, temperature=self.config.temperature, stop=label_only_stops(spec))
+
+    def _post_budget(self, spec: TaskSpec) -> int:
+        """Tokens a post may take: the context minus the prompt around it and the answer."""
+        if spec.name not in self._budget:
+            empty = build_request(spec, "", self.config.style)
+            overhead = sum(self.backend.count_tokens(m["content"]) for m in empty.messages) + 64
+            self._budget[spec.name] = self.backend.context_length - overhead - self.gen_config(spec).max_tokens
+        return self._budget[spec.name]
+
+    def _fit(self, spec: TaskSpec, text: str) -> tuple[str, list[str]]:
+        budget = self._post_budget(spec)
+        n = self.backend.count_tokens(text)
+        if n <= budget:
+            return text, []
+        keep = max(1, int(len(text) * budget / n * 0.95))
+        while keep > 1 and self.backend.count_tokens(text[:keep]) > budget:
+            keep = int(keep * 0.9)
+        return text[:keep], [f"post truncated from {n} to about {budget} tokens (context {self.backend.context_length})"]
+
+    def _error(self, post: Post, spec: TaskSpec, message: str) -> Analysis:
+        return Analysis(post.id, spec.name, [], "", "", ERROR, self.backend.name, 0.0, error=message)
+
+    def run_task(self, spec: TaskSpec, posts: Sequence[Post]) -> list[Analysis]:
+        """One task over several posts (one backend call, so backends can batch)."""
+        out: list[Analysis | None] = [None] * len(posts)
+        todo, requests, notes = [], [], []
+        for i, post in enumerate(posts):
+            if post.error:
+                out[i] = self._error(post, spec, post.error)
+                continue
+            text = redact_pii(post.text) if self.config.redact else post.text
+            text, warnings = self._fit(spec, text)
+            for w in warnings:
+                log.warning("post %s, task %s: %s", post.id, spec.name, w)
+            todo.append(i)
+            requests.append(build_request(spec, text, self.config.style))
+            notes.append(warnings)
+        if requests:
+            try:
+                generations = self.backend.generate(requests, self.gen_config(spec))
+            except Exception as e:  # a failing call must not kill the batch: record it per row
+                log.error("task %s: backend failed on %d post(s): %s", spec.name, len(requests), e)
+                for i in todo:
+                    out[i] = self._error(posts[i], spec, f"backend error: {e}")
+                return out  # type: ignore[return-value]
+            for i, gen, warnings in zip(todo, generations, notes):
+                out[i] = self._analysis(posts[i], spec, gen.text, gen.latency_ms, warnings)
+        return out  # type: ignore[return-value]
+
+    def _analysis(self, post: Post, spec: TaskSpec, raw: str, latency_ms: float, warnings: list[str]) -> Analysis:
+        parsed = parse_answer(spec, raw)
+        if parsed.status == INVALID:
+            warnings = [*warnings, f"model output did not parse: {parsed.reason}"]
+        return Analysis(post.id, spec.name, list(parsed.labels), parsed.explanation, raw, parsed.status,
+                        self.backend.name, round(latency_ms, 1), spec.high_risk_in(parsed.labels), warnings,
+                        label_en=[spec.label(n).en for n in parsed.labels])
+
+    def analyze(self, text: str, post_id: str = "1") -> list[Analysis]:
+        post = Post(post_id, text.strip(), None if text.strip() else "empty post")
+        return [self.run_task(spec, [post])[0] for spec in self.specs]
+
+    def stream(self, posts: Iterable[Post], done: set[tuple[str, str]] = frozenset(),
+               chunk: int = 16) -> Iterator[Analysis]:
+        """Analyses for many posts, chunk by chunk and task by task within a chunk, so consecutive
+        prompts share their instruction prefix (reused from the KV cache by llama.cpp)."""
+        batch: list[Post] = []
+        for post in posts:
+            batch.append(post)
+            if len(batch) >= chunk:
+                yield from self._chunk(batch, done)
+                batch = []
+        if batch:
+            yield from self._chunk(batch, done)
+
+    def _chunk(self, batch: list[Post], done) -> Iterator[Analysis]:
+        for spec in self.specs:
+            todo = [p for p in batch if (p.id, spec.name) not in done]
+            if todo:
+                yield from self.run_task(spec, todo)
+
+
+def completed_pairs(out_path: Path) -> set[tuple[str, str]]:
+    """(id, task) pairs already in an output file; a torn last line (killed mid-write) is cut off."""
+    done: set[tuple[str, str]] = set()
+    if not out_path.exists():
+        return done
+    data = out_path.read_bytes()
+    good_end = 0
+    for line in data.splitlines(keepends=True):
+        if not line.endswith(b"\n"):
+            break
+        try:
+            row = json.loads(line)
+            done.add((str(row["id"]), row["task"]))
+        except (json.JSONDecodeError, KeyError):
+            log.warning("%s: skipping a corrupt line at byte %d", out_path, good_end)
+        good_end += len(line)
+    if good_end < len(data):
+        with open(out_path, "r+b") as f:
+            f.truncate(good_end)
+    return done
+
+
+def write_stream(analyses: Iterable[Analysis], out_path: Path, on_result: Callable[[Analysis], None] | None = None):
+    """Append each analysis as one JSON line, flushed at once so a killed run loses nothing written."""
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_path, "a", encoding="utf-8") as f:
+        for a in analyses:
+            f.write(a.to_json() + "\n")
+            f.flush()
+            if on_result:
+                on_result(a)
+
+
+def timed(fn, *args, **kw):
+    start = time.perf_counter()
+    result = fn(*args, **kw)
+    return result, time.perf_counter() - start

@@ -1,0 +1,37 @@
+"""Options shared by every verb that talks to a model."""
+
+from __future__ import annotations
+
+from ..llm.registry import DEFAULT_MODEL, open_backend
+
+
+def add_model_args(p, default_model: str = DEFAULT_MODEL) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default=default_model,
+                   help="registry name (see `mentalglm models`), a .gguf path, a local HF folder or id, or openai:<name>")
+    g.add_argument("--adapter", help="LoRA adapter: a GGUF adapter or run folder (llama.cpp), a PEFT folder (transformers)")
+    g.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 (key from $OPENAI_API_KEY)")
+    g.add_argument("--prompt-style", choices=["zeroshot", "instruction"],
+                   help="zeroshot: definitions + format (general models); instruction: the C-IMHI prompt "
+                        "fine-tuned models learned (default: from the registry, else zeroshot)")
+    g.add_argument("--n-ctx", type=int, default=4096, help="context length (llama.cpp)")
+    g.add_argument("--threads", type=int, help="CPU threads (llama.cpp; default: all cores)")
+    g.add_argument("--concurrency", type=int, default=4, help="parallel requests (HTTP backends)")
+
+
+def open_from_args(args):
+    """(backend, prompt style) for the model options of ``args``."""
+    options = {}
+    if args.base_url or args.model.startswith("openai:"):
+        options["concurrency"] = args.concurrency
+    elif args.model.endswith(".gguf") or _is_llamacpp(args.model):
+        options.update(n_ctx=args.n_ctx, n_threads=args.threads)
+    return open_backend(args.model, adapter=args.adapter, base_url=args.base_url, prompt_style=args.prompt_style,
+                        **options)
+
+
+def _is_llamacpp(model: str) -> bool:
+    from ..llm.registry import REGISTRY
+
+    entry = REGISTRY.get(model)
+    return bool(entry and entry.backend == "llamacpp")

@@ -1,0 +1,75 @@
+"""The one small protocol every LLM backend implements, and the records it exchanges."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence, runtime_checkable
+
+
+@dataclass(frozen=True)
+class GenConfig:
+    """Decoding settings. Greedy by default: analyses should be reproducible."""
+
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = off
+    stop: tuple[str, ...] = ()
+    seed: int = 0
+    repeat_penalty: float = 1.0
+
+
+@dataclass(frozen=True)
+class Request:
+    """Chat messages, plus text the answer is made to start with.
+
+    Backends that see the raw prompt (llama.cpp, transformers) render the chat template and
+    append ``answer_prefix`` after the assistant header, so the model continues a well-formed
+    answer ("这篇帖子体现了…"); HTTP backends cannot, and say so with ``prefilled=False``.
+    """
+
+    messages: tuple[dict, ...]
+    answer_prefix: str = ""
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str  # the answer, starting with answer_prefix when it was prefilled
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_ms: float = 0.0
+    finish_reason: str = ""
+    prefilled: bool = False
+
+
+class ModelUnavailable(RuntimeError):
+    """A model that cannot be loaded here; the message says how to get it."""
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str
+    context_length: int
+
+    def generate(self, requests: Sequence[Request], config: GenConfig) -> list[Generation]:
+        """Answer every request, in order. Implementations batch or parallelise as they can."""
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` under this model's tokenizer (an estimate for HTTP backends)."""
+
+    def close(self) -> None:
+        ...
+
+
+@dataclass
+class Usage:
+    """Running token accounting across calls."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    calls: int = 0
+
+    def add(self, g: Generation) -> None:
+        self.prompt_tokens += g.prompt_tokens
+        self.completion_tokens += g.completion_tokens
+        self.calls += 1

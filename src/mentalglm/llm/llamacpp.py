@@ -1,0 +1,94 @@
+"""llama.cpp backend (llama-cpp-python): the offline default on a CPU.
+
+Prompts are rendered with the GGUF's own chat template and sent as raw completions, so the
+answer prefix is prefilled. llama-cpp-python keeps the KV cache of the previous prompt and
+only evaluates the tokens after the longest common prefix: callers that send prompts which
+share their instruction part (same task, post last) pay for that part once.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Sequence
+
+from .base import GenConfig, Generation, ModelUnavailable, Request
+from .chat_template import render_chat
+
+
+def default_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+class LlamaCppBackend:
+    def __init__(self, model_path: str | os.PathLike, name: str | None = None, lora_path: str | None = None,
+                 n_ctx: int = 4096, n_threads: int | None = None, n_batch: int = 512, seed: int = 0,
+                 verbose: bool = False):
+        try:
+            from llama_cpp import Llama
+        except ImportError as e:  # pragma: no cover - the package is a hard dependency
+            raise ModelUnavailable(f"llama-cpp-python is not installed ({e}); pip install llama-cpp-python") from e
+        path = Path(model_path)
+        if not path.exists():
+            raise ModelUnavailable(f"GGUF file {path} not found")
+        if lora_path is not None:
+            lora_path = str(_gguf_adapter(lora_path))
+        threads = n_threads or default_threads()  # llama-cpp-python's own default is 1 thread here
+        self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+                         n_batch=n_batch, seed=seed, lora_path=lora_path, verbose=verbose)
+        self.name = name or path.name
+        self.context_length = self.llm.n_ctx()
+        meta = self.llm.metadata
+        self.template = meta.get("tokenizer.chat_template")
+        self._bos = self._token_text(self.llm.token_bos())
+        self._eos = self._token_text(self.llm.token_eos())
+
+    def _token_text(self, token_id: int) -> str:
+        if token_id is None or token_id < 0:
+            return ""
+        return self.llm.detokenize([token_id], special=True).decode("utf-8", errors="ignore")
+
+    def render(self, request: Request) -> str:
+        return render_chat(self.template, request.messages, request.answer_prefix, self._bos, self._eos)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def generate(self, requests: Sequence[Request], config: GenConfig) -> list[Generation]:
+        out = []
+        for request in requests:
+            prompt = self.render(request)
+            start = time.perf_counter()
+            result = self.llm.create_completion(
+                prompt, max_tokens=config.max_tokens, temperature=config.temperature, top_p=config.top_p,
+                top_k=config.top_k or 0, stop=list(config.stop) or None, repeat_penalty=config.repeat_penalty,
+                seed=config.seed)
+            choice = result["choices"][0]
+            usage = result.get("usage", {})
+            out.append(Generation(
+                text=request.answer_prefix + choice["text"], prompt_tokens=usage.get("prompt_tokens", 0),
+                completion_tokens=usage.get("completion_tokens", 0),
+                latency_ms=(time.perf_counter() - start) * 1000, finish_reason=choice.get("finish_reason") or "",
+                prefilled=True))
+        return out
+
+    def close(self) -> None:
+        self.llm.close()
+
+
+def _gguf_adapter(adapter: str) -> Path:
+    """A GGUF LoRA file, or a training run / adapter folder that holds one."""
+    path = Path(adapter)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        found = sorted(path.glob("*.gguf")) + sorted(path.glob("export/*.gguf")) + sorted(path.glob("**/*.gguf"))
+        if found:
+            return found[0]
+        raise ModelUnavailable(f"adapter folder {path} holds no GGUF adapter; llama.cpp needs one "
+                               "(convert a PEFT adapter with `mentalglm train export-gguf`, or use a transformers model)")
+    raise ModelUnavailable(f"adapter {path} not found")

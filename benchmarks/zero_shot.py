@@ -1,0 +1,80 @@
+"""Zero-shot accuracy, weighted F1, parse rate and speed of a model on the Chinese training files.
+
+    python benchmarks/zero_shot.py --n 200                      # default model, all four tasks
+    python benchmarks/zero_shot.py --n 50 --tasks emotion --model qwen2.5-coder-0.5b-instruct-q4
+
+Draws a stratified sample (seed 13) of each task's training file from ../shared/data, runs
+``analyze`` with labels only (greedy decoding writes the same label with or without the
+explanation that follows it, so the scores hold for full answers), and prints one table.
+Predictions go to runs/zero_shot/<model>/<task>.jsonl and are resumed if interrupted.
+Speed with explanations is measured separately on --explain-n posts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from datetime import date
+from pathlib import Path
+
+from mentalglm.analyze import AnalyzeConfig, Analyzer, completed_pairs, write_stream
+from mentalglm.data.sources import load_task
+from mentalglm.data.splits import stratified_sample
+from mentalglm.evaluate.classification import score
+from mentalglm.inputs import Post
+from mentalglm.llm.registry import DEFAULT_MODEL, open_backend
+from mentalglm.tasks import INVALID, get_task
+
+TASKS = ["cognitive_distortion", "suicide_risk", "suicide_risk_levels", "emotion"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=DEFAULT_MODEL)
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--tasks", default=",".join(TASKS))
+    ap.add_argument("--explain-n", type=int, default=10, help="posts timed with explanations on")
+    ap.add_argument("--out", default="runs/zero_shot")
+    args = ap.parse_args()
+    backend, style = open_backend(args.model)
+    rows = []
+    for task in args.tasks.split(","):
+        spec = get_task(task)
+        sample = stratified_sample(load_task(task, ["train"]), args.n, seed=13)
+        gold = {e.id: e.labels for e in sample}
+        out = Path(args.out) / args.model / f"{task}.jsonl"
+        done = completed_pairs(out)
+        analyzer = Analyzer(backend, AnalyzeConfig(tasks=(task,), explain=False, style=style))
+        todo = [Post(e.id, e.text) for e in sample if (e.id, task) not in done]
+        start = time.perf_counter()
+        write_stream(analyzer.stream(todo), out)
+        elapsed = time.perf_counter() - start
+        preds = {r["id"]: r for r in map(json.loads, out.read_text(encoding="utf-8").splitlines())}
+        ids = [e.id for e in sample]
+        s = score(spec, [gold[i] for i in ids], [preds[i]["labels"] for i in ids],
+                  [preds[i]["parse_status"] not in (INVALID, "error") for i in ids])
+        rows.append((task, len(sample), s, len(todo) / elapsed if todo and elapsed else float("nan")))
+    explain_speed = float("nan")
+    if args.explain_n:
+        sample = stratified_sample(load_task("cognitive_distortion", ["train"]), args.explain_n, seed=7)
+        analyzer = Analyzer(backend, AnalyzeConfig(style=style))  # the three default tasks, with explanations
+        start = time.perf_counter()
+        list(analyzer.stream([Post(e.id, e.text) for e in sample]))
+        explain_speed = len(sample) / (time.perf_counter() - start)
+
+    print(f"\nmodel {args.model}, {date.today()}, {platform.machine()} {platform.processor() or ''}, "
+          f"n={args.n} per task (stratified, seed 13), zero-shot, greedy\n")
+    print("| task | n | accuracy | weighted F1 | macro F1 | parse rate | posts/s (labels only) |")
+    print("|---|---|---|---|---|---|---|")
+    for task, n, s, speed in rows:
+        extra = f" (micro F1 {s['micro_f1']:.3f})" if "micro_f1" in s else ""
+        print(f"| {task} | {n} | {s['accuracy']:.3f} | {s['weighted_f1']:.3f}{extra} | {s['macro_f1']:.3f} | "
+              f"{1 - s['invalid_rate']:.3f} | {speed:.2f} |")
+    print(f"\nwith explanations, three default tasks per post: {explain_speed:.3f} posts/s "
+          f"({args.explain_n} posts)")
+
+
+if __name__ == "__main__":
+    main()

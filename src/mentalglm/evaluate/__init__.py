@@ -1,0 +1,1 @@
+"""Scoring predictions: classification metrics now; explanations, judge, report as they are built."""

@@ -3,7 +3,8 @@
     python benchmarks/zero_shot.py --n 200                      # default model, all four tasks
     python benchmarks/zero_shot.py --n 50 --tasks emotion --model qwen2.5-coder-0.5b-instruct-q4
 
-Draws a stratified sample (seed 13) of each task's training file from ../shared/data, runs
+Draws a stratified sample (seed 13) of each task's validation split (``task_splits``: SOS-4K's own
+val.tsv, else 20% of the training file carved with seed 13) from ../shared/data, runs
 ``analyze`` with labels only (greedy decoding writes the same label with or without the
 explanation that follows it, so the scores hold for full answers), and prints one table.
 Predictions go to runs/zero_shot/<model>/<task>.jsonl and are resumed if interrupted.
@@ -20,7 +21,7 @@ from datetime import date
 from pathlib import Path
 
 from mentalglm.analyze import AnalyzeConfig, Analyzer, completed_pairs, write_stream
-from mentalglm.data.sources import load_task
+from mentalglm.data.sources import task_splits
 from mentalglm.data.splits import stratified_sample
 from mentalglm.evaluate.classification import score
 from mentalglm.inputs import Post
@@ -42,7 +43,7 @@ def main() -> None:
     rows = []
     for task in args.tasks.split(","):
         spec = get_task(task)
-        sample = stratified_sample(load_task(task, ["train"]), args.n, seed=13)
+        sample = stratified_sample(task_splits(task)["validation"], args.n, seed=13)
         gold = {e.id: e.labels for e in sample}
         out = Path(args.out) / args.model / f"{task}.jsonl"
         done = completed_pairs(out)
@@ -58,14 +59,14 @@ def main() -> None:
         rows.append((task, len(sample), s, len(todo) / elapsed if todo and elapsed else float("nan")))
     explain_speed = float("nan")
     if args.explain_n:
-        sample = stratified_sample(load_task("cognitive_distortion", ["train"]), args.explain_n, seed=7)
+        sample = stratified_sample(task_splits("cognitive_distortion")["validation"], args.explain_n, seed=7)
         analyzer = Analyzer(backend, AnalyzeConfig(style=style))  # the three default tasks, with explanations
         start = time.perf_counter()
         list(analyzer.stream([Post(e.id, e.text) for e in sample]))
         explain_speed = len(sample) / (time.perf_counter() - start)
 
     print(f"\nmodel {args.model}, {date.today()}, {platform.machine()} {platform.processor() or ''}, "
-          f"n={args.n} per task (stratified, seed 13), zero-shot, greedy\n")
+          f"n={args.n} per task (stratified from the validation split, seed 13), zero-shot, greedy\n")
     print("| task | n | accuracy | weighted F1 | macro F1 | parse rate | posts/s (labels only) |")
     print("|---|---|---|---|---|---|---|")
     for task, n, s, speed in rows:

@@ -30,6 +30,7 @@ BASE_URL_ENV = ("MENTALGLM_BASE_URL", "OPENAI_BASE_URL")
 PREFIX_INSTRUCTION = "\n\n请直接以“{prefix}”开头作答。(Begin your answer with: {prefix})"
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 MAX_BACKOFF_S = 60.0
+MAX_RETRY_AFTER_S = 300.0
 
 
 class HTTPBackendError(RuntimeError):
@@ -133,20 +134,21 @@ class OpenAIBackend:
                       "seed": int(config.seed)}
         if config.stop:
             body["stop"] = list(config.stop)
+        # Extensions of vLLM and llama.cpp's server, sent only when set: api.openai.com rejects unknown fields.
         if config.top_k:
-            body["top_k"] = int(config.top_k)  # vLLM / llama.cpp extension; OpenAI ignores unknown fields? no: use extra_body
+            body["top_k"] = int(config.top_k)
         if config.repeat_penalty and config.repeat_penalty != 1.0:
-            body["repetition_penalty"] = float(config.repeat_penalty)  # vLLM extension
+            body["repetition_penalty"] = float(config.repeat_penalty)
         body.update(self.extra_body)
         return body
 
     # ------------------------------------------------------------------ transport
     def _sleep_before_retry(self, attempt: int, retry_after: float | None) -> None:
-        delay = self.backoff * (2 ** attempt) * (0.5 + random.random())  # exponential, with jitter
-        if retry_after is not None:
-            delay = max(delay, retry_after)
-        time.sleep(min(delay, MAX_BACKOFF_S) if retry_after is None else retry_after if retry_after > delay
-                   else delay)
+        if retry_after is not None:  # the server knows best
+            delay = min(retry_after, MAX_RETRY_AFTER_S)
+        else:  # exponential, with jitter so concurrent workers do not retry in lockstep
+            delay = min(self.backoff * (2 ** attempt) * (0.5 + random.random()), MAX_BACKOFF_S)
+        time.sleep(delay)
 
     def _post(self, body: dict) -> dict:
         url = f"{self.base_url}/chat/completions"

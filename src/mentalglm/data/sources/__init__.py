@@ -95,4 +95,22 @@ def load_task(task: str, splits: list[str] | None = None, root=None) -> list[Exa
 
 
 __all__ = ["Source", "SOURCES", "TASK_SOURCES", "FORMAT_LOADERS", "load_source", "load_task", "data_root",
-           "source_files", "DataError", "Example"]
+           "source_files", "task_splits", "DataError", "Example"]
+
+
+VALIDATION_SEED = 13
+VALIDATION_FRACTION = 0.2
+
+
+def task_splits(task: str, root=None) -> dict[str, list[Example]]:
+    """``train`` and ``validation`` of a C-IMHI task: the source's own validation file where it has
+    one (SOS-4K ``val.tsv``), else a stratified 20% carved from the training file with seed 13.
+    Official test splits are held back by the publishers and are not used here."""
+    from ..splits import stratified_split
+
+    src = SOURCES[TASK_SOURCES[task]]
+    train = load_source(src.name, ["train"], root)
+    if "val" in src.files:
+        return {"train": train, "validation": [e for e in load_source(src.name, ["val"], root)]}
+    rest, val = stratified_split(train, VALIDATION_FRACTION, seed=VALIDATION_SEED, name="validation")
+    return {"train": rest, "validation": val}

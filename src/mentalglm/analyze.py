@@ -91,6 +91,11 @@ class Analyzer:
 
     def run_task(self, spec: TaskSpec, posts: Sequence[Post]) -> list[Analysis]:
         """One task over several posts (one backend call, so backends can batch)."""
+        budget = self._post_budget(spec)
+        if budget < 16:
+            message = (f"the context ({self.backend.context_length} tokens) cannot hold the {spec.name} prompt and "
+                       f"an answer of {self.gen_config(spec).max_tokens} tokens; use a larger --n-ctx")
+            return [self._error(post, spec, post.error or message) for post in posts]
         out: list[Analysis | None] = [None] * len(posts)
         todo, requests, notes = [], [], []
         for i, post in enumerate(posts):

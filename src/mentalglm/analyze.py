@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
@@ -90,12 +89,23 @@ class Analyzer:
         return Analysis(post.id, spec.name, [], "", "", ERROR, self.backend.name, 0.0, error=message)
 
     def run_task(self, spec: TaskSpec, posts: Sequence[Post]) -> list[Analysis]:
-        """One task over several posts (one backend call, so backends can batch)."""
+        return list(self.iter_task(spec, posts))
+
+    def iter_task(self, spec: TaskSpec, posts: Sequence[Post]) -> Iterator[Analysis]:
+        """One task over several posts, in order. Posts go to the backend in groups of what it can
+        run at once (a batch for transformers, parallel requests over HTTP, one for llama.cpp), so
+        results come out, and get written, as soon as each group is done."""
         budget = self._post_budget(spec)
         if budget < 16:
             message = (f"the context ({self.backend.context_length} tokens) cannot hold the {spec.name} prompt and "
                        f"an answer of {self.gen_config(spec).max_tokens} tokens; use a larger --n-ctx")
-            return [self._error(post, spec, post.error or message) for post in posts]
+            yield from (self._error(post, spec, post.error or message) for post in posts)
+            return
+        group = max(1, getattr(self.backend, "batch_size", None) or getattr(self.backend, "concurrency", 1))
+        for start in range(0, len(posts), group):
+            yield from self._group(spec, posts[start:start + group])
+
+    def _group(self, spec: TaskSpec, posts: Sequence[Post]) -> list[Analysis]:
         out: list[Analysis | None] = [None] * len(posts)
         todo, requests, notes = [], [], []
         for i, post in enumerate(posts):
@@ -114,8 +124,9 @@ class Analyzer:
                 generations = self.backend.generate(requests, self.gen_config(spec))
             except Exception as e:  # a failing call must not kill the batch: record it per row
                 log.error("task %s: backend failed on %d post(s): %s", spec.name, len(requests), e)
+                failure = f"backend error: {e}"
                 for i in todo:
-                    out[i] = self._error(posts[i], spec, f"backend error: {e}")
+                    out[i] = self._error(posts[i], spec, failure)
                 return out  # type: ignore[return-value]
             for i, gen, warnings in zip(todo, generations, notes):
                 out[i] = self._analysis(posts[i], spec, gen.text, gen.latency_ms, warnings)
@@ -150,7 +161,7 @@ class Analyzer:
         for spec in self.specs:
             todo = [p for p in batch if (p.id, spec.name) not in done]
             if todo:
-                yield from self.run_task(spec, todo)
+                yield from self.iter_task(spec, todo)
 
 
 def completed_pairs(out_path: Path) -> set[tuple[str, str]]:
@@ -185,8 +196,3 @@ def write_stream(analyses: Iterable[Analysis], out_path: Path, on_result: Callab
             if on_result:
                 on_result(a)
 
-
-def timed(fn, *args, **kw):
-    start = time.perf_counter()
-    result = fn(*args, **kw)
-    return result, time.perf_counter() - start

@@ -1,0 +1,34 @@
+"""Opt-in: the packaged default model, end to end (about a minute on 2 cores).
+
+    MENTALGLM_REAL_MODEL=1 python -m pytest -m realmodel
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+
+from mentalglm.cli import main
+from mentalglm.llm.registry import DEFAULT_MODEL, REGISTRY, assemble_packaged
+
+pytestmark = [
+    pytest.mark.realmodel,
+    pytest.mark.skipif(os.environ.get("MENTALGLM_REAL_MODEL") != "1",
+                       reason="needs the packaged 1.1 GB model and a minute of CPU; set MENTALGLM_REAL_MODEL=1"),
+]
+
+
+def test_packaged_model_assembles_with_its_recorded_checksum():
+    path = assemble_packaged(REGISTRY[DEFAULT_MODEL])
+    assert path.stat().st_size == REGISTRY[DEFAULT_MODEL].packaged.size
+
+
+def test_analyze_prints_a_label_and_a_chinese_explanation_for_each_default_task(capsys):
+    assert main(["analyze", "今天和朋友去吃了火锅，聊得特别开心，感觉生活还是很美好的"]) == 0
+    out = capsys.readouterr().out
+    for title in ("认知歪曲识别", "自杀风险识别", "情绪识别"):
+        row = next(line for line in out.splitlines() if title in line)
+        assert re.search(r"[\u4e00-\u9fff]{4,}", row.split(title, 1)[1]), row
+    assert "积极" in out and "低自杀风险" in out

@@ -53,7 +53,7 @@ def test_a_missing_part_package_says_what_to_install(tmp_path, monkeypatch):
 
 
 def test_mentalglm_offline_says_how_to_get_it():
-    with pytest.raises(ModelUnavailable, match="huggingface-cli download zwzzz/MentalGLM"):
+    with pytest.raises(ModelUnavailable, match="hf download zwzzz/MentalGLM"):
         open_backend("mentalglm")
 
 

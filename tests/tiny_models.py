@@ -107,7 +107,7 @@ def build_tiny_hf_model(folder: str | Path, *, vocab_size: int = 1000, seed: int
 
 
 def build_tiny_gguf(path: str | Path, *, vocab_size: int = 400, seed: int = 0, n_embd: int = 64, n_layers: int = 2,
-                    n_head: int = 4, n_head_kv: int = 2, n_ff: int = 128, n_ctx: int = 512) -> Path:
+                    n_head: int = 4, n_head_kv: int = 2, n_ff: int = 128, n_ctx: int = 4096) -> Path:
     """Write a random-weight llama-architecture GGUF (F32, about 0.5 MB) with an embedded GPT-2-style BPE
     tokenizer and a ChatML chat template, loadable by ``llama_cpp.Llama``."""
     import gguf

@@ -8,7 +8,9 @@ from ..llm.registry import DEFAULT_MODEL, open_backend
 def add_model_args(p, default_model: str = DEFAULT_MODEL) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", default=default_model,
-                   help="registry name (see `mentalglm models`), a .gguf path, a local HF folder or id, or openai:<name>")
+                   help="registry name (see `mentalglm models`), a .gguf path, a local HF folder or id, openai:<name>, "
+                        "or vllm:<HF id or folder> (GPU)")
+    g.add_argument("--weights", help="local folder with a registry model's weights (e.g. a downloaded zwzzz/MentalGLM)")
     g.add_argument("--adapter", help="LoRA adapter: a GGUF adapter or run folder (llama.cpp), a PEFT folder (transformers)")
     g.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 (key from $OPENAI_API_KEY)")
     g.add_argument("--prompt-style", choices=["zeroshot", "instruction"],
@@ -17,6 +19,7 @@ def add_model_args(p, default_model: str = DEFAULT_MODEL) -> None:
     g.add_argument("--n-ctx", type=int, default=4096, help="context length (llama.cpp)")
     g.add_argument("--threads", type=int, help="CPU threads (llama.cpp; default: all cores)")
     g.add_argument("--concurrency", type=int, default=4, help="parallel requests (HTTP backends)")
+    g.add_argument("--tensor-parallel-size", type=int, default=1, help="GPUs per model (vllm:<model> only)")
 
 
 def open_from_args(args):
@@ -24,10 +27,12 @@ def open_from_args(args):
     options = {}
     if args.base_url or args.model.startswith("openai:"):
         options["concurrency"] = args.concurrency
+    elif args.model.startswith("vllm:"):
+        options["tensor_parallel_size"] = args.tensor_parallel_size
     elif args.model.endswith(".gguf") or _is_llamacpp(args.model):
         options.update(n_ctx=args.n_ctx, n_threads=args.threads)
     return open_backend(args.model, adapter=args.adapter, base_url=args.base_url, prompt_style=args.prompt_style,
-                        **options)
+                        weights=args.weights, **options)
 
 
 def _is_llamacpp(model: str) -> bool:

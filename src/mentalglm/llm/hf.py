@@ -81,6 +81,7 @@ class HFBackend:
                  batch_size: int = 8, trust_remote_code: bool | None = None, device: str | None = None,
                  max_new_tokens_cap: int | None = None):
         import torch
+        from huggingface_hub.errors import HFValidationError
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
         model = str(model)
@@ -93,6 +94,7 @@ class HFBackend:
         self.generation_defaults: dict = dict(getattr(entry, "generation", None) or {})
         self.notes: list[str] = []
         self._lock = threading.Lock()
+        self._warned_max_length = False
         if trust_remote_code is None:
             trust_remote_code = bool(hf_kwargs.get("trust_remote_code", False))
 
@@ -104,15 +106,22 @@ class HFBackend:
         # The config first: one small file, so an absent model fails fast with one clear message.
         try:
             config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
-        except (OSError, ValueError) as exc:  # hub errors are OSError; invalid ids ValueError
+        except (OSError, HFValidationError) as exc:  # not on disk, not in the HF cache, hub unreachable
             raise ModelUnavailable(f"model {self.name!r} cannot be loaded here ({_first_line(exc)}). "
                                    f"{_how_to_get(model, entry)}") from exc
+        except ValueError as exc:
+            if "trust_remote_code" not in str(exc):
+                raise
+            raise ModelUnavailable(
+                f"model {self.name!r} ships its own modelling code (GLM-4 checkpoints do): load it with "
+                f"trust_remote_code=True (--trust-remote-code) if you trust its source") from exc
         self.context_length: int = _context_length(config)
 
         if device in (None, ""):
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = device
-        torch_dtype = self._resolve_dtype(dtype or hf_kwargs.get("dtype") or "auto", config, device)
+        torch_dtype = self._resolve_dtype(dtype or hf_kwargs.get("dtype") or "auto", config, device,
+                                          explicit=dtype is not None)
 
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
@@ -143,7 +152,9 @@ class HFBackend:
         self._has_template = bool(getattr(tok, "chat_template", None))
 
     # ------------------------------------------------------------------ loading helpers
-    def _resolve_dtype(self, requested: str, config, device: str):
+    def _resolve_dtype(self, requested: str, config, device: str, explicit: bool = False):
+        """The torch dtype to load in. Defaults (the registry entry's, or the checkpoint's own with "auto")
+        fall back to float32 on a CPU that would only emulate bf16/fp16; an explicit ``dtype`` is obeyed."""
         import torch
 
         key = _DTYPE_ALIASES.get(str(requested).lower().replace("torch.", ""))
@@ -153,10 +164,10 @@ class HFBackend:
             saved = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
             key = str(saved).replace("torch.", "") if saved else "float32"
             key = _DTYPE_ALIASES.get(key, "float32")
-        if device == "cpu":
+        if device == "cpu" and not explicit:
             if key == "bfloat16" and not _cpu_has_bf16():
                 self._note("this CPU has no native bf16: loading in float32 (twice the memory, much faster "
-                           "than emulated bf16); pass dtype='bfloat16' to force it")
+                           "than emulated bf16); pass dtype='bfloat16' to force bf16")
                 key = "float32"
             elif key == "float16":
                 self._note("float16 is slow or unsupported on CPU: loading in float32")
@@ -198,22 +209,30 @@ class HFBackend:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
     # ------------------------------------------------------------------ generation
-    def _generate_kwargs(self, config: GenConfig, prompt_len: int) -> dict:
-        defaults = dict(self.generation_defaults)
-        max_length = defaults.pop("max_length", None)
-        for key in ("do_sample", "temperature", "top_p", "top_k", "max_new_tokens"):
-            # The card's do_sample=True, top_k=1 is greedy in effect; GenConfig decides the decoding mode.
-            defaults.pop(key, None)
+    def _max_new_tokens(self, config: GenConfig, prompt_len: int) -> int:
+        """New-token budget of one prompt: GenConfig.max_tokens, within ``max_new_tokens_cap`` and the model
+        card's ``max_length`` (prompt + answer) when the prompt leaves room under it."""
         max_new = max(1, int(config.max_tokens))
         if self.max_new_tokens_cap:
             max_new = min(max_new, int(self.max_new_tokens_cap))
+        max_length = self.generation_defaults.get("max_length")
         if max_length:
             room = int(max_length) - prompt_len
             if room >= 1:
                 max_new = min(max_new, room)
-            else:
-                log.warning("%s: prompt of %d tokens exceeds the model card's max_length %d; generating up to "
-                            "%d new tokens anyway", self.name, prompt_len, max_length, max_new)
+            elif not self._warned_max_length:
+                self._warned_max_length = True
+                self._note(f"a prompt of {prompt_len} tokens exceeds the model card's max_length {max_length}; "
+                           f"such prompts get up to {max_new} new tokens anyway")
+        return max_new
+
+    def _generate_kwargs(self, config: GenConfig, max_new: int) -> dict:
+        defaults = dict(self.generation_defaults)
+        defaults.pop("max_length", None)
+        for key in ("do_sample", "temperature", "top_p", "top_k", "max_new_tokens", "repetition_penalty"):
+            # GenConfig decides these (it cannot say "unset"). The MentalGLM card's do_sample=True, top_k=1 is
+            # greedy in effect, which is what GenConfig's temperature 0 gives.
+            defaults.pop(key, None)
         kwargs = dict(defaults, max_new_tokens=max_new, pad_token_id=self.tokenizer.pad_token_id,
                       eos_token_id=self._eos_ids or None)
         if config.temperature and config.temperature > 0:
@@ -221,8 +240,8 @@ class HFBackend:
                           top_k=int(config.top_k) if config.top_k else 0)
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        if config.repeat_penalty and config.repeat_penalty != 1.0:
-            kwargs["repetition_penalty"] = float(config.repeat_penalty)
+        # Always set: a checkpoint's generation_config.json (Qwen2.5: 1.05) must not sneak a penalty in.
+        kwargs["repetition_penalty"] = float(config.repeat_penalty or 1.0)
         return kwargs
 
     def generate(self, requests: Sequence[Request], config: GenConfig) -> list[Generation]:
@@ -255,7 +274,10 @@ class HFBackend:
         input_ids = padded["input_ids"].to(device)
         attention_mask = padded["attention_mask"].to(device)
         prompt_len = input_ids.shape[1]
-        kwargs = self._generate_kwargs(config, prompt_len)
+        # Per-row budgets, so that a prompt gets the same answer alone or in any batch (greedy): generate up
+        # to the largest budget, then cut each row to its own.
+        limits = [self._max_new_tokens(config, len(ids)) for ids in batch_ids]
+        kwargs = self._generate_kwargs(config, max(limits))
         stops = tuple(s for s in config.stop if s)
         if stops:
             kwargs["stopping_criteria"] = StoppingCriteriaList(
@@ -264,24 +286,24 @@ class HFBackend:
             torch.manual_seed(config.seed)
         out = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         elapsed_ms = (time.perf_counter() - t0) * 1000.0
-        max_new = kwargs["max_new_tokens"]
         eos = set(self._eos_ids)
         pad = self.tokenizer.pad_token_id
         gens = []
         for row in range(out.shape[0]):
-            ids = out[row, prompt_len:].tolist()
+            ids = out[row, prompt_len:].tolist()[:limits[row]]
             finish = "length"
             for j, t in enumerate(ids):
                 if t in eos:
                     ids, finish = ids[:j], "stop"
                     break
-            while ids and ids[-1] == pad and len(ids) < max_new:  # padding after a stop-string halt
-                ids.pop()
+            if finish == "length":
+                while ids and ids[-1] == pad:  # padding after a stop-string halt, or after a shorter row's end
+                    ids.pop()
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
             cut = _first_stop(text, stops)
             if cut is not None:
                 text, finish = text[:cut], "stop"
-            elif finish == "length" and len(ids) < max_new:
+            elif finish == "length" and len(ids) < limits[row]:
                 finish = "stop"
             gens.append(Generation(text=text, prompt_tokens=int(attention_mask[row].sum()),
                                    completion_tokens=len(ids), latency_ms=elapsed_ms / out.shape[0],

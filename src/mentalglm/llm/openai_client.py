@@ -86,7 +86,13 @@ def _server_message(response: httpx.Response) -> str:
 
 
 class OpenAIBackend:
-    """Chat completions over HTTP. ``base_url`` includes ``/v1`` (e.g. ``http://localhost:8000/v1``)."""
+    """Chat completions over HTTP. ``base_url`` includes ``/v1`` (e.g. ``http://localhost:8000/v1``).
+
+    ``api_key_env`` names the environment variable holding the key (unset or empty: no Authorization header).
+    ``retries`` extra attempts after the first, on connection errors, timeouts, 408/409/425/429 and 5xx, waiting
+    ``backoff * 2**attempt`` seconds (with jitter) or the server's ``Retry-After``. ``concurrency`` requests in
+    flight at once. ``extra_body`` is merged into every request body (e.g. ``{"chat_template_kwargs": ...}``).
+    """
 
     def __init__(self, model: str, base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY",
                  timeout: float = 60.0, retries: int = 4, backoff: float = 1.0, concurrency: int = 4,
@@ -159,6 +165,9 @@ class OpenAIBackend:
                 response = self._client.post(url, json=body)
             except httpx.TransportError as exc:  # refused, reset, timed out
                 last_error = f"{type(exc).__name__}: {exc}"
+                if final and isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
+                    raise HTTPBackendError(f"{url}: no answer within {self.timeout:g} s, {attempt + 1} attempts; "
+                                           f"raise the timeout or lower the concurrency") from exc
                 if final:
                     raise ModelUnavailable(f"cannot reach {url} after {attempt + 1} attempts ({last_error}); "
                                            f"is the server running?") from exc

@@ -70,20 +70,21 @@ REGISTRY: dict[str, ModelEntry] = {e.name: e for e in [
         hf_kwargs={"trust_remote_code": True, "dtype": "bfloat16"},
         # Generation settings of the model card: do_sample=True with top_k=1 (greedy in effect), max_length 1000.
         generation={"max_length": 1000, "do_sample": True, "top_k": 1},
-        how_to_get="On a machine with internet: `huggingface-cli download zwzzz/MentalGLM --local-dir DIR`, "
-                   "then pass --model DIR (needs about 19 GB of memory in bf16; a GPU is strongly advised).",
+        how_to_get="On a machine with internet: `hf download zwzzz/MentalGLM --local-dir DIR` (older "
+                   "huggingface_hub: `huggingface-cli download`), then pass --model mentalglm --weights DIR "
+                   "(about 19 GB of memory in bf16; a GPU is strongly advised).",
     ),
     ModelEntry(
         "mentalglm-chat", "hf", "MentalGLM-chat (GLM-4-9b-chat + two-stage LoRA), Zhai et al. 2025.",
         prompt_style="instruction", hf_id="zwzzz/MentalGLM-chat",
         hf_kwargs={"trust_remote_code": True, "dtype": "bfloat16"},
         generation={"max_length": 1000, "do_sample": True, "top_k": 1},
-        how_to_get="`huggingface-cli download zwzzz/MentalGLM-chat --local-dir DIR`, then --model DIR.",
+        how_to_get="`hf download zwzzz/MentalGLM-chat --local-dir DIR`, then --model mentalglm-chat --weights DIR.",
     ),
     ModelEntry(
         "glm-4-9b-chat", "hf", "GLM-4-9b-chat (THUDM), the general model MentalGLM-chat starts from.",
         hf_id="THUDM/glm-4-9b-chat", hf_kwargs={"trust_remote_code": True, "dtype": "bfloat16"},
-        how_to_get="`huggingface-cli download THUDM/glm-4-9b-chat --local-dir DIR`, then --model DIR.",
+        how_to_get="`hf download THUDM/glm-4-9b-chat --local-dir DIR`, then --model glm-4-9b-chat --weights DIR.",
     ),
 ]}
 
@@ -147,11 +148,18 @@ def describe(model: str) -> str:
 
 def open_backend(model: str = DEFAULT_MODEL, *, adapter: str | None = None, base_url: str | None = None,
                  prompt_style: str | None = None, **options) -> tuple[Backend, str]:
-    """Open a model by registry name, GGUF path, HF folder or id, or ``openai:<name>``.
+    """Open a model by registry name, GGUF path, HF folder or id, ``openai:<name>``, or ``vllm:<name>`` (GPU).
 
     ``options`` go to the backend (n_ctx and n_threads for llama.cpp; dtype, batch_size for
     transformers; api_key_env, concurrency, timeout for HTTP). Returns (backend, prompt style).
     """
+    if model.startswith("vllm:"):  # GPU offline batches; options are VLLMSettings fields
+        from .vllm_backend import VLLMBackend, VLLMSettings
+
+        name = model.removeprefix("vllm:")
+        entry = REGISTRY.get(name)
+        style = prompt_style or (entry.prompt_style if entry else "zeroshot")
+        return VLLMBackend(VLLMSettings(model=name, adapter=adapter, **options)), style
     entry = REGISTRY.get(model)
     style = prompt_style or (entry.prompt_style if entry else "zeroshot")
     if base_url or model.startswith("openai:"):
@@ -168,5 +176,5 @@ def open_backend(model: str = DEFAULT_MODEL, *, adapter: str | None = None, base
     from .hf import HFBackend
 
     if entry:
-        return HFBackend(entry.hf_id, adapter=adapter, entry=entry, **options), style
+        return HFBackend(weights or entry.hf_id, adapter=adapter, entry=entry, **options), style
     return HFBackend(model, adapter=adapter, **options), style

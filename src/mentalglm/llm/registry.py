@@ -147,9 +147,11 @@ def describe(model: str) -> str:
 
 
 def open_backend(model: str = DEFAULT_MODEL, *, adapter: str | None = None, base_url: str | None = None,
-                 prompt_style: str | None = None, **options) -> tuple[Backend, str]:
+                 prompt_style: str | None = None, weights: str | None = None, **options) -> tuple[Backend, str]:
     """Open a model by registry name, GGUF path, HF folder or id, ``openai:<name>``, or ``vllm:<name>`` (GPU).
 
+    ``weights`` is a local copy of a registry model (a downloaded folder for ``mentalglm``):
+    the registry's settings (trust_remote_code, dtype, generation, prompt style) still apply.
     ``options`` go to the backend (n_ctx and n_threads for llama.cpp; dtype, batch_size for
     transformers; api_key_env, concurrency, timeout for HTTP). Returns (backend, prompt style).
     """

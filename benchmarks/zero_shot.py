@@ -2,6 +2,8 @@
 
     python benchmarks/zero_shot.py --n 200                      # default model, all four tasks
     python benchmarks/zero_shot.py --n 50 --tasks emotion --model qwen2.5-coder-0.5b-instruct-q4
+    python benchmarks/zero_shot.py --model qwen2.5-coder-0.5b-instruct-q4 --adapter runs/train/cpu-0.5b \
+        --prompt-style instruction --explain-n 0 --out runs/trained      # a trained adapter
 
 Draws a stratified sample (seed 13) of each task's validation split (``task_splits``: SOS-4K's own
 val.tsv, else 20% of the training file carved with seed 13) from ../shared/data, runs
@@ -38,8 +40,13 @@ def main() -> None:
     ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--explain-n", type=int, default=10, help="posts timed with explanations on")
     ap.add_argument("--out", default="runs/zero_shot")
+    ap.add_argument("--threads", type=int, help="llama.cpp threads (default: all cores)")
+    ap.add_argument("--adapter", help="LoRA adapter: a training run folder or GGUF adapter (llama.cpp), PEFT folder (HF)")
+    ap.add_argument("--prompt-style", choices=["zeroshot", "instruction"],
+                    help="instruction: the C-IMHI prompt a fine-tuned adapter learned (default: the model's own)")
     args = ap.parse_args()
-    backend, style = open_backend(args.model)
+    backend, style = open_backend(args.model, adapter=args.adapter, prompt_style=args.prompt_style,
+                                  **({"n_threads": args.threads} if args.threads else {}))
     rows = []
     for task in args.tasks.split(","):
         spec = get_task(task)

@@ -161,7 +161,9 @@ def open_backend(model: str = DEFAULT_MODEL, *, adapter: str | None = None, base
         name = model.removeprefix("vllm:")
         entry = REGISTRY.get(name)
         style = prompt_style or (entry.prompt_style if entry else "zeroshot")
-        return VLLMBackend(VLLMSettings(model=name, adapter=adapter, **options)), style
+        if weights and entry:  # a local copy keeps the registry's remote-code setting
+            options.setdefault("trust_remote_code", bool(entry.hf_kwargs.get("trust_remote_code")))
+        return VLLMBackend(VLLMSettings(model=weights or name, adapter=adapter, **options)), style
     entry = REGISTRY.get(model)
     style = prompt_style or (entry.prompt_style if entry else "zeroshot")
     if base_url or model.startswith("openai:"):

@@ -45,6 +45,7 @@ class VLLMSettings:
     max_num_seqs: int | None = None
     trust_remote_code: bool | None = None  # None: from the registry (GLM-4 remote code needs it)
     seed: int = 0
+    batch_size: int = 1024  # prompts per LLM.generate call (analyze groups posts by it; vLLM schedules within)
     served_model_name: str | None = None
     host: str = "127.0.0.1"
     port: int = 8000
@@ -157,6 +158,7 @@ class VLLMBackend:
             if not Path(settings.adapter).is_dir():
                 raise ModelUnavailable(f"adapter folder {settings.adapter} not found (vLLM loads PEFT adapters)")
             self.lora = LoRARequest(settings.adapter_name, 1, os.path.abspath(settings.adapter))
+        self.batch_size = settings.batch_size
         self.name = settings.adapter_name if settings.adapter else served_name(settings)
         self.context_length = int(self.llm.llm_engine.model_config.max_model_len)
 

@@ -1,0 +1,48 @@
+"""Fixtures for the service tests: `mentalglm serve`'s app under a real uvicorn on 127.0.0.1 (free port), over a
+real llama.cpp model (the random tiny GGUF, or the scripted one that always answers high risk).
+
+Test modules import what they use: ``from serve_helpers import serve, tiny_llama, ...``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import httpx
+import pytest
+
+from mentalglm.llm.llamacpp import LlamaCppBackend
+from mentalglm.serve import BackgroundServer, ServeSettings, create_app
+from scripted_gguf import build_scripted_gguf
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tiny_gguf_path):
+    # One thread: llama.cpp's worker threads spin, and these tests share 2 cores with everything else.
+    backend = LlamaCppBackend(tiny_gguf_path, n_ctx=512, n_threads=1)
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="session")
+def scripted_llama(tmp_path_factory):
+    backend = LlamaCppBackend(build_scripted_gguf(tmp_path_factory.mktemp("scripted") / "scripted.gguf"),
+                              n_ctx=4096, n_threads=1)
+    yield backend
+    backend.close()
+
+
+@contextlib.contextmanager
+def serve(backend, tmp_path, prompt_style: str = "instruction", **settings):
+    """Start the app over ``backend``; yields (server, httpx client with base_url)."""
+    settings.setdefault("jobs_dir", tmp_path / "jobs")
+    settings.setdefault("max_tokens", 24)
+    app = create_app(backend, prompt_style, ServeSettings(**settings))
+    with BackgroundServer(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        yield server, client
+
+
+def error_of(response: httpx.Response) -> dict:
+    body = response.json()
+    assert set(body) == {"error"}, body
+    return body["error"]

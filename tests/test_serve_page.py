@@ -1,0 +1,97 @@
+"""The web page end to end in headless Chromium (Debian's package, driven by Playwright), against the real server
+over the scripted GGUF that always answers high risk, so the crisis banner has something to show."""
+
+import json
+import os
+import shutil
+
+import pytest
+
+from serve_helpers import scripted_llama, serve  # noqa: F401  (fixtures)
+
+CHROMIUM = os.environ.get("MENTALGLM_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--no-first-run", "--disable-component-update", "--disable-sync"]
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the Python package only)")
+pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                                reason="no chromium: apt-get install -y chromium (scripts/setup.sh dev does)")
+
+
+@pytest.fixture(scope="module")
+def page_server(scripted_llama, tmp_path_factory):  # noqa: F811
+    with serve(scripted_llama, tmp_path_factory.mktemp("page"), job_chunk=2) as (server, _client):
+        yield server
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, page_server):
+    context = browser.new_context(viewport={"width": 1100, "height": 800}, accept_downloads=True)
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(page_server.url + "/")
+    page.wait_for_selector("body[data-ready=true]")
+    yield page
+    assert not errors, errors  # no JavaScript errors on the way
+    context.close()
+
+
+def _disclaimer_in_view(page) -> bool:
+    box = page.locator("#disclaimer").bounding_box()
+    return page.locator("#disclaimer").is_visible() and box is not None and box["y"] >= 0 and box["y"] < 50
+
+
+def test_paste_a_post_and_see_labels_explanation_and_crisis_banner(page):
+    assert _disclaimer_in_view(page)
+    assert "不构成诊断" in page.locator("#disclaimer").inner_text()
+    assert page.locator("input[name=task][value=suicide_risk]").is_checked()  # the server's default tasks
+    page.fill("#post", "最近总觉得活着没有意思")
+    page.click("#analyze")
+    page.wait_for_selector(".result[data-task=suicide_risk]")
+    card = page.locator(".result[data-task=suicide_risk]")
+    assert "高自杀风险" in card.locator(".chip").inner_text() and "high suicide risk" in card.inner_text()
+    assert "我不想活了" in card.locator(".explanation").inner_text()
+    assert page.locator("#crisis").is_visible()
+    assert "12356" in page.locator("#crisis-text").inner_text()  # the resources message
+    assert page.locator(".result").count() == 3  # every default task has its card, parsed or not
+    page.mouse.wheel(0, 3000)
+    page.wait_for_timeout(100)
+    assert _disclaimer_in_view(page)  # still in view after scrolling to the results
+
+
+def test_empty_post_is_refused_on_the_page(page):
+    page.click("#analyze")
+    assert "paste a post first" in page.locator("#error").inner_text()
+
+
+def test_upload_csv_choose_column_watch_progress_download_jsonl(page, tmp_path):
+    csv = tmp_path / "posts.csv"
+    # "content" is guessed first, but here it has an empty row: choosing "title" must avoid that error.
+    csv.write_text("id,title,content\n" + "".join(f"r{i},标题{i},{'' if i == 0 else '帖子'}\n" for i in range(5)),
+                   encoding="utf-8")
+    page.set_input_files("#file", str(csv))
+    page.wait_for_selector("#column-row:not([hidden])")
+    assert page.locator("#text-column").input_value() == "content"  # guessed from the header
+    page.select_option("#text-column", "title")  # the user's choice wins
+    page.uncheck("#explain")
+    page.click("#upload")
+    page.wait_for_selector("#download:not([hidden])", timeout=20000)
+    assert page.locator("#job-progress").evaluate("p => p.value") == 1
+    assert "100%" in page.locator("#job-text").inner_text() and "15 / 15" in page.locator("#job-text").inner_text()
+    assert "5" in page.locator("#job-risk").inner_text()  # five posts, each high risk
+    with page.expect_download() as info:
+        page.click("#download")
+    rows = [json.loads(line) for line in open(info.value.path(), encoding="utf-8")]
+    assert info.value.suggested_filename == "posts.mentalglm.jsonl"
+    assert len(rows) == 15 and {r["id"] for r in rows} == {f"r{i}" for i in range(5)}
+    assert sum(r["high_risk"] for r in rows) == 5
+    assert not [r for r in rows if r["parse_status"] == "error"]  # the title column was used

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 from .inputs import Post
-from .llm.base import Backend, GenConfig
+from .llm.base import Backend, GenConfig, Request
 from .prompts import build_request, label_only_stops
 from .safety import redact as redact_pii
 from .tasks import DEFAULT_TASKS, INVALID, TaskSpec, get_task, parse_answer
@@ -67,10 +67,14 @@ class Analyzer:
         # Labels only: stop right after the label sentence; a few tokens suffice.
         return GenConfig(max_tokens=24, temperature=self.config.temperature, stop=label_only_stops(spec))
 
+    def request(self, spec: TaskSpec, text: str) -> Request:
+        """The prompt for one post; subclasses change it (few-shot examples as earlier chat turns)."""
+        return build_request(spec, text, self.config.style)
+
     def _post_budget(self, spec: TaskSpec) -> int:
         """Tokens a post may take: the context minus the prompt around it and the answer."""
         if spec.name not in self._budget:
-            empty = build_request(spec, "", self.config.style)
+            empty = self.request(spec, "")
             overhead = sum(self.backend.count_tokens(m["content"]) for m in empty.messages) + 64
             self._budget[spec.name] = self.backend.context_length - overhead - self.gen_config(spec).max_tokens
         return self._budget[spec.name]
@@ -117,7 +121,7 @@ class Analyzer:
             for w in warnings:
                 log.warning("post %s, task %s: %s", post.id, spec.name, w)
             todo.append(i)
-            requests.append(build_request(spec, text, self.config.style))
+            requests.append(self.request(spec, text))
             notes.append(warnings)
         if requests:
             try:

@@ -1,0 +1,210 @@
+"""Predictions files (one JSON object per line: id, task, labels, explanation, raw, parse_status),
+the gold set they are scored against, and the check that the two fit together.
+
+A file that does not fit its gold set is an error that names the line, never a silent
+re-alignment: a missing id, an unknown label, a row of another task or a duplicate id
+would each change the scores without anyone noticing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from ..data.records import DataError, Example
+from ..tasks import FALLBACK, INVALID, OK, TaskSpec, get_task
+
+ERROR = "error"  # the backend failed on the row (see mentalglm.analyze)
+STATUSES = (OK, FALLBACK, INVALID, ERROR)
+REQUIRED = ("id", "task", "labels", "parse_status")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    id: str
+    task: str
+    labels: tuple[str, ...]
+    parse_status: str
+    explanation: str = ""
+    raw: str = ""
+    model: str = ""
+    line: int = 0  # where it sits in its file (1-based), for messages
+
+    @property
+    def valid(self) -> bool:
+        return self.parse_status in (OK, FALLBACK)
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d.pop("line")
+        d["labels"] = list(self.labels)
+        return json.dumps(d, ensure_ascii=False)
+
+
+def write_predictions(rows: Iterable[Prediction], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(row.to_json() + "\n")
+    return path
+
+
+def _row(path: Path, line: int, obj, expected: TaskSpec | None) -> Prediction:
+    if not isinstance(obj, dict):
+        raise DataError(path, line, f"expected a JSON object, found {type(obj).__name__}")
+    missing = [k for k in REQUIRED if k not in obj]
+    if missing:
+        raise DataError(path, line, f"missing field(s) {', '.join(missing)}; every row needs {', '.join(REQUIRED)}")
+    try:
+        spec = get_task(str(obj["task"]))
+    except KeyError as e:
+        raise DataError(path, line, str(e.args[0])) from None
+    if expected is not None and spec.name != expected.name:
+        raise DataError(path, line, f"task mismatch: the row is for task {spec.name!r}, expected {expected.name!r}")
+    labels = obj["labels"]
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        raise DataError(path, line, f"labels must be a list of label names, found {labels!r}")
+    unknown = [x for x in labels if x not in spec.label_names]
+    if unknown:
+        raise DataError(path, line, f"unknown label(s) {unknown} for task {spec.name!r}; "
+                                    f"labels are {', '.join(spec.label_names)}")
+    if not spec.multi_label and len(labels) > 1:
+        raise DataError(path, line, f"task {spec.name!r} is single-label, the row has {len(labels)} labels")
+    status = obj["parse_status"]
+    if status not in STATUSES:
+        raise DataError(path, line, f"parse_status {status!r} is not one of {', '.join(STATUSES)}")
+    if status in (OK, FALLBACK) and not labels and not spec.empty_sentence:
+        raise DataError(path, line, f"parse_status {status!r} but no labels; an answer without a label is "
+                                    f"'{INVALID}' for task {spec.name!r}")
+    return Prediction(str(obj["id"]), spec.name, tuple(labels), status, str(obj.get("explanation") or ""),
+                      str(obj.get("raw") or ""), str(obj.get("model") or ""), line)
+
+
+def read_predictions(path: str | Path, task: str | None = None) -> list[Prediction]:
+    """Every row of a predictions file, checked: one task per file, known labels, unique ids."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, None, "predictions file not found")
+    expected = get_task(task) if task else None
+    rows: list[Prediction] = []
+    first_line: dict[str, int] = {}
+    for line, text in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(path, line, f"invalid JSON ({e.msg} at column {e.colno})") from None
+        row = _row(path, line, obj, expected)
+        if expected is None:
+            expected = get_task(row.task)  # the first row fixes the task of the file
+        if row.id in first_line:
+            raise DataError(path, line, f"duplicate id {row.id!r} (first on line {first_line[row.id]})")
+        first_line[row.id] = line
+        rows.append(row)
+    if not rows:
+        raise DataError(path, None, "no predictions in the file")
+    return rows
+
+
+def read_gold(path: str | Path, task: str) -> list[Example]:
+    """Gold examples from a JSONL file of records (``id``, ``labels``; ``text``, ``explanation`` optional),
+    for tasks without a built-in corpus (cognitive pathway, your own data)."""
+    path, spec = Path(path), get_task(task)
+    out, seen = [], {}
+    for line, text in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(path, line, f"invalid JSON ({e.msg})") from None
+        if not isinstance(obj, dict) or "id" not in obj or not isinstance(obj.get("labels"), list):
+            raise DataError(path, line, "a gold row needs an id and a labels list")
+        unknown = [x for x in obj["labels"] if x not in spec.label_names]
+        if unknown:
+            raise DataError(path, line, f"unknown gold label(s) {unknown} for task {spec.name!r}")
+        pid = str(obj["id"])
+        if pid in seen:
+            raise DataError(path, line, f"duplicate gold id {pid!r} (first on line {seen[pid]})")
+        seen[pid] = line
+        out.append(Example(pid, spec.name, str(obj.get("text") or ""), tuple(obj["labels"]),
+                           str(obj.get("split") or "gold"), str(obj.get("source") or path.name),
+                           obj.get("explanation")))
+    if not out:
+        raise DataError(path, None, "no gold rows in the file")
+    return out
+
+
+@dataclass(frozen=True)
+class GoldSet:
+    """The posts a score is computed on. ``pool`` holds every id of the split the set was drawn from:
+    predictions for pooled ids outside the set (a full-split file scored on a sample) are left out,
+    ids outside the pool are errors."""
+
+    task: str
+    examples: tuple[Example, ...]
+    pool: frozenset[str]
+    description: str
+
+
+def gold_set(task: str, split: str = "validation", sample: int | None = None, seed: int = 13,
+             gold_file: str | Path | None = None, root=None) -> GoldSet:
+    """The gold posts of a task: a split of its built-in corpus (``task_splits``) or a gold JSONL,
+    optionally a stratified sample of ``sample`` posts drawn with ``seed``."""
+    from ..data.sources import task_splits
+    from ..data.splits import stratified_sample
+
+    spec = get_task(task)
+    if gold_file:
+        examples, where = read_gold(gold_file, spec.name), str(gold_file)
+    else:
+        splits = task_splits(spec.name, root)
+        if split not in splits:
+            raise KeyError(f"unknown split {split!r}; use one of {', '.join(splits)}")
+        examples, where = splits[split], f"{split} split"
+    pool = frozenset(e.id for e in examples)
+    if sample:
+        examples = stratified_sample(examples, sample, seed=seed)
+        where += f", stratified sample of {len(examples)} (seed {seed})"
+    return GoldSet(spec.name, tuple(examples), pool, f"{spec.name}: {where}")
+
+
+@dataclass(frozen=True)
+class Aligned:
+    ids: list[str]
+    gold: list[tuple[str, ...]]
+    pred: list[tuple[str, ...]]
+    valid: list[bool]
+    rows: list[Prediction]
+    examples: list[Example]
+
+
+def align(gold: GoldSet, preds: Sequence[Prediction], path: str | Path, subset: bool = False) -> Aligned:
+    """Pair each gold post with its prediction, in gold order.
+
+    ``subset``: score only the gold posts that have a prediction (a partial run) instead of
+    failing on the missing ones."""
+    path = Path(path)
+    by_id = {p.id: p for p in preds}
+    for p in preds:
+        if p.task != gold.task:
+            raise DataError(path, p.line, f"task mismatch: the row is for task {p.task!r}, the gold set is "
+                                          f"{gold.description}")
+        if p.id not in gold.pool:
+            raise DataError(path, p.line, f"id {p.id!r} is not in the gold set ({gold.description})")
+    missing = [e.id for e in gold.examples if e.id not in by_id]
+    if missing and not subset:
+        shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+        raise DataError(path, None, f"{len(missing)} of {len(gold.examples)} gold posts have no prediction "
+                                    f"(ids {shown}); finish the run (--resume) or pass --subset to score only "
+                                    f"the predicted posts")
+    examples = [e for e in gold.examples if e.id in by_id]
+    if not examples:
+        raise DataError(path, None, f"no prediction matches a post of the gold set ({gold.description})")
+    rows = [by_id[e.id] for e in examples]
+    return Aligned([e.id for e in examples], [e.labels for e in examples], [r.labels for r in rows],
+                   [r.valid for r in rows], rows, examples)

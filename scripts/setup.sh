@@ -12,7 +12,7 @@ python -m pip install --quiet --upgrade pip
 if [ "${1:-}" = "dev" ]; then
   python -m pip install --quiet -e ".[dev]"
   if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei >/dev/null) \
       || echo "warning: could not install chromium; browser tests will be skipped" >&2
   fi
 else

@@ -29,6 +29,7 @@ from ..safety import redact
 from ..tasks import get_task
 from .quality import DEDUP_KINDS, RULES, QCConfig, check, dedupe
 from .records import DataError, Example
+from .sources.io import read_jsonl
 from .sources import FORMAT_LOADERS, TASK_SOURCES, VALIDATION_FRACTION, VALIDATION_SEED, task_splits
 from .splits import leaks, normalize_text, stratified_sample, stratified_split
 from .teacher import Answer, Job, Teacher, reused_answer
@@ -308,15 +309,5 @@ def read_built(folder: str | Path, tasks: list[str] | None = None) -> list[dict]
             path = task_dir / f"{split}.jsonl"
             if not path.exists():
                 continue
-            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(path, number, f"invalid JSON: {e.msg}") from None
-                missing = [k for k in ("id", "task", "instruction", "output") if k not in row]
-                if missing:
-                    raise DataError(path, number, f"missing field(s) {missing}")
-                records.append(row)
+            records.extend(row for _, row in read_jsonl(path, ["id", "task", "instruction", "output"]))
     return records

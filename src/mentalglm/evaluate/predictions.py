@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from ..data.records import DataError, Example
+from ..data.sources.io import read_jsonl
 from ..tasks import FALLBACK, INVALID, OK, TaskSpec, get_task
 
 ERROR = "error"  # the backend failed on the row (see mentalglm.analyze)
@@ -115,14 +116,8 @@ def read_gold(path: str | Path, task: str) -> list[Example]:
     for tasks without a built-in corpus (cognitive pathway, your own data)."""
     path, spec = Path(path), get_task(task)
     out, seen = [], {}
-    for line, text in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not text.strip():
-            continue
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(path, line, f"invalid JSON ({e.msg})") from None
-        if not isinstance(obj, dict) or "id" not in obj or not isinstance(obj.get("labels"), list):
+    for line, obj in read_jsonl(path):
+        if "id" not in obj or not isinstance(obj.get("labels"), list):
             raise DataError(path, line, "a gold row needs an id and a labels list")
         unknown = [x for x in obj["labels"] if x not in spec.label_names]
         if unknown:

@@ -71,7 +71,8 @@ def read_json_array(path: Path, required: list[str]) -> list[tuple[int, dict]]:
     return out
 
 
-def read_jsonl(path: Path, required: list[str]) -> list[tuple[int, dict]]:
+def read_jsonl(path: Path, required: list[str] = ()) -> list[tuple[int, dict]]:
+    """Objects of a JSON-lines file as (line number, object); blank lines are skipped."""
     out = []
     for line_no, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
@@ -79,7 +80,9 @@ def read_jsonl(path: Path, required: list[str]) -> list[tuple[int, dict]]:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            raise DataError(path, line_no, f"invalid JSON: {e.msg}") from None
+            raise DataError(path, line_no, f"invalid JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(obj, dict):
+            raise DataError(path, line_no, "expected a JSON object")
         missing = [k for k in required if k not in obj]
         if missing:
             raise DataError(path, line_no, f"missing key(s) {missing}")

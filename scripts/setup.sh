@@ -15,6 +15,9 @@ if [ "${1:-}" = "dev" ]; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei >/dev/null) \
       || echo "warning: could not install chromium; browser tests will be skipped" >&2
   fi
+  # llama.cpp's LoRA converter (from the llama-cpp-python sdist on PyPI), for GGUF adapter export and its test.
+  python -c "from mentalglm.train.export import converter_dir; converter_dir()" >/dev/null \
+    || echo "warning: could not fetch llama.cpp's converter; the GGUF-export test will be skipped" >&2
 else
   python -m pip install --quiet -e .
 fi

@@ -171,10 +171,12 @@ def test_table_shows_the_crisis_resources_for_high_risk(capsys):
     from mentalglm.analyze import Analysis
     from mentalglm.commands.analyze import print_tables
 
-    rows = [Analysis("1", "suicide_risk", ["高自杀风险"], "提到了计划", "…", "ok", "m", 1.0, high_risk=True)]
-    print_tables(Console(width=120), rows, None)
+    why = "帖子中写道“我已经想好怎么结束这一切了”，表明有明确的自杀计划，属于高自杀风险，需要立即关注。"
+    rows = [Analysis("1", "suicide_risk", ["高自杀风险"], why, why, "ok", "m", 1.0, high_risk=True)]
+    print_tables(Console(width=70), rows, None)
     shown = capsys.readouterr().out
     assert "12356" in shown and "高自杀风险" in shown and "不构成任何诊断" in shown
+    assert "…" not in shown and "需要立即关注。" in shown  # a narrow terminal wraps the explanation, never cuts it
 
 
 def test_stdin_posts(tiny_gguf_path, tmp_path):

@@ -120,7 +120,7 @@ def print_tables(console: Console, results: list[Analysis], resources: str | Non
         table = Table(title=f"post {pid}", show_lines=True, expand=True)
         table.add_column("任务 task", no_wrap=True)
         table.add_column("标签 labels", no_wrap=True)
-        table.add_column("理由 explanation", ratio=1)
+        table.add_column("理由 explanation", ratio=1, overflow="fold")  # CJK has no spaces to wrap at
         table.add_column("status", no_wrap=True)
         for a in rows:
             spec = get_task(a.task)

@@ -176,7 +176,7 @@ def test_table_shows_the_crisis_resources_for_high_risk(capsys):
     print_tables(Console(width=70), rows, None)
     shown = capsys.readouterr().out
     assert "12356" in shown and "高自杀风险" in shown and "不构成任何诊断" in shown
-    assert "…" not in shown and "需要立即关注。" in shown  # a narrow terminal wraps the explanation, never cuts it
+    assert "…" not in shown and "立即关注。" in shown  # a narrow terminal wraps the explanation, never cuts it
 
 
 def test_stdin_posts(tiny_gguf_path, tmp_path):

@@ -11,12 +11,11 @@ token maps to end-of-turn). Whatever the post, the model continues the prompt's 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from tiny_models import BOS_TOKEN, CHAT_TEMPLATE, EOS_TOKEN, PAD_TOKEN, SPECIAL_TOKENS, train_tokenizer
+from tiny_models import EOS_TOKEN, add_gguf_tokenizer, train_tokenizer
 
 # Every token of this text is distinct in the tiny tokenizer, so a token -> next-token table can spell it.
 HIGH_RISK_ANSWER = "这篇帖子体现了高自杀风险。理由：我不想活了，没有希望"
@@ -25,11 +24,6 @@ HIGH_RISK_ANSWER = "这篇帖子体现了高自杀风险。理由：我不想活
 def _write(path: Path, tok, n_embd: int, embedding: np.ndarray, output: np.ndarray, n_ctx: int) -> None:
     import gguf
 
-    vocab = tok.get_vocab(with_added_tokens=True)
-    tokens = [""] * len(vocab)
-    for text, idx in vocab.items():
-        tokens[idx] = text
-    merges = json.loads(tok.to_str())["model"]["merges"]
     w = gguf.GGUFWriter(str(path), "llama")
     w.add_name("mentalglm-scripted-test")
     w.add_context_length(n_ctx)
@@ -42,16 +36,7 @@ def _write(path: Path, tok, n_embd: int, embedding: np.ndarray, output: np.ndarr
     w.add_rope_freq_base(10000.0)
     w.add_layer_norm_rms_eps(1e-6)
     w.add_file_type(gguf.LlamaFileType.ALL_F32)
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("gpt-2")
-    w.add_token_list(tokens)
-    w.add_token_types([gguf.TokenType.CONTROL if t in SPECIAL_TOKENS else gguf.TokenType.NORMAL for t in tokens])
-    w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in merges])
-    w.add_bos_token_id(vocab[BOS_TOKEN])
-    w.add_eos_token_id(vocab[EOS_TOKEN])
-    w.add_pad_token_id(vocab[PAD_TOKEN])
-    w.add_add_bos_token(False)
-    w.add_chat_template(CHAT_TEMPLATE)
+    add_gguf_tokenizer(w, tok)
     zeros = lambda *shape: np.zeros(shape, dtype=np.float32)  # noqa: E731
     w.add_tensor("token_embd.weight", embedding)
     w.add_tensor("blk.0.attn_norm.weight", np.ones(n_embd, dtype=np.float32))

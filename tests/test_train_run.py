@@ -195,16 +195,11 @@ def gguf_from_tiny_qwen2(model_dir, path):
     import gguf
     from transformers import AutoConfig, AutoTokenizer
 
-    from tiny_models import BOS_TOKEN, CHAT_TEMPLATE, EOS_TOKEN, PAD_TOKEN, SPECIAL_TOKENS
+    from tiny_models import add_gguf_tokenizer
 
     cfg = AutoConfig.from_pretrained(str(model_dir))
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     weights = load_file(str(model_dir / "model.safetensors"))
-    vocab = tok.backend_tokenizer.get_vocab(with_added_tokens=True)
-    tokens = [""] * len(vocab)
-    for text, idx in vocab.items():
-        tokens[idx] = text
-    merges = json.loads(tok.backend_tokenizer.to_str())["model"]["merges"]
     w = gguf.GGUFWriter(str(path), "qwen2")
     w.add_context_length(512)
     w.add_embedding_length(cfg.hidden_size)
@@ -216,16 +211,7 @@ def gguf_from_tiny_qwen2(model_dir, path):
                          else cfg.rope_theta)
     w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
     w.add_file_type(gguf.LlamaFileType.ALL_F32)
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("gpt-2")
-    w.add_token_list(tokens)
-    w.add_token_types([gguf.TokenType.CONTROL if t in SPECIAL_TOKENS else gguf.TokenType.NORMAL for t in tokens])
-    w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in merges])
-    w.add_bos_token_id(vocab[BOS_TOKEN])
-    w.add_eos_token_id(vocab[EOS_TOKEN])
-    w.add_pad_token_id(vocab[PAD_TOKEN])
-    w.add_add_bos_token(False)
-    w.add_chat_template(CHAT_TEMPLATE)
+    add_gguf_tokenizer(w, tok.backend_tokenizer)
     names = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
              "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
              "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}

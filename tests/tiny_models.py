@@ -106,6 +106,30 @@ def build_tiny_hf_model(folder: str | Path, *, vocab_size: int = 1000, seed: int
     return folder
 
 
+def add_gguf_tokenizer(w, tok) -> None:
+    """Embed a ``tokenizers.Tokenizer`` (byte-level BPE, ChatML specials) and the chat template in a GGUFWriter."""
+    import json
+
+    import gguf
+
+    vocab = tok.get_vocab(with_added_tokens=True)
+    tokens = [""] * len(vocab)
+    for text, idx in vocab.items():
+        tokens[idx] = text
+    assert all(tokens), "token ids must be contiguous"
+    merges = json.loads(tok.to_str())["model"]["merges"]
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("gpt-2")  # the GPT-2 split regex, as in the ByteLevel pre-tokenizer trained above
+    w.add_token_list(tokens)
+    w.add_token_types([gguf.TokenType.CONTROL if t in SPECIAL_TOKENS else gguf.TokenType.NORMAL for t in tokens])
+    w.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in merges])
+    w.add_bos_token_id(vocab[BOS_TOKEN])
+    w.add_eos_token_id(vocab[EOS_TOKEN])
+    w.add_pad_token_id(vocab[PAD_TOKEN])
+    w.add_add_bos_token(False)
+    w.add_chat_template(CHAT_TEMPLATE)
+
+
 def build_tiny_gguf(path: str | Path, *, vocab_size: int = 400, seed: int = 0, n_embd: int = 64, n_layers: int = 2,
                     n_head: int = 4, n_head_kv: int = 2, n_ff: int = 128, n_ctx: int = 4096) -> Path:
     """Write a random-weight llama-architecture GGUF (F32, about 0.5 MB) with an embedded GPT-2-style BPE
@@ -115,16 +139,7 @@ def build_tiny_gguf(path: str | Path, *, vocab_size: int = 400, seed: int = 0, n
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tok = train_tokenizer(vocab_size)
-    vocab = tok.get_vocab(with_added_tokens=True)
-    n_vocab = len(vocab)
-    tokens = [""] * n_vocab
-    for text, idx in vocab.items():
-        tokens[idx] = text
-    assert all(tokens), "token ids must be contiguous"
-    special = set(SPECIAL_TOKENS)
-    types = [gguf.TokenType.CONTROL if t in special else gguf.TokenType.NORMAL for t in tokens]
-    model_json = __import__("json").loads(tok.to_str())["model"]
-    merges = [m if isinstance(m, str) else " ".join(m) for m in model_json["merges"]]
+    n_vocab = tok.get_vocab_size(with_added_tokens=True)
 
     w = gguf.GGUFWriter(str(path), "llama")  # writes general.architecture itself
     w.add_name("mentalglm-tiny-test")
@@ -138,16 +153,7 @@ def build_tiny_gguf(path: str | Path, *, vocab_size: int = 400, seed: int = 0, n
     w.add_rope_freq_base(10000.0)
     w.add_layer_norm_rms_eps(1e-6)
     w.add_file_type(gguf.LlamaFileType.ALL_F32)
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("gpt-2")  # the GPT-2 split regex, as in the ByteLevel pre-tokenizer trained above
-    w.add_token_list(tokens)
-    w.add_token_types(types)
-    w.add_token_merges(merges)
-    w.add_bos_token_id(vocab[BOS_TOKEN])
-    w.add_eos_token_id(vocab[EOS_TOKEN])
-    w.add_pad_token_id(vocab[PAD_TOKEN])
-    w.add_add_bos_token(False)
-    w.add_chat_template(CHAT_TEMPLATE)
+    add_gguf_tokenizer(w, tok)
 
     # numpy shapes are (out_features, in_features), as torch stores them; GGUF reverses them into ggml order.
     rng = np.random.default_rng(seed)

@@ -53,9 +53,7 @@ def write_predictions(rows: Iterable[Prediction], path: str | Path) -> Path:
     return path
 
 
-def _row(path: Path, line: int, obj, expected: TaskSpec | None) -> Prediction:
-    if not isinstance(obj, dict):
-        raise DataError(path, line, f"expected a JSON object, found {type(obj).__name__}")
+def _row(path: Path, line: int, obj: dict, expected: TaskSpec | None) -> Prediction:
     missing = [k for k in REQUIRED if k not in obj]
     if missing:
         raise DataError(path, line, f"missing field(s) {', '.join(missing)}; every row needs {', '.join(REQUIRED)}")
@@ -87,18 +85,10 @@ def _row(path: Path, line: int, obj, expected: TaskSpec | None) -> Prediction:
 def read_predictions(path: str | Path, task: str | None = None) -> list[Prediction]:
     """Every row of a predictions file, checked: one task per file, known labels, unique ids."""
     path = Path(path)
-    if not path.exists():
-        raise DataError(path, None, "predictions file not found")
     expected = get_task(task) if task else None
     rows: list[Prediction] = []
     first_line: dict[str, int] = {}
-    for line, text in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not text.strip():
-            continue
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(path, line, f"invalid JSON ({e.msg} at column {e.colno})") from None
+    for line, obj in read_jsonl(path):
         row = _row(path, line, obj, expected)
         if expected is None:
             expected = get_task(row.task)  # the first row fixes the task of the file

@@ -159,6 +159,24 @@ def test_exported_adapter_answers_in_hf_backend(tiny_hf_model_dir, trained_run):
         assert not plain.generate([SAD_REQUEST], GREEDY)[0].text.startswith("这篇帖子")
 
 
+def test_analyze_asks_a_trained_adapter_with_its_training_prompt(tiny_hf_model_dir, trained_run, tmp_path, capsys):
+    """`analyze --adapter RUN/export/adapter` without --prompt-style uses the instruction prompt the run was trained
+    on (the zero-shot prompt would make the adapter answer off-format); other adapters keep the default."""
+    import json
+
+    from mentalglm.cli import main
+    from mentalglm.llm.registry import trained_prompt_style
+
+    for adapter in (trained_run, trained_run / "export" / "adapter", trained_run / "export" / "adapter.gguf"):
+        assert trained_prompt_style(str(adapter)) == "instruction", adapter
+    assert trained_prompt_style(str(tmp_path)) is None
+    out = tmp_path / "out.jsonl"
+    assert main(["analyze", "--model", str(tiny_hf_model_dir), "--adapter", str(trained_run / "export" / "adapter"),
+                 "--tasks", "emotion", "--no-explain", "--out", str(out), POSTS["悲伤"]]) == 0
+    row = json.loads(out.read_text(encoding="utf-8").splitlines()[0])
+    assert row["labels"] == ["悲伤"], row
+
+
 def test_gguf_adapter_answers_in_llamacpp_backend(tiny_hf_model_dir, trained_run, tmp_path):
     """`mentalglm train export-gguf RUN` writes export/adapter.gguf; llama.cpp runs the same base as a GGUF with
     `--adapter RUN` and writes the same learned answer as transformers does."""

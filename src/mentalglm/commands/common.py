@@ -15,7 +15,8 @@ def add_model_args(p, default_model: str = DEFAULT_MODEL) -> None:
     g.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 (key from $OPENAI_API_KEY)")
     g.add_argument("--prompt-style", choices=["zeroshot", "instruction"],
                    help="zeroshot: definitions + format (general models); instruction: the C-IMHI prompt "
-                        "fine-tuned models learned (default: from the registry, else zeroshot)")
+                        "fine-tuned models learned (default: instruction for a `mentalglm train` run, else the "
+                        "registry's, else zeroshot)")
     g.add_argument("--n-ctx", type=int, default=4096, help="context length (llama.cpp)")
     g.add_argument("--threads", type=int, help="CPU threads (llama.cpp; default: all cores)")
     g.add_argument("--concurrency", type=int, default=4, help="parallel requests (HTTP backends)")

@@ -12,7 +12,7 @@ EXAMPLES = """examples:
   mentalglm train --config configs/mentalglm-9b-chat.yaml stage2.data.path=data/c-imhi   # on a GPU node
   mentalglm train export-gguf runs/train/cpu-0.5b                       # PEFT adapter -> export/adapter.gguf
   mentalglm train --keys                                                # every recipe key with its help
-  mentalglm analyze --model qwen2.5-coder-0.5b-instruct-q4 --adapter runs/train/cpu-0.5b --prompt-style instruction "最近总觉得自己什么都做不好"
+  mentalglm analyze --model qwen2.5-coder-0.5b-instruct-q4 --adapter runs/train/cpu-0.5b "最近总觉得自己什么都做不好"
 
 overrides are key=value with dotted keys (values read as YAML: 2, 5e-4, true, [q_proj,v_proj]).
 multi-GPU: accelerate launch --config_file configs/accelerate/fsdp.yaml -m mentalglm.cli train --config ... (docs/training.md)
@@ -69,8 +69,7 @@ def run(args) -> int:
         print(f"interrupted; continue with: mentalglm train --config {args.config} "
               f"{' '.join(args.items)} --resume".replace("  ", " "), file=sys.stderr)
         return 130
-    print(f"run folder: {run_dir}\nuse it: mentalglm analyze --model {cfg.model} --adapter {run_dir} "
-          f"--prompt-style instruction \"<post>\"")
+    print(f"run folder: {run_dir}\nuse it: mentalglm analyze --model {cfg.model} --adapter {run_dir} \"<post>\"")
     return 0
 
 

@@ -146,6 +146,22 @@ def describe(model: str) -> str:
     return entry.description if entry else model
 
 
+def trained_prompt_style(adapter: str | None) -> str | None:
+    """``instruction`` for an adapter made by ``mentalglm train``, else None.
+
+    Training renders every record with the task's instruction prompt, so a trained adapter must be asked the
+    same way; the zero-shot prompt makes it answer off-format. A run folder is recognised by the two files
+    ``mentalglm train`` writes first (the adapter is the folder itself, ``export/adapter`` or ``export/adapter.gguf``).
+    """
+    if not adapter:
+        return None
+    path = Path(adapter).resolve()
+    for folder in (path, *list(path.parents)[:2]):
+        if (folder / "config.yaml").is_file() and (folder / "environment.json").is_file():
+            return "instruction"
+    return None
+
+
 def open_backend(model: str = DEFAULT_MODEL, *, adapter: str | None = None, base_url: str | None = None,
                  prompt_style: str | None = None, weights: str | None = None, **options) -> tuple[Backend, str]:
     """Open a model by registry name, GGUF path, HF folder or id, ``openai:<name>``, or ``vllm:<name>`` (GPU).
@@ -155,6 +171,7 @@ def open_backend(model: str = DEFAULT_MODEL, *, adapter: str | None = None, base
     ``options`` go to the backend (n_ctx and n_threads for llama.cpp; dtype, batch_size for
     transformers; api_key_env, concurrency, timeout for HTTP). Returns (backend, prompt style).
     """
+    prompt_style = prompt_style or trained_prompt_style(adapter)
     if model.startswith("vllm:"):  # GPU offline batches; options are VLLMSettings fields
         from .vllm_backend import VLLMBackend, VLLMSettings
 

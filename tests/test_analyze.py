@@ -186,3 +186,15 @@ def test_stdin_posts(tiny_gguf_path, tmp_path):
                           input="第一条\n\n第二条\n".encode(), capture_output=True)
     assert proc.returncode == 0, proc.stderr.decode()
     assert [r["id"] for r in _rows(out)] == ["1", "3"]  # ids are line numbers; the blank line is skipped
+
+
+def test_help_shows_examples_and_only_meaningful_defaults(capsys):
+    """`--help` is where users learn the verb: real examples, the disclaimer, and no misleading defaults
+    (`--no-explain (default: True)` would read as labels-only by default)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["analyze", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "mentalglm analyze --file posts.jsonl --no-explain" in text and "不构成任何诊断" in text
+    assert "(default: 160)" in text
+    assert "default: True" not in text and "default: False" not in text and "default: None" not in text

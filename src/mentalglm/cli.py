@@ -22,7 +22,16 @@ EXAMPLES = """examples:
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the examples in epilogs as written and shows defaults."""
+    """Keeps the examples in epilogs as written and shows defaults that say something.
+
+    ``(default: None)`` says nothing, and ``--no-explain (default: True)`` reads as if labels-only were the
+    default (the True is the value of ``explain``), so unset and on/off flags show no default.
+    """
+
+    def _get_help_string(self, action):
+        if action.default is None or isinstance(action.default, bool):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,7 +7,8 @@ Both prediction folders hold ``<task>.jsonl`` files written by ``benchmarks/zero
 200-post stratified sample (seed 13) of each task's validation split. The n-gram baseline
 (``mentalglm.baselines.ngram``) is trained on the task's train split here and predicts the same posts.
 Prints weighted F1 per task with, for the LLM answers, the parse rate and the number of distinct answers
-(1 = the same label for every post), and the gaps, as a Markdown table.
+(1 = the same label for every post), and the gaps, as a Markdown table; the gain over zero-shot comes with a
+95% paired bootstrap interval (1000 resamples of the posts, seed 13).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+import numpy as np
 
 from mentalglm.baselines.ngram import NgramBaseline
 from mentalglm.data.sources import task_splits
@@ -25,19 +28,31 @@ from mentalglm.tasks import INVALID, get_task
 TASKS = ["cognitive_distortion", "suicide_risk", "suicide_risk_levels", "emotion"]
 
 
-def llm_scores(spec, sample, folder: Path) -> dict | None:
-    path = folder / f"{spec.name}.jsonl"
+def llm_answers(sample, folder: Path) -> tuple[list, list] | str | None:
+    """(labels, parseable) per sample post from ``folder/<task>.jsonl``; "k/n" if incomplete; None if absent."""
+    path = folder / f"{sample[0].task}.jsonl"
     if not path.exists():
         return None
     preds = {r["id"]: r for r in map(json.loads, path.read_text(encoding="utf-8").splitlines())}
     missing = [e.id for e in sample if e.id not in preds]
     if missing:
-        return {"partial": f"{len(sample) - len(missing)}/{len(sample)}"}
-    labels = [tuple(preds[e.id]["labels"]) for e in sample]
-    s = score(spec, [e.labels for e in sample], labels,
-              [preds[e.id]["parse_status"] not in (INVALID, "error") for e in sample])
-    s["distinct"] = len(set(labels))  # 1 = the same answer for every post
-    return s
+        return f"{len(sample) - len(missing)}/{len(sample)}"
+    return ([tuple(preds[e.id]["labels"]) for e in sample],
+            [preds[e.id]["parse_status"] not in (INVALID, "error") for e in sample])
+
+
+def paired_gain_interval(spec, gold, a, b, resamples: int = 1000, seed: int = 13) -> tuple[float, float]:
+    """95% interval of weighted F1(b) - weighted F1(a) over posts resampled together (paired bootstrap):
+    a gain whose interval holds 0 is within what another draw of 200 posts could undo."""
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(resamples):
+        idx = rng.integers(0, len(gold), len(gold))
+        g = [gold[i] for i in idx]
+        fa, fb = (score(spec, g, [x[0][i] for i in idx], [x[1][i] for i in idx])["weighted_f1"] for x in (a, b))
+        diffs.append(fb - fa)
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return float(low), float(high)
 
 
 def main() -> None:
@@ -48,28 +63,34 @@ def main() -> None:
     ap.add_argument("--tasks", default=",".join(TASKS))
     args = ap.parse_args()
     print("| task | n | zero-shot weighted F1 (parse rate, distinct answers) | trained weighted F1 (parse rate, "
-          "distinct answers) | "
-          "char n-gram weighted F1 | trained - zero-shot | n-gram - trained |")
+          "distinct answers) | char n-gram weighted F1 | trained - zero-shot [95% paired bootstrap] | n-gram - trained |")
     print("|---|---|---|---|---|---|---|")
     for task in args.tasks.split(","):
         spec = get_task(task)
         splits = task_splits(task)
         sample = stratified_sample(splits["validation"], args.n, seed=13)
+        gold = [e.labels for e in sample]
         ngram = NgramBaseline(spec).fit(splits["train"])
-        ng = score(spec, [e.labels for e in sample], ngram.predict([e.text for e in sample]))["weighted_f1"]
-        zs, tr = llm_scores(spec, sample, args.zero_shot), llm_scores(spec, sample, args.trained)
+        ng = score(spec, gold, ngram.predict([e.text for e in sample]))["weighted_f1"]
+        zs, tr = llm_answers(sample, args.zero_shot), llm_answers(sample, args.trained)
 
-        def cell(s):
-            if s is None:
-                return "—"
-            if "partial" in s:
-                return f"incomplete ({s['partial']})"
-            return f"{s['weighted_f1']:.3f} ({1 - s['invalid_rate']:.2f}, {s['distinct']})"
+        def f1(answers):
+            return score(spec, gold, *answers)["weighted_f1"]
 
-        gain = f"{tr['weighted_f1'] - zs['weighted_f1']:+.3f}" if zs and tr and "partial" not in zs | tr else "—"
-        gap = f"{ng - tr['weighted_f1']:+.3f}" if tr and "partial" not in tr else "—"
+        def cell(answers):
+            if answers is None or isinstance(answers, str):
+                return f"incomplete ({answers})" if answers else "—"
+            labels, valid = answers
+            return f"{f1(answers):.3f} ({sum(valid) / len(valid):.2f}, {len(set(labels))})"
+
+        complete = [isinstance(x, tuple) for x in (zs, tr)]
+        gain, gap = "—", "—"
+        if all(complete):
+            low, high = paired_gain_interval(spec, gold, zs, tr)
+            gain = f"{f1(tr) - f1(zs):+.3f} [{low:+.3f}, {high:+.3f}]"
+        if complete[1]:
+            gap = f"{ng - f1(tr):+.3f}"
         print(f"| {task} | {len(sample)} | {cell(zs)} | {cell(tr)} | {ng:.3f} | {gain} | {gap} |")
-
 
 if __name__ == "__main__":
     main()

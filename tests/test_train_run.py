@@ -102,6 +102,21 @@ def test_interrupted_run_resumes_to_the_same_weights(tiny_hf_model_dir, tmp_path
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
 
 
+def test_a_longer_recipe_trains_a_finished_run_on(tiny_hf_model_dir, tmp_path, data):
+    """`--resume` with more steps (or epochs) on a finished run continues from its last checkpoint instead of
+    skipping the stage as done or starting over."""
+    short = _config(tiny_hf_model_dir, tmp_path / "run", data, "stage2.max_steps=4", "stage2.save_steps=2")
+    run = run_training(short)
+    first = {k: v.clone() for k, v in _adapter(run / "export" / "adapter").items()}  # the file is rewritten
+    assert run_training(short, resume=True) == run and sorted(_losses(run)) == [1, 2, 3, 4]  # same length: done
+    run_training(_config(tiny_hf_model_dir, tmp_path / "run", data, "stage2.max_steps=8", "stage2.save_steps=2"),
+                 resume=True)
+    assert sorted(_losses(run)) == list(range(1, 9))  # steps 1-4 were not trained again
+    assert json.loads((run / "stage2" / "DONE").read_text())["length"]["max_steps"] == 8
+    longer = _adapter(run / "export" / "adapter")
+    assert any(not torch.equal(first[k], longer[k]) for k in first)
+
+
 @pytest.mark.parametrize("init", ["continue", "merge"])
 def test_two_stages_chain(tiny_hf_model_dir, tmp_path, data, init):
     cfg = _config(tiny_hf_model_dir, tmp_path / init, data, "stage1.enabled=true", f"stage1.data.path={data['en']}",

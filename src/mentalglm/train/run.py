@@ -69,12 +69,23 @@ class RunFolder:
     def stage_dir(self, name: str) -> Path:
         return self.dir / name
 
-    def stage_done(self, name: str) -> bool:
-        return (self.dir / name / "DONE").is_file() and (self.dir / name / "adapter" / "adapter_config.json").is_file()
+    def stage_done(self, name: str, stage) -> bool:
+        """Finished with the length the recipe asks for now. A longer recipe (``stage2.epochs=2 --resume`` on a
+        finished one-epoch run) reopens the stage, and training goes on from its last checkpoint."""
+        done = self.dir / name / "DONE"
+        if not (done.is_file() and (self.dir / name / "adapter" / "adapter_config.json").is_file()):
+            return False
+        trained = json.loads(done.read_text(encoding="utf-8")).get("length")
+        if trained is not None and trained != _length(stage):
+            log.info("%s finished with %s; the recipe now asks for %s, so it trains on from its last checkpoint",
+                     name, trained, _length(stage))
+            return False
+        return True
 
-    def mark_done(self, name: str, seconds: float) -> None:
+    def mark_done(self, name: str, stage, seconds: float) -> None:
         if self.is_main:
-            (self.dir / name / "DONE").write_text(json.dumps({"seconds": round(seconds, 1), "finished": _now()}))
+            (self.dir / name / "DONE").write_text(json.dumps(
+                {"seconds": round(seconds, 1), "finished": _now(), "length": _length(stage)}))
 
     # ------------------------------------------------------------ records
     def record_data(self, stage: str, info: dict) -> None:
@@ -181,3 +192,7 @@ def file_sha256(path: Path) -> str:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _length(stage) -> dict:
+    return {"epochs": stage.epochs, "max_steps": stage.max_steps}

@@ -42,7 +42,7 @@ def run_training(cfg: TrainConfig, resume: bool = False, callbacks=()) -> Path:
     finished: dict[str, Path] = {}
     for name, stage in cfg.stages():
         adapter_dir = run.stage_dir(name) / "adapter"
-        if run.stage_done(name):
+        if run.stage_done(name, stage):
             log.info("%s finished earlier; using %s", name, adapter_dir)
             previous = finished[name] = adapter_dir
             continue
@@ -67,7 +67,7 @@ def run_training(cfg: TrainConfig, resume: bool = False, callbacks=()) -> Path:
         start = time.perf_counter()
         train_stage(cfg, name, stage, model, tokenizer, items, eval_set, run.stage_dir(name), run.log_metrics,
                     resume, adapter_dir, callbacks)
-        run.mark_done(name, time.perf_counter() - start)
+        run.mark_done(name, stage, time.perf_counter() - start)
         _barrier()  # the next stage (on every process) reads this stage's adapter
         previous = finished[name] = adapter_dir
         del model

@@ -92,5 +92,6 @@ def main() -> None:
             gap = f"{ng - f1(tr):+.3f}"
         print(f"| {task} | {len(sample)} | {cell(zs)} | {cell(tr)} | {ng:.3f} | {gain} | {gap} |")
 
+
 if __name__ == "__main__":
     main()

@@ -115,6 +115,8 @@ def test_a_longer_recipe_trains_a_finished_run_on(tiny_hf_model_dir, tmp_path, d
     assert json.loads((run / "stage2" / "DONE").read_text())["length"]["max_steps"] == 8
     longer = _adapter(run / "export" / "adapter")
     assert any(not torch.equal(first[k], longer[k]) for k in first)
+    with pytest.raises(TrainError, match="new output_dir"):  # shorter: the trained weights cannot be undone
+        run_training(short, resume=True)
 
 
 @pytest.mark.parametrize("init", ["continue", "merge"])

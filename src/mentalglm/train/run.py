@@ -76,6 +76,11 @@ class RunFolder:
         if not (done.is_file() and (self.dir / name / "adapter" / "adapter_config.json").is_file()):
             return False
         trained = json.loads(done.read_text(encoding="utf-8")).get("length")
+        if trained is not None and _shorter(_length(stage), trained):
+            from .trainer import TrainError
+
+            raise TrainError(f"{name} of {self.dir} was trained for {trained}; the recipe now asks for less "
+                             f"({_length(stage)}). Train a shorter run in a new output_dir.")
         if trained is not None and trained != _length(stage):
             log.info("%s finished with %s; the recipe now asks for %s, so it trains on from its last checkpoint",
                      name, trained, _length(stage))
@@ -196,3 +201,10 @@ def file_sha256(path: Path) -> str:
 
 def _length(stage) -> dict:
     return {"epochs": stage.epochs, "max_steps": stage.max_steps}
+
+
+def _shorter(new: dict, old: dict) -> bool:
+    """Whether the ``new`` length stops before ``old`` did (max_steps, when set, overrides epochs)."""
+    if new["max_steps"] or old["max_steps"]:
+        return bool(new["max_steps"] and old["max_steps"] and new["max_steps"] < old["max_steps"])
+    return new["epochs"] < old["epochs"]

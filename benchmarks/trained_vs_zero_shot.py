@@ -17,12 +17,10 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
 from mentalglm.baselines.ngram import NgramBaseline
 from mentalglm.data.sources import task_splits
 from mentalglm.data.splits import stratified_sample
-from mentalglm.evaluate.classification import score
+from mentalglm.evaluate.classification import paired_difference_intervals, score
 from mentalglm.tasks import INVALID, get_task
 
 TASKS = ["cognitive_distortion", "suicide_risk", "suicide_risk_levels", "emotion"]
@@ -39,20 +37,6 @@ def llm_answers(sample, folder: Path) -> tuple[list, list] | str | None:
         return f"{len(sample) - len(missing)}/{len(sample)}"
     return ([tuple(preds[e.id]["labels"]) for e in sample],
             [preds[e.id]["parse_status"] not in (INVALID, "error") for e in sample])
-
-
-def paired_gain_interval(spec, gold, a, b, resamples: int = 1000, seed: int = 13) -> tuple[float, float]:
-    """95% interval of weighted F1(b) - weighted F1(a) over posts resampled together (paired bootstrap):
-    a gain whose interval holds 0 is within what another draw of 200 posts could undo."""
-    rng = np.random.default_rng(seed)
-    diffs = []
-    for _ in range(resamples):
-        idx = rng.integers(0, len(gold), len(gold))
-        g = [gold[i] for i in idx]
-        fa, fb = (score(spec, g, [x[0][i] for i in idx], [x[1][i] for i in idx])["weighted_f1"] for x in (a, b))
-        diffs.append(fb - fa)
-    low, high = np.percentile(diffs, [2.5, 97.5])
-    return float(low), float(high)
 
 
 def main() -> None:
@@ -86,7 +70,7 @@ def main() -> None:
         complete = [isinstance(x, tuple) for x in (zs, tr)]
         gain, gap = "—", "—"
         if all(complete):
-            low, high = paired_gain_interval(spec, gold, zs, tr)
+            low, high = paired_difference_intervals(spec, gold, zs[0], tr[0], zs[1], tr[1])["weighted_f1"]
             gain = f"{f1(tr) - f1(zs):+.3f} [{low:+.3f}, {high:+.3f}]"
         if complete[1]:
             gap = f"{ng - f1(tr):+.3f}"

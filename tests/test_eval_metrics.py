@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from mentalglm.evaluate.classification import (INVALID_LABEL, bootstrap_intervals, confusion, evaluate, per_class,
+from mentalglm.evaluate.classification import (INVALID_LABEL, bootstrap_intervals, paired_difference_intervals, confusion, evaluate, per_class,
                                                score)
 from mentalglm.tasks import get_task
 
@@ -126,6 +126,20 @@ def test_bootstrap_is_deterministic_and_brackets_the_estimate():
         assert lo < point[key] < hi
         assert 0.05 < hi - lo < 0.2  # about +-1.96 * sqrt(p(1-p)/n) for accuracy at n=300
     assert bootstrap_intervals(spec, gold, pred, resamples=0) == {}
+
+
+def test_paired_difference_interval_is_narrower_than_separate_intervals():
+    """Comparing two systems on the same posts: the difference is bracketed, identical systems give exactly 0,
+    and pairing removes the post-to-post variance the separate intervals both carry."""
+    spec = get_task("emotion")
+    gold, pred = _random_run()
+    better = [p if i % 5 else g for i, (g, p) in enumerate(zip(gold, pred))]  # right on every 5th post
+    assert paired_difference_intervals(spec, gold, pred, pred)["weighted_f1"] == (0.0, 0.0)
+    lo, hi = paired_difference_intervals(spec, gold, pred, better)["accuracy"]
+    gain = score(spec, gold, better)["accuracy"] - score(spec, gold, pred)["accuracy"]
+    assert 0 < lo < gain < hi
+    a, b = bootstrap_intervals(spec, gold, pred)["accuracy"], bootstrap_intervals(spec, gold, better)["accuracy"]
+    assert hi - lo < min(a[1] - a[0], b[1] - b[0])
 
 
 def test_evaluate_card_round_trips_to_json():

@@ -150,16 +150,10 @@ def trained_prompt_style(adapter: str | None) -> str | None:
     """``instruction`` for an adapter made by ``mentalglm train``, else None.
 
     Training renders every record with the task's instruction prompt, so a trained adapter must be asked the
-    same way; the zero-shot prompt makes it answer off-format. A run folder is recognised by the two files
-    ``mentalglm train`` writes first (the adapter is the folder itself, ``export/adapter`` or ``export/adapter.gguf``).
-    """
-    if not adapter:
-        return None
-    path = Path(adapter).resolve()
-    for folder in (path, *list(path.parents)[:2]):
-        if (folder / "config.yaml").is_file() and (folder / "environment.json").is_file():
-            return "instruction"
-    return None
+    same way; the zero-shot prompt makes it answer off-format."""
+    from ..train.run import find_run_folder
+
+    return "instruction" if adapter and find_run_folder(adapter) else None
 
 
 def open_backend(model: str = DEFAULT_MODEL, *, adapter: str | None = None, base_url: str | None = None,

@@ -32,6 +32,17 @@ LIBRARIES = ("mentalglm", "torch", "transformers", "peft", "accelerate", "tokeni
              "deepspeed")
 
 
+def find_run_folder(path: str | Path) -> Path | None:
+    """The run folder holding ``path`` (the folder itself, ``export/adapter`` or ``export/adapter.gguf``), else None.
+
+    Recognised by the two files ``RunFolder.open`` writes first."""
+    path = Path(path).resolve()
+    for folder in (path, *list(path.parents)[:2]):
+        if (folder / "config.yaml").is_file() and (folder / "environment.json").is_file():
+            return folder
+    return None
+
+
 class RunFolder:
     def __init__(self, path: Path):
         self.dir = Path(path)

@@ -4,6 +4,9 @@
   the answer format, then the post *last*: every prompt of one task shares everything before
   the post, which llama.cpp evaluates once and reuses.
 - ``instruction``: exactly the C-IMHI / IMHI instruction the MentalGLM models were trained on.
+- ``heads``: the C-IMHI instruction under a system line that asks for quoted evidence. Label heads
+  read the model's hidden state at the end of this prompt (nothing generated); the explanation
+  continues the same prompt after the chosen label's sentence, so the prompt is evaluated once.
 
 Both prefill the answer with the part of the label sentence that every label shares
 ("这篇帖子体现了"), which keeps small models in the format the parser reads.
@@ -44,7 +47,20 @@ def task_instructions(spec: TaskSpec) -> str:
             f"Answer with {format_hint(spec)}")
 
 
+SYSTEM_HEADS_ZH = (SYSTEM_ZH + "回答时先给出结论，再写“理由：”，用引号“”引用帖子中的原话作为依据，"
+                   "说明这些原话为什么支持结论，理由不超过80字。")
+
+
+def heads_request(spec: TaskSpec, text: str, labels: tuple[str, ...] = ()) -> Request:
+    """The ``heads`` prompt; with ``labels`` the answer is prefilled with their sentence and 理由：."""
+    prefix = f"{spec.label_sentence(labels)}{spec.reason_marker}" if labels else ""
+    return Request(({"role": "system", "content": SYSTEM_HEADS_ZH},
+                    {"role": "user", "content": spec.instruction_prompt(text)}), prefix)
+
+
 def build_request(spec: TaskSpec, text: str, style: str = "zeroshot", question: str | None = None) -> Request:
+    if style == "heads":
+        return heads_request(spec, text)
     if style == "instruction":
         return Request(({"role": "user", "content": spec.instruction_prompt(text, question)},))
     if style != "zeroshot":

@@ -4,6 +4,10 @@ Prompts are rendered with the GGUF's own chat template and sent as raw completio
 answer prefix is prefilled. llama-cpp-python keeps the KV cache of the previous prompt and
 only evaluates the tokens after the longest common prefix: callers that send prompts which
 share their instruction part (same task, post last) pay for that part once.
+
+``prompt_state`` reads the final-layer hidden state at the end of a prompt (what label heads
+score) and leaves the prompt in that cache, so an explanation generated next continues it
+without evaluating it again.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import os
 import time
 from pathlib import Path
 from typing import Sequence
+
+import numpy as np
 
 from .base import GenConfig, Generation, ModelUnavailable, Request
 from .chat_template import render_chat
@@ -75,6 +81,38 @@ class LlamaCppBackend:
                 latency_ms=(time.perf_counter() - start) * 1000, finish_reason=choice.get("finish_reason") or "",
                 prefilled=True))
         return out
+
+    def prompt_state(self, request: Request) -> np.ndarray:
+        """The final-layer hidden state of the last token of the rendered prompt (float32, n_embd).
+
+        Only that one token is decoded with embeddings switched on: the rest of the prompt is
+        evaluated as for generation (or reused from the cache), so reading a state costs no
+        more than evaluating the prompt."""
+        import llama_cpp
+
+        llm = self.llm
+        tokens = llm.tokenize(self.render(request).encode("utf-8"), add_bos=False, special=True)
+        if len(tokens) > self.context_length:
+            raise ValueError(f"prompt of {len(tokens)} tokens exceeds the context ({self.context_length})")
+        cached = llm.input_ids[:llm.n_tokens]
+        same = 0
+        for a, b in zip(cached, tokens[:-1]):  # the last token is always decoded again, for its state
+            if a != b:
+                break
+            same += 1
+        llm.n_tokens = same  # eval() drops the cache beyond n_tokens
+        if len(tokens) - 1 > same:
+            llm.eval(tokens[same:-1])
+        ctx = llm._ctx.ctx
+        llama_cpp.llama_set_embeddings(ctx, True)
+        try:
+            llm.eval(tokens[-1:])
+            pointer = llama_cpp.llama_get_embeddings_ith(ctx, -1)
+            if not pointer:
+                raise RuntimeError("llama.cpp returned no hidden state for the last prompt token")
+            return np.ctypeslib.as_array(pointer, shape=(llm.n_embd(),)).astype(np.float32, copy=True)
+        finally:
+            llama_cpp.llama_set_embeddings(ctx, False)
 
     def close(self) -> None:
         self.llm.close()

@@ -1,0 +1,82 @@
+"""Label heads: closed-set label probabilities from a frozen GGUF model's hidden state and the post's characters.
+
+A heads folder holds ``manifest.json`` (base model and its sha256, tasks, prompt, training data
+hashes, recipe, validation scores, and the sha256 of every file) and per task ``<task>.npz`` +
+``<task>.json`` (see ``model.py``). ``mentalglm-mini`` is such a folder shipped inside the package;
+``mentalglm heads train`` makes new ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from .model import TaskHead
+
+PACKAGED = "mentalglm-mini"
+
+
+class HeadsError(RuntimeError):
+    """A heads folder that cannot be used (missing, altered, or made for another base model)."""
+
+
+def packaged_dir(name: str = PACKAGED) -> Path:
+    return Path(str(resources.files("mentalglm").joinpath(f"resources/{name}")))
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class HeadSet:
+    folder: Path
+    manifest: dict
+    heads: dict[str, TaskHead]
+
+    @property
+    def name(self) -> str:
+        return self.manifest["name"]
+
+    def head(self, task: str) -> TaskHead:
+        if task not in self.heads:
+            raise HeadsError(f"{self.name} has no head for task {task!r}; it has: {', '.join(self.heads)}")
+        return self.heads[task]
+
+    def check_base(self, model_path: str | Path) -> None:
+        """Refuse a base model other than the one the heads were trained on: their weights read its hidden
+        states, and another model's states are noise to them."""
+        want = self.manifest["base"]["sha256"]
+        path = Path(model_path)
+        marker = path.with_suffix(".sha256")  # written by the registry when it assembled the GGUF
+        have = marker.read_text().strip() if marker.exists() else file_sha256(path)
+        if have != want:
+            raise HeadsError(f"{self.name} was trained on {self.manifest['base']['name']} (sha256 {want[:12]}…); "
+                             f"{path.name} has sha256 {have[:12]}…. Use --model {self.manifest['base']['name']} "
+                             "or heads trained for this model (`mentalglm heads train --base ...`)")
+
+
+def load_heads(folder: str | Path | None = None) -> HeadSet:
+    """A heads folder (default: the packaged mentalglm-mini), with every file checked against its manifest."""
+    folder = Path(folder) if folder else packaged_dir()
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.exists():
+        raise HeadsError(f"{folder} is not a heads folder (no manifest.json); make one with `mentalglm heads train`")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    for name, sha in manifest["files"].items():
+        path = folder / name
+        if not path.exists():
+            raise HeadsError(f"{folder}: {name} listed in manifest.json is missing")
+        if file_sha256(path) != sha:
+            raise HeadsError(f"{folder}: {name} does not match its sha256 in manifest.json (altered or corrupt)")
+    return HeadSet(folder, manifest, {t: TaskHead.load(folder, t) for t in manifest["tasks"]})
+
+
+__all__ = ["HeadSet", "HeadsError", "TaskHead", "load_heads", "packaged_dir", "PACKAGED"]

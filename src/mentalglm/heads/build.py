@@ -1,0 +1,132 @@
+"""``mentalglm heads train``: the whole reproduction of a heads model, resumable at every step.
+
+1. read the base model's hidden state for the recipe's training and validation posts
+   (``<out>/states``, cached chunk by chunk: an interrupted run continues where it stopped);
+2. fit each task's head out of fold (``fit.py``) and score it on the validation sample;
+3. write the shippable folder ``<out>/model`` (arrays, JSON, manifest) and ``<out>/report.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from ..prompts import SYSTEM_HEADS_ZH
+from .features import POST_CHARS, StateCache, extract_states, head_text
+from .recipe import Recipe
+
+
+def prompt_fingerprint() -> str:
+    """Changes whenever the heads prompt changes, which makes cached states stale."""
+    return hashlib.sha256(f"{SYSTEM_HEADS_ZH}|{POST_CHARS}".encode()).hexdigest()[:16]
+
+
+def open_base(recipe: Recipe, threads: int | None = None):
+    from ..llm.registry import REGISTRY, assemble_packaged
+    from ..llm.llamacpp import LlamaCppBackend
+
+    entry = REGISTRY[recipe.base]
+    return LlamaCppBackend(assemble_packaged(entry), name=entry.name, n_ctx=2048, n_threads=threads), entry
+
+
+def read_states(recipe: Recipe, out: Path, threads: int | None = None, root=None) -> StateCache:
+    """Step 1: every hidden state the recipe needs, cached under ``out/states``."""
+    backend, entry = open_base(recipe, threads)
+    cache = StateCache(out / "states", {"base": entry.name, "base_sha256": entry.packaged.sha256,
+                                        "prompt": prompt_fingerprint()})
+    jobs = []
+    for task in recipe.tasks:
+        jobs += [(task, "validation", recipe.validation_examples(task, root)),
+                 (task, "train", recipe.state_examples(task, root))]
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn())
+    started = time.time()
+    with Progress(*columns) as bar:
+        for task, split, examples in jobs:
+            job = bar.add_task(f"hidden states {task}/{split}", total=len(examples))
+            extract_states(backend, cache, task, split, examples,
+                           progress=lambda done, total, job=job: bar.update(job, completed=done))
+    backend.close()
+    log = out / "states" / "timing.jsonl"
+    with open(log, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"step": "states", "seconds": round(time.time() - started, 1),
+                            "finished": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
+    return cache
+
+
+def expected_calibration_error(probs: np.ndarray, gold: np.ndarray, bins: int = 10) -> float:
+    """Top-label ECE (single-label) or the per-label ECE averaged over labels (multi-label rows of sigmoids)."""
+    if probs.ndim == 2 and gold.ndim == 2 and (probs.sum(1) - 1 > 1e-3).any():  # multi-label
+        conf, hit = probs.ravel(), gold.ravel().astype(float)
+    else:
+        conf, hit = probs.max(1), (probs.argmax(1) == gold.argmax(1)).astype(float)
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
+    return float(sum(abs(conf[which == b].mean() - hit[which == b].mean()) * (which == b).mean()
+                     for b in range(bins) if (which == b).any()))
+
+
+def fit_task(recipe: Recipe, cache: StateCache, task: str, root=None) -> tuple["TaskHead", dict]:
+    """Step 2 for one task: the head, and its scores on the validation sample beside each part alone."""
+    from ..data.sources import task_splits
+    from ..evaluate.classification import bootstrap_intervals, paired_difference_intervals, score
+    from ..tasks import get_task
+    from .fit import fit_head, label_matrix
+
+    spec = get_task(task)
+    train = task_splits(task, root)["train"]
+    state_posts = recipe.state_examples(task, root)
+    val = recipe.validation_examples(task, root)
+    have_train, have_val = cache.load(task, "train"), cache.load(task, "validation")
+    missing = [e.id for e in state_posts if e.id not in have_train] + [e.id for e in val if e.id not in have_val]
+    if missing:
+        raise RuntimeError(f"{task}: {len(missing)} hidden states are missing from {cache.folder}; "
+                           "run the states step first")
+    fitted = fit_head(task, [head_text(e.text) for e in train], [e.labels for e in train],
+                      [head_text(e.text) for e in state_posts], np.stack([have_train[e.id] for e in state_posts]),
+                      [e.labels for e in state_posts], folds=recipe.folds, seed=recipe.seed, C_grid=recipe.C_grid,
+                      ngram_C_grid=recipe.ngram_C_grid, risk_recall=recipe.risk_recall)
+    head = fitted.head
+    gold = [e.labels for e in val]
+    y_val = label_matrix(spec, gold)
+    ngram_scores = np.stack([head.ngram.scores(head_text(e.text)) for e in val])
+    state_scores = np.stack([head.state.scores(have_val[e.id]) for e in val])
+    probs = head.probabilities_from_scores(ngram_scores, state_scores)
+    parts = {"stack": probs}
+    if not spec.multi_label:  # each part alone, for the record of what the stacking buys
+        for name, s in (("ngram", ngram_scores), ("state", state_scores)):
+            e = np.exp(s - s.max(1, keepdims=True))
+            parts[name] = e / e.sum(1, keepdims=True)
+    else:
+        parts["ngram"] = 1 / (1 + np.exp(-ngram_scores))
+        parts["state"] = 1 / (1 + np.exp(-state_scores))
+    decided = {name: [tuple(head.decide(p)) if name == "stack" or not spec.multi_label
+                      else tuple(_best_fixed(head, p)) for p in ps] for name, ps in parts.items()}
+    report = {"validation_posts": len(val), "state_posts": len(state_posts), "train_posts": len(train),
+              "scores": {name: score(spec, gold, pred) for name, pred in decided.items()},
+              "intervals": {k: list(v) for k, v in bootstrap_intervals(spec, gold, decided["stack"]).items()},
+              "ece_validation": expected_calibration_error(probs, y_val),
+              "ece_out_of_fold": expected_calibration_error(fitted.oof["stack"], label_matrix(
+                  spec, [e.labels for e in state_posts]))}
+    if head.high_labels:
+        is_high = y_val[:, [head.labels.index(h) for h in head.high_labels]].sum(1) > 0
+        flagged = np.array([head.p_high(p) >= head.risk_threshold for p in probs])
+        tp = int((flagged & is_high).sum())
+        report["risk_operating_point"] = {
+            "threshold": head.risk_threshold, "recall": tp / max(1, is_high.sum()),
+            "precision": tp / max(1, flagged.sum()), "flagged": int(flagged.sum()), "high_posts": int(is_high.sum())}
+    report["predictions"] = {e.id: {"labels": list(lab), "scores": [round(float(x), 4) for x in p]}
+                             for e, lab, p in zip(val, decided["stack"], probs)}
+    head.info["validation"] = {k: v for k, v in report.items() if k != "predictions"}
+    return head, report
+
+
+def _best_fixed(head, p: np.ndarray) -> list[str]:
+    """A part of a multi-label head alone, decided at 0.5 (at least one label)."""
+    chosen = [lab for lab, x in zip(head.labels, p) if x >= 0.5]
+    return chosen or [head.labels[int(np.argmax(p))]]

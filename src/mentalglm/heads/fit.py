@@ -1,0 +1,207 @@
+"""Fitting a task head (``model.TaskHead``) with every choice made out of fold.
+
+Validation posts are only scored, never used for a choice: the regularisation of both linear
+models, the stacker, the multi-label thresholds and the risk operating point all come from
+``folds``-fold cross-fitting on the training split, so the validation numbers stay honest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from ..tasks import get_task
+from .model import NgramScorer, StateScorer, TaskHead
+
+
+@dataclass
+class Fitted:
+    head: TaskHead
+    oof: dict[str, np.ndarray]  # out-of-fold probabilities on the state posts: ngram, state, stack
+
+
+def label_matrix(spec, gold: Sequence[Sequence[str]]) -> np.ndarray:
+    """One-hot (single-label) or multi-hot rows over the spec's labels."""
+    index = {n: i for i, n in enumerate(spec.label_names)}
+    y = np.zeros((len(gold), len(index)), dtype=np.int8)
+    for r, labels in enumerate(gold):
+        for lab in labels:
+            y[r, index[lab]] = 1
+    return y
+
+
+def _folds(y: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
+    from sklearn.model_selection import StratifiedKFold
+
+    strata = y.argmax(1) if y.shape[1] > 1 else y[:, 0]  # multi-label: stratify by the first label
+    counts = np.bincount(strata, minlength=y.shape[1])
+    strata = np.where(counts[strata] >= k, strata, -1)  # rare strata pooled, so every fold can be drawn
+    return [test for _, test in StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y)), strata)]
+
+
+class _Linear:
+    """Logistic regression giving one score per label: multinomial (single-label) or one per label."""
+
+    def __init__(self, multi_label: bool, C: float, seed: int):
+        self.multi_label, self.C, self.seed = multi_label, C, seed
+
+    def fit(self, x, y: np.ndarray) -> "_Linear":
+        from sklearn.linear_model import LogisticRegression
+
+        n_labels = y.shape[1]
+        self.coef = np.zeros((n_labels, x.shape[1]))
+        self.intercept = np.zeros(n_labels)
+        if self.multi_label:
+            for j in range(n_labels):
+                if 0 < y[:, j].sum() < len(y):  # a label never (or always) seen keeps a zero weight
+                    m = LogisticRegression(C=self.C, max_iter=2000).fit(x, y[:, j])
+                    self.coef[j], self.intercept[j] = m.coef_[0], m.intercept_[0]
+                else:
+                    self.intercept[j] = -10.0 if y[:, j].sum() == 0 else 10.0
+            return self
+        classes = np.flatnonzero(y.sum(0))
+        m = LogisticRegression(C=self.C, max_iter=2000).fit(x, y.argmax(1))
+        if len(classes) == 2:  # sklearn keeps one row for two classes: score = [0, w.x + b]
+            self.coef[classes[1]], self.intercept[classes[1]] = m.coef_[0], m.intercept_[0]
+        else:
+            self.coef[classes], self.intercept[classes] = m.coef_, m.intercept_
+        absent = np.setdiff1d(np.arange(n_labels), classes)
+        self.intercept[absent] = -30.0
+        return self
+
+    def scores(self, x) -> np.ndarray:
+        return np.asarray(x @ self.coef.T) + self.intercept
+
+
+def _log_loss(y: np.ndarray, scores: np.ndarray, multi_label: bool) -> float:
+    if multi_label:
+        p = np.clip(1 / (1 + np.exp(-scores)), 1e-7, 1 - 1e-7)
+        return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
+    s = scores - scores.max(1, keepdims=True)
+    logp = s - np.log(np.exp(s).sum(1, keepdims=True))
+    return float(-(y * logp).sum(1).mean())
+
+
+def _cross_fit(x, y, folds, multi_label, grid, seed) -> tuple[float, np.ndarray]:
+    """(best C, its out-of-fold scores) by out-of-fold log loss."""
+    best = None
+    for C in grid:
+        oof = np.zeros(y.shape, dtype=np.float64)
+        for test in folds:
+            train = np.setdiff1d(np.arange(len(y)), test)
+            oof[test] = _Linear(multi_label, C, seed).fit(x[train], y[train]).scores(x[test])
+        loss = _log_loss(y, oof, multi_label)
+        if best is None or loss < best[0]:
+            best = (loss, C, oof)
+    return best[1], best[2]
+
+
+def _stacker(ngram: np.ndarray, state: np.ndarray, y: np.ndarray, multi_label: bool, seed: int):
+    """(coef, intercept) of the stacker on the two models' scores."""
+    from sklearn.linear_model import LogisticRegression
+
+    n = y.shape[1]
+    if multi_label:
+        coef, intercept = np.zeros((n, 2)), np.full(n, -10.0)
+        for j in range(n):
+            if 0 < y[:, j].sum() < len(y):
+                m = LogisticRegression(C=1.0, max_iter=2000).fit(np.c_[ngram[:, j], state[:, j]], y[:, j])
+                coef[j], intercept[j] = m.coef_[0], m.intercept_[0]
+        return coef, intercept
+    x = np.hstack([ngram, state])
+    classes = np.flatnonzero(y.sum(0))
+    m = LogisticRegression(C=1.0, max_iter=2000).fit(x, y.argmax(1))
+    coef, intercept = np.zeros((n, x.shape[1])), np.full(n, -30.0)
+    if len(classes) == 2:
+        coef[classes[1]], intercept[classes[1]] = m.coef_[0], m.intercept_[0]
+        intercept[classes[0]] = 0.0
+    else:
+        coef[classes], intercept[classes] = m.coef_, m.intercept_
+    return coef, intercept
+
+
+def best_thresholds(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Per label, the probability threshold with the best F1 on (out-of-fold) predictions."""
+    out = np.full(y.shape[1], 0.5)
+    for j in range(y.shape[1]):
+        if y[:, j].sum() == 0:
+            out[j] = 1.0
+            continue
+        best = -1.0
+        for t in np.unique(np.round(p[:, j], 4)):
+            pred = p[:, j] >= t
+            tp = (pred & (y[:, j] == 1)).sum()
+            f1 = 2 * tp / (pred.sum() + y[:, j].sum())
+            if f1 > best:
+                best, out[j] = f1, t
+    return out
+
+
+def recall_threshold(is_high: np.ndarray, p_high: np.ndarray, recall: float) -> float:
+    """The largest threshold on P(high) whose recall of the high posts is at least ``recall``."""
+    scores = np.sort(p_high[is_high.astype(bool)])[::-1]
+    if not len(scores):
+        return 0.5
+    k = int(np.ceil(recall * len(scores))) - 1  # the k-th highest high-risk score must be flagged
+    return float(scores[min(k, len(scores) - 1)])
+
+
+def fit_head(task: str, texts_all: Sequence[str], gold_all: Sequence[Sequence[str]],
+             texts_s: Sequence[str], states: np.ndarray, gold_s: Sequence[Sequence[str]], *, folds: int = 5,
+             seed: int = 13, C_grid=(0.01, 0.1), ngram_C_grid=(3.0, 10.0), risk_recall: float = 0.9,
+             max_features: int = 60_000) -> Fitted:
+    """Fit the n-gram model on every training post (``texts_all``), the state model on the posts with a
+    state (``texts_s``/``states``, a subset), and the stacker on their out-of-fold scores."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    spec = get_task(task)
+    multi = spec.multi_label
+    y_all, y_s = label_matrix(spec, gold_all), label_matrix(spec, gold_s)
+
+    vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), min_df=2, max_features=max_features,
+                                 sublinear_tf=True, dtype=np.float64)
+    x_all = vectorizer.fit_transform(list(texts_all))
+    ngram_C, _ = _cross_fit(x_all, y_all, _folds(y_all, folds, seed), multi, ngram_C_grid, seed)
+    ngram = _Linear(multi, ngram_C, seed).fit(x_all, y_all)
+
+    # Out-of-fold scores on the state posts: the n-gram model refitted without each fold of them.
+    folds_s = _folds(y_s, folds, seed)
+    x_s_ngram = vectorizer.transform(list(texts_s))
+    position = {t: i for i, t in enumerate(texts_all)}
+    in_all = np.array([position.get(t, -1) for t in texts_s])
+    ngram_oof = np.zeros(y_s.shape)
+    for test in folds_s:
+        held = set(in_all[test][in_all[test] >= 0].tolist())
+        keep = np.array([i for i in range(len(texts_all)) if i not in held])
+        ngram_oof[test] = _Linear(multi, ngram_C, seed).fit(x_all[keep], y_all[keep]).scores(x_s_ngram[test])
+
+    mean, scale = states.mean(0), states.std(0) + 1e-6
+    z = (states - mean) / scale
+    state_C, state_oof = _cross_fit(z, y_s, folds_s, multi, C_grid, seed)
+    state = _Linear(multi, state_C, seed).fit(z, y_s)
+
+    coef, intercept = _stacker(ngram_oof, state_oof, y_s, multi, seed)
+    head = TaskHead(task, spec.label_names, multi,
+                    NgramScorer(dict(vectorizer.vocabulary_), vectorizer.idf_, ngram.coef, ngram.intercept),
+                    StateScorer(mean, scale, state.coef, state.intercept), coef, intercept,
+                    high_labels=list(spec.high_risk))
+    # Out-of-fold probabilities of the whole head (the stacker refitted without each fold).
+    stack_oof = np.zeros(y_s.shape)
+    for test in folds_s:
+        train = np.setdiff1d(np.arange(len(y_s)), test)
+        c, b = _stacker(ngram_oof[train], state_oof[train], y_s[train], multi, seed)
+        fold_head = TaskHead(task, head.labels, multi, head.ngram, head.state, c, b)
+        stack_oof[test] = fold_head.probabilities_from_scores(ngram_oof[test], state_oof[test])
+    if multi:
+        head.thresholds = best_thresholds(y_s, stack_oof)
+    if head.high_labels:
+        is_high = y_s[:, [head.labels.index(h) for h in head.high_labels]].sum(1) > 0
+        p_high = stack_oof[:, [head.labels.index(h) for h in head.high_labels]].sum(1)
+        head.risk_threshold = recall_threshold(is_high, p_high, risk_recall)
+    head.info = {"ngram_C": ngram_C, "state_C": state_C, "train_posts": len(texts_all),
+                 "state_posts": len(texts_s), "folds": folds, "seed": seed}
+    to_p = (lambda s: 1 / (1 + np.exp(-s))) if multi else (lambda s: np.exp(s - s.max(1, keepdims=True)) /
+                                                           np.exp(s - s.max(1, keepdims=True)).sum(1, keepdims=True))
+    return Fitted(head, {"ngram": to_p(ngram_oof), "state": to_p(state_oof), "stack": stack_oof})

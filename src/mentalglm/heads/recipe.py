@@ -1,0 +1,39 @@
+"""What ``mentalglm heads train`` builds from: the base model, the posts, the search space.
+
+Sized for a free 2-core CPU: reading one hidden state of the 1.5B base costs about 0.7 s, so the
+larger corpora are stratified samples (seed 13) of their training split; the n-gram part of each
+head always trains on the whole training split, which costs seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..data.records import Example
+from ..data.sources import task_splits
+from ..data.splits import stratified_sample
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str = "mentalglm-mini"
+    base: str = "qwen2.5-coder-1.5b-instruct-q4"
+    tasks: tuple[str, ...] = ("suicide_risk", "cognitive_distortion", "emotion", "suicide_risk_levels")
+    # Training posts whose hidden state is read, per task (None: the whole training split).
+    state_posts: dict = field(default_factory=lambda: {
+        "suicide_risk": None, "cognitive_distortion": 1400, "emotion": 1000, "suicide_risk_levels": 1000})
+    # The validation posts scored in the manifest: the same stratified sample the benchmarks use.
+    validation_sample: int = 200
+    seed: int = 13
+    folds: int = 5  # cross-fitting: every choice (C, mixing weight, temperature, thresholds) is made out of fold
+    C_grid: tuple[float, ...] = (0.003, 0.01, 0.03, 0.1, 0.3)
+    ngram_C_grid: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0)
+    risk_recall: float = 0.90  # the suicide-risk flag's operating point: high-risk recall at least this
+
+    def state_examples(self, task: str, root=None) -> list[Example]:
+        train = task_splits(task, root)["train"]
+        n = self.state_posts.get(task)
+        return train if n is None else stratified_sample(train, n, seed=self.seed)
+
+    def validation_examples(self, task: str, root=None) -> list[Example]:
+        return stratified_sample(task_splits(task, root)["validation"], self.validation_sample, seed=self.seed)

@@ -1,7 +1,11 @@
 """The main job: posts in, for each task a label plus an explanation out.
 
 posts -> (redact) -> prompt from the task spec -> backend -> parse with the task spec -> Analysis
-(+ high-risk flag). Files are written one JSON line per (post, task) as results are produced,
+(+ high-risk flag). With label heads (``style="heads"``, the default model mentalglm-mini) the label
+is not generated: the heads give every label of the task a probability from the model's hidden
+state at the end of the prompt, the label is decided over that closed set, and the explanation is
+generated afterwards, continuing the same prompt after the chosen label's sentence. Quoted evidence
+in every explanation is checked against the post (``evidence_ok``). Files are written one JSON line per (post, task) as results are produced,
 and ``--resume`` skips the pairs an earlier run already wrote.
 """
 
@@ -9,15 +13,17 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
+from .evidence import check_evidence
 from .inputs import Post
 from .llm.base import Backend, GenConfig, Request
-from .prompts import build_request, label_only_stops
+from .prompts import build_request, heads_request, label_only_stops
 from .safety import redact as redact_pii
-from .tasks import DEFAULT_TASKS, INVALID, TaskSpec, get_task, parse_answer
+from .tasks import DEFAULT_TASKS, INVALID, OK, TaskSpec, get_task, parse_answer
 
 log = logging.getLogger("mentalglm")
 ERROR = "error"
@@ -37,6 +43,8 @@ class Analysis:
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
     label_en: list[str] = field(default_factory=list)
+    scores: dict[str, float] = field(default_factory=dict)  # label -> calibrated probability (label heads)
+    evidence_ok: bool | None = None  # every quote of the explanation is in the post (None: no explanation)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False)
@@ -50,6 +58,8 @@ class AnalyzeConfig:
     redact: bool = False
     style: str = "zeroshot"
     temperature: float = 0.0
+    heads: str | None = None  # heads folder for style "heads" (default: the packaged mentalglm-mini)
+    risk_threshold: float | None = None  # P(high risk) that flags a post (default: the heads' operating point)
 
 
 class Analyzer:
@@ -60,6 +70,9 @@ class Analyzer:
         self.config = config
         self.specs: list[TaskSpec] = [get_task(t) for t in config.tasks]
         self._budget: dict[str, int] = {}
+        self.headset = None
+        if config.style == "heads":
+            self.headset = _open_heads(backend, config)
 
     def gen_config(self, spec: TaskSpec) -> GenConfig:
         if self.config.explain:
@@ -110,6 +123,8 @@ class Analyzer:
             yield from self._group(spec, posts[start:start + group])
 
     def _group(self, spec: TaskSpec, posts: Sequence[Post]) -> list[Analysis]:
+        if self.headset is not None:
+            return [self._by_heads(spec, post) for post in posts]
         out: list[Analysis | None] = [None] * len(posts)
         todo, requests, notes = [], [], []
         for i, post in enumerate(posts):
@@ -142,7 +157,39 @@ class Analyzer:
             warnings = [*warnings, f"model output did not parse: {parsed.reason}"]
         return Analysis(post.id, spec.name, list(parsed.labels), parsed.explanation, raw, parsed.status,
                         self.backend.name, round(latency_ms, 1), spec.high_risk_in(parsed.labels), warnings,
-                        label_en=[spec.label(n).en for n in parsed.labels])
+                        label_en=[spec.label(n).en for n in parsed.labels],
+                        evidence_ok=_evidence(spec, parsed.explanation, post.text, warnings))
+
+    def _by_heads(self, spec: TaskSpec, post: Post) -> Analysis:
+        """Label by the task's head over its closed label set, then (optionally) the explanation for that label."""
+        from .heads.features import POST_CHARS, head_text
+
+        if post.error:
+            return self._error(post, spec, post.error)
+        head = self.headset.head(spec.name)
+        start = time.perf_counter()
+        text = head_text(redact_pii(post.text) if self.config.redact else post.text)
+        warnings = [f"post cut to its first {POST_CHARS} characters"] if len(post.text.strip()) > POST_CHARS else []
+        try:
+            probs = head.probabilities(text, self.backend.prompt_state(heads_request(spec, text)))
+            labels = head.decide(probs)
+            raw, explanation = spec.label_sentence(labels), ""
+            if self.config.explain:
+                request = heads_request(spec, text, tuple(labels))
+                [gen] = self.backend.generate([request], GenConfig(
+                    max_tokens=self.config.max_tokens, temperature=self.config.temperature, stop=("\n\n",)))
+                raw, explanation = gen.text, gen.text[len(request.answer_prefix):].strip()
+        except Exception as e:  # one failing post must not kill the file: record it in its row
+            log.error("post %s, task %s: %s", post.id, spec.name, e)
+            return self._error(post, spec, f"backend error: {e}")
+        p_high = head.p_high(probs)
+        threshold = self.config.risk_threshold if self.config.risk_threshold is not None else head.risk_threshold
+        return Analysis(post.id, spec.name, labels, explanation, raw, OK, self.backend.name,
+                        round((time.perf_counter() - start) * 1000, 1),
+                        bool(p_high is not None and p_high >= threshold), warnings,
+                        label_en=[spec.label(n).en for n in labels],
+                        scores={lab: round(float(p), 4) for lab, p in zip(head.labels, probs)},
+                        evidence_ok=_evidence(spec, explanation, post.text, warnings) if self.config.explain else None)
 
     def analyze(self, text: str, post_id: str = "1") -> list[Analysis]:
         post = Post(post_id, text.strip(), None if text.strip() else "empty post")
@@ -162,10 +209,39 @@ class Analyzer:
             yield from self._chunk(batch, done)
 
     def _chunk(self, batch: list[Post], done) -> Iterator[Analysis]:
+        if self.headset is not None:  # the heads prompt puts the post first: its tasks share its evaluation
+            for post in batch:
+                for spec in self.specs:
+                    if (post.id, spec.name) not in done:
+                        yield self._by_heads(spec, post)
+            return
         for spec in self.specs:
             todo = [p for p in batch if (p.id, spec.name) not in done]
             if todo:
                 yield from self.iter_task(spec, todo)
+
+
+def _evidence(spec: TaskSpec, explanation: str, post: str, warnings: list[str]) -> bool | None:
+    """Whether the explanation's quotes are all in the post; a warning names any that is not."""
+    if not explanation:
+        return None
+    found = check_evidence(explanation, post, ignore=[f for lab in spec.labels for f in lab.surface_forms()])
+    for quote in found.missing:
+        warnings.append(f"quoted evidence not in the post: “{quote[:20]}”")
+    return found.ok
+
+
+def _open_heads(backend: Backend, config: AnalyzeConfig):
+    from .heads import HeadsError, load_heads
+
+    if not hasattr(backend, "prompt_state"):
+        raise HeadsError(f"label heads read a model's hidden states, which {backend.name} does not expose; "
+                         "use a llama.cpp (GGUF) model")
+    headset = load_heads(config.heads)
+    headset.check_base(backend.path)
+    for task in config.tasks:
+        headset.head(task)  # a task without a head: fail before any post is read
+    return headset
 
 
 def completed_pairs(out_path: Path) -> set[tuple[str, str]]:

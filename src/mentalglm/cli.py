@@ -11,7 +11,7 @@ from . import DISCLAIMER, __version__
 from .data.records import DataError
 from .llm.base import ModelUnavailable
 
-VERBS = ("analyze", "tasks", "models", "data", "eval", "serve", "train")
+VERBS = ("analyze", "tasks", "models", "data", "eval", "serve", "train", "heads")
 
 EXAMPLES = """examples:
   mentalglm analyze "最近总觉得自己什么都做不好，大家一定都讨厌我"

@@ -64,8 +64,9 @@ def few_shot_examples(train: Sequence[Example], k: int, seed: int = 13) -> list[
 
 
 def make_analyzer(backend: Backend, task: str, style: str = "zeroshot", explain: bool = True, max_tokens: int = 160,
-                  shots: int = 0, train: Sequence[Example] = (), seed: int = 13) -> Analyzer:
-    config = AnalyzeConfig(tasks=(get_task(task).name,), explain=explain, max_tokens=max_tokens, style=style)
+                  shots: int = 0, train: Sequence[Example] = (), seed: int = 13, **heads) -> Analyzer:
+    """``heads``: the label-heads fields of AnalyzeConfig (heads folder, risk_threshold)."""
+    config = AnalyzeConfig(tasks=(get_task(task).name,), explain=explain, max_tokens=max_tokens, style=style, **heads)
     if shots <= 0:
         return Analyzer(backend, config)
     if not train:

@@ -16,7 +16,8 @@ from ..analyze import Analysis, AnalyzeConfig, Analyzer, completed_pairs, write_
 from ..inputs import Post, read_posts
 from ..safety import resources_message
 from ..tasks import DEFAULT_TASKS, get_task
-from .common import add_model_args, open_from_args
+from ..heads import HeadsError
+from .common import add_model_args, heads_options, open_from_args
 
 log = logging.getLogger("mentalglm")
 
@@ -29,8 +30,12 @@ EXAMPLES = """examples:
   cat posts.txt | mentalglm analyze --redact --out results.jsonl         # one post per line from stdin
   mentalglm analyze --model openai:glm-4 --base-url http://127.0.0.1:8000/v1 "..."
 
+  mentalglm analyze --risk-threshold 0.3 --tasks suicide_risk --no-explain --file posts.csv --out risk.jsonl
+  mentalglm analyze --model qwen2.5-coder-1.5b-instruct-q4 "..."   # the zero-shot model, labels generated
+
 Output JSONL fields: id, task, labels, explanation, raw, parse_status (ok | fallback | invalid | error),
-model, latency_ms, high_risk, warnings, error, label_en.
+model, latency_ms, high_risk, warnings, error, label_en, scores (label -> probability; label heads),
+evidence_ok (every quote of the explanation is in the post; null without an explanation).
 """
 
 
@@ -76,8 +81,13 @@ def run(args) -> int:
         return 2
 
     backend, style = open_from_args(args)
-    analyzer = Analyzer(backend, AnalyzeConfig(tasks=tasks, explain=args.explain, max_tokens=args.max_tokens,
-                                               redact=args.redact, style=style))
+    try:
+        analyzer = Analyzer(backend, AnalyzeConfig(tasks=tasks, explain=args.explain, max_tokens=args.max_tokens,
+                                                   redact=args.redact, style=style, **heads_options(args)))
+    except HeadsError as e:
+        console.print(f"[red]error:[/red] {e}")
+        backend.close()
+        return 2
     done = completed_pairs(out) if (out and args.resume) else set()
     if done:
         console.print(f"resuming: {len(done)} (post, task) results already in {out}")
@@ -124,10 +134,11 @@ def print_tables(console: Console, results: list[Analysis], resources: str | Non
         table.add_column("status", no_wrap=True)
         for a in rows:
             spec = get_task(a.task)
-            labels = "、".join(a.labels) if a.labels else "—"
+            labels = "、".join(f"{n} {a.scores[n]:.2f}" if n in a.scores else n for n in a.labels) or "—"
             style = "bold red" if a.high_risk else None
             detail = a.explanation or a.error or ""
-            table.add_row(spec.title, f"[{style}]{labels}[/]" if style else labels, detail, a.parse_status)
+            status = a.parse_status + {True: "\n引文✓", False: "\n引文✗"}.get(a.evidence_ok, "")
+            table.add_row(spec.title, f"[{style}]{labels}[/]" if style else labels, detail, status)
         console.print(table)
         if any(a.high_risk for a in rows):
             console.print(Panel(resources_message(resources), title="⚠ 高自杀风险 high suicide risk", style="red"))
@@ -139,10 +150,12 @@ def summarize(console: Console, results: list[Analysis], out: Path) -> None:
 
     status = Counter(a.parse_status for a in results)
     table = Table(title=f"wrote {len(results)} results to {out}")
-    for col in ("ok", "fallback", "invalid", "error", "high risk"):
+    for col in ("ok", "fallback", "invalid", "error", "high risk", "evidence in post"):
         table.add_column(col, justify="right")
+    checked = [a.evidence_ok for a in results if a.evidence_ok is not None]
     table.add_row(*(str(status.get(k, 0)) for k in ("ok", "fallback", "invalid", "error")),
-                  str(sum(a.high_risk for a in results)))
+                  str(sum(a.high_risk for a in results)),
+                  f"{sum(checked)}/{len(checked)}" if checked else "—")
     console.print(table)
     for a in [a for a in results if a.error][:5]:
         console.print(f"[yellow]row {a.id} ({a.task}):[/yellow] {a.error}")

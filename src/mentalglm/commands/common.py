@@ -13,10 +13,16 @@ def add_model_args(p, default_model: str = DEFAULT_MODEL) -> None:
     g.add_argument("--weights", help="local folder with a registry model's weights (e.g. a downloaded zwzzz/MentalGLM)")
     g.add_argument("--adapter", help="LoRA adapter: a GGUF adapter or run folder (llama.cpp), a PEFT folder (transformers)")
     g.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 (key from $OPENAI_API_KEY)")
-    g.add_argument("--prompt-style", choices=["zeroshot", "instruction"],
+    g.add_argument("--prompt-style", choices=["zeroshot", "instruction", "heads"],
                    help="zeroshot: definitions + format (general models); instruction: the C-IMHI prompt "
-                        "fine-tuned models learned (default: instruction for a `mentalglm train` run, else the "
-                        "registry's, else zeroshot)")
+                        "fine-tuned models learned; heads: labels from label heads over the closed label set "
+                        "(default: heads for mentalglm-mini or --heads, instruction for a `mentalglm train` run, "
+                        "else the registry's, else zeroshot)")
+    g.add_argument("--heads", help="label-heads folder made by `mentalglm heads train` (implies --prompt-style heads; "
+                                   "default for mentalglm-mini: the packaged heads)")
+    g.add_argument("--risk-threshold", type=float,
+                   help="P(high suicide risk) at which a post is flagged (label heads only; default: the heads' "
+                        "operating point, chosen for high-risk recall of at least 0.90)")
     g.add_argument("--n-ctx", type=int, default=4096, help="context length (llama.cpp)")
     g.add_argument("--threads", type=int, help="CPU threads (llama.cpp; default: all cores)")
     g.add_argument("--concurrency", type=int, default=4, help="parallel requests (HTTP backends)")
@@ -32,8 +38,14 @@ def open_from_args(args):
         options["tensor_parallel_size"] = args.tensor_parallel_size
     elif args.model.endswith(".gguf") or _is_llamacpp(args.model):
         options.update(n_ctx=args.n_ctx, n_threads=args.threads)
-    return open_backend(args.model, adapter=args.adapter, base_url=args.base_url, prompt_style=args.prompt_style,
+    style = args.prompt_style or ("heads" if args.heads else None)
+    return open_backend(args.model, adapter=args.adapter, base_url=args.base_url, prompt_style=style,
                         weights=args.weights, **options)
+
+
+def heads_options(args) -> dict:
+    """AnalyzeConfig fields of the label-heads options."""
+    return {"heads": args.heads, "risk_threshold": args.risk_threshold}
 
 
 def _is_llamacpp(model: str) -> bool:

@@ -17,7 +17,7 @@ from ..data.records import DataError
 from ..evaluate.classification import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
 from ..evaluate.predictions import gold_set, read_predictions, write_predictions
 from ..tasks import get_task
-from .common import add_model_args, open_from_args
+from .common import add_model_args, heads_options, open_from_args
 
 EXAMPLES = """examples:
   # an LLM over the 200-post stratified validation sample (seed 13), labels only, resumable
@@ -173,7 +173,7 @@ def run_predict(args) -> int:
         train = task_splits(gold.task, args.data_root)["train"]
     backend, style = open_from_args(args)
     analyzer = make_analyzer(backend, gold.task, style, args.explain, args.max_tokens, args.few_shot, train,
-                             args.shots_seed)
+                             args.shots_seed, **heads_options(args))
     remaining = len(gold.examples) - len({i for i, _ in completed_pairs(out)} & {e.id for e in gold.examples})
     with _progress(console) as bar:
         job = bar.add_task(f"{gold.task} ({backend.name})", total=remaining)

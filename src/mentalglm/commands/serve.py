@@ -8,7 +8,7 @@ import sys
 
 from .. import DISCLAIMER
 from ..tasks import DEFAULT_TASKS
-from .common import add_model_args, open_from_args
+from .common import add_model_args, heads_options, open_from_args
 
 log = logging.getLogger("mentalglm.serve")
 
@@ -91,7 +91,7 @@ def run(args) -> int:
         tasks=tasks, max_batch=args.max_batch, max_queue=args.queue, request_timeout=args.timeout,
         max_post_chars=args.max_post_chars, max_upload_bytes=int(args.max_upload_mb * 1_000_000),
         max_jobs=args.max_jobs, max_tokens=args.max_tokens, token_env=args.token_env, jobs_dir=args.jobs_dir,
-        served_model_name=args.served_model_name, resources_path=args.resources)
+        served_model_name=args.served_model_name, resources_path=args.resources, **heads_options(args))
     try:
         settings.token()
     except ValueError as e:

@@ -59,8 +59,8 @@ class HeadSet:
         have = marker.read_text().strip() if marker.exists() else file_sha256(path)
         if have != want:
             raise HeadsError(f"{self.name} was trained on {self.manifest['base']['name']} (sha256 {want[:12]}…); "
-                             f"{path.name} has sha256 {have[:12]}…. Use --model {self.manifest['base']['name']} "
-                             "or heads trained for this model (`mentalglm heads train --base ...`)")
+                             f"{path.name} has sha256 {have[:12]}…. Use --model {self.manifest['base']['name']}, "
+                             "or heads trained on this model")
 
 
 def load_heads(folder: str | Path | None = None) -> HeadSet:

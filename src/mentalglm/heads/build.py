@@ -130,3 +130,57 @@ def _best_fixed(head, p: np.ndarray) -> list[str]:
     """A part of a multi-label head alone, decided at 0.5 (at least one label)."""
     chosen = [lab for lab, x in zip(head.labels, p) if x >= 0.5]
     return chosen or [head.labels[int(np.argmax(p))]]
+
+
+def write_heads_folder(folder: Path, heads: dict, manifest: dict) -> Path:
+    """``folder`` with every head's files and ``manifest.json`` listing them with their sha256."""
+    from . import file_sha256
+
+    folder.mkdir(parents=True, exist_ok=True)
+    files = [path for head in heads.values() for path in head.save(folder)]
+    manifest = {**manifest, "tasks": list(heads), "files": {p.name: file_sha256(p) for p in files}}
+    (folder / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8")
+    return folder
+
+
+def training_data_hashes(recipe: Recipe, root=None) -> dict[str, str]:
+    from ..data.sources import TASK_SOURCES, data_root, source_files
+    from . import file_sha256
+
+    base = data_root(root)
+    return {str(p.relative_to(base)): file_sha256(p) for task in recipe.tasks
+            for split in ("train", "val") if split in _source(TASK_SOURCES[task]).files
+            for p in source_files(TASK_SOURCES[task], split, root)}
+
+
+def _source(name: str):
+    from ..data.sources import SOURCES
+
+    return SOURCES[name]
+
+
+def train_heads(recipe: Recipe, out: Path, threads: int | None = None, root=None, command: str = "") -> Path:
+    """The whole build: states (resumable), heads, ``out/model`` with its manifest, ``out/report.json``."""
+    started = time.time()
+    cache = read_states(recipe, out, threads, root)
+    heads, reports = {}, {}
+    for task in recipe.tasks:
+        heads[task], reports[task] = fit_task(recipe, cache, task, root)
+    from ..llm.registry import REGISTRY
+
+    base = REGISTRY[recipe.base]
+    manifest = {
+        "name": recipe.name, "format": "mentalglm-heads/1",
+        "base": {"name": base.name, "sha256": base.packaged.sha256, "size": base.packaged.size},
+        "prompt": {"style": "heads", "system": SYSTEM_HEADS_ZH, "post_chars": POST_CHARS,
+                   "fingerprint": prompt_fingerprint()},
+        "recipe": {k: v for k, v in recipe.__dict__.items()},
+        "training_data": training_data_hashes(recipe, root),
+        "validation": {t: heads[t].info["validation"] for t in heads},
+        "command": command or f"mentalglm heads train --out {out}",
+        "built": time.strftime("%Y-%m-%d"),
+        "seconds": round(time.time() - started, 1),
+    }
+    folder = write_heads_folder(out / "model", heads, manifest)
+    (out / "report.json").write_text(json.dumps(reports, ensure_ascii=False, indent=1), encoding="utf-8")
+    return folder

@@ -26,8 +26,8 @@ class Recipe:
     validation_sample: int = 200
     seed: int = 13
     folds: int = 5  # cross-fitting: every choice (C, mixing weight, temperature, thresholds) is made out of fold
-    C_grid: tuple[float, ...] = (0.003, 0.01, 0.03, 0.1, 0.3)
-    ngram_C_grid: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0)
+    C_grid: tuple[float, ...] = (0.001, 0.003, 0.01, 0.03, 0.1)
+    ngram_C_grid: tuple[float, ...] = (3.0, 10.0, 30.0)
     risk_recall: float = 0.90  # the suicide-risk flag's operating point: high-risk recall at least this
 
     def state_examples(self, task: str, root=None) -> list[Example]:

@@ -47,6 +47,7 @@ class LlamaCppBackend:
         self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
                          n_batch=n_batch, seed=seed, lora_path=lora_path, verbose=verbose)
         self.name = name or path.name
+        self.path = path
         self.context_length = self.llm.n_ctx()
         meta = self.llm.metadata
         self.template = meta.get("tokenizer.chat_template")

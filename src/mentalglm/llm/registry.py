@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .base import Backend, ModelUnavailable
 
-DEFAULT_MODEL = "qwen2.5-coder-1.5b-instruct-q4"
+DEFAULT_MODEL = "mentalglm-mini"
 
 
 @dataclass(frozen=True)
@@ -47,9 +47,18 @@ class ModelEntry:
     hf_kwargs: dict = field(default_factory=dict)
     generation: dict = field(default_factory=dict)
     how_to_get: str = ""
+    base: str | None = None  # another entry whose weights this model runs on (label heads over a packaged GGUF)
+    heads: str | None = None  # packaged heads folder (mentalglm/resources/<heads>)
 
 
 REGISTRY: dict[str, ModelEntry] = {e.name: e for e in [
+    ModelEntry(
+        "mentalglm-mini", "llamacpp",
+        "The default: label heads trained by this project (mentalglm heads train) over the frozen "
+        "Qwen2.5-Coder-1.5B-Instruct GGUF. Labels are decided over each task's closed label set with calibrated "
+        "probabilities; the 1.5B model then writes the explanation for the chosen label. See docs/model-card.md.",
+        prompt_style="heads", base="qwen2.5-coder-1.5b-instruct-q4", heads="mentalglm-mini",
+    ),
     ModelEntry(
         "qwen2.5-coder-1.5b-instruct-q4", "llamacpp",
         "Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF (Apache-2.0 upstream), the offline default. "
@@ -184,7 +193,7 @@ def open_backend(model: str = DEFAULT_MODEL, *, adapter: str | None = None, base
     if (entry and entry.backend == "llamacpp") or model.endswith(".gguf"):
         from .llamacpp import LlamaCppBackend
 
-        path = assemble_packaged(entry) if entry else Path(model)
+        path = assemble_packaged(REGISTRY[entry.base] if entry.base else entry) if entry else Path(model)
         if not path.exists():
             raise ModelUnavailable(f"GGUF file {model} not found")
         return LlamaCppBackend(path, name=entry.name if entry else path.name, lora_path=adapter, **options), style

@@ -103,7 +103,7 @@ def create_app(backend: Backend, prompt_style: str = "zeroshot", settings: Serve
     for t in settings.tasks:
         get_task(t)
     model_id = settings.served_model_name or backend.name
-    service = AnalysisService(backend, prompt_style, settings.max_tokens)
+    service = AnalysisService(backend, prompt_style, settings)
     threads = settings.model_threads or (backend.concurrency if isinstance(backend, OpenAIBackend) else 1)
     worker = ModelWorker(settings.max_queue, threads)
     jobs = JobManager(service, worker, Path(settings.jobs_dir or cache_dir() / "serve-jobs"), settings.max_jobs,
@@ -165,7 +165,7 @@ def create_app(backend: Backend, prompt_style: str = "zeroshot", settings: Serve
                         429: {"description": "queue full; see Retry-After"}, 504: {"description": "timed out"}})
     async def analyze(req: AnalyzeRequest):
         posts = _posts(req, settings)
-        config = service.config(req.tasks or settings.tasks, req.explain, req.redact)
+        config = service.config(req.tasks or settings.tasks, req.explain, req.redact, req.risk_threshold)
         log.info("analyze: %d post(s) [%s%s] tasks=%s explain=%s", len(posts),
                  "; ".join(fingerprint(p.text) for p in posts[:8]), "; ..." if len(posts) > 8 else "",
                  ",".join(config.tasks), config.explain)

@@ -37,6 +37,9 @@ class AnalyzeRequest(BaseModel):
     tasks: list[str] | None = Field(None, description="task names from GET /v1/tasks (default: the server's)")
     explain: bool = Field(True, description="write an explanation; false stops after the label (much faster)")
     redact: bool = Field(False, description="mask phone numbers, ID numbers, e-mails and @handles before the model")
+    risk_threshold: float | None = Field(None, ge=0, le=1, description=(
+        "P(high suicide risk) at which a post is flagged (label-heads models only; default: the model's operating "
+        "point, chosen on held-out posts for high-risk recall of at least 0.90)"))
 
     @field_validator("posts", mode="before")
     @classmethod
@@ -78,6 +81,10 @@ class AnalysisOut(BaseModel):
     high_risk: bool
     warnings: list[str]
     error: str | None
+    scores: dict[str, float] = Field(default_factory=dict, description=(
+        "label -> calibrated probability (label-heads models; empty when the label was generated)"))
+    evidence_ok: bool | None = Field(None, description=(
+        "every quote of the explanation is found in the post (null without an explanation)"))
 
 
 class PostResult(BaseModel):

@@ -12,6 +12,7 @@ from ..analyze import Analysis, AnalyzeConfig, Analyzer
 from ..inputs import Post
 from ..llm.base import Backend, GenConfig, Generation, Request
 from ..tasks import get_task
+from .settings import ServeSettings
 
 
 def fingerprint(text: str) -> str:
@@ -50,6 +51,13 @@ class _FailureRecorder:
             self.failure = e
             raise
 
+    def prompt_state(self, request: Request):
+        try:
+            return self.backend.prompt_state(request)
+        except Exception as e:
+            self.failure = e
+            raise
+
     def count_tokens(self, text: str) -> int:
         return self.backend.count_tokens(text)
 
@@ -61,17 +69,20 @@ class _FailureRecorder:
 
 
 class AnalysisService:
-    def __init__(self, backend: Backend, prompt_style: str, max_tokens: int):
+    def __init__(self, backend: Backend, prompt_style: str, settings: ServeSettings):
         self.backend = backend
         self.prompt_style = prompt_style
-        self.max_tokens = max_tokens
+        self.settings = settings
         self._recorder = _FailureRecorder(backend)
         self._analyzers: OrderedDict[AnalyzeConfig, Analyzer] = OrderedDict()  # they cache prompt budgets
         self._lock = threading.Lock()
 
-    def config(self, tasks: Sequence[str], explain: bool, redact: bool) -> AnalyzeConfig:
-        return AnalyzeConfig(tasks=tuple(tasks), explain=explain, max_tokens=self.max_tokens, redact=redact,
-                             style=self.prompt_style)
+    def config(self, tasks: Sequence[str], explain: bool, redact: bool,
+               risk_threshold: float | None = None) -> AnalyzeConfig:
+        s = self.settings
+        return AnalyzeConfig(tasks=tuple(tasks), explain=explain, max_tokens=s.max_tokens, redact=redact,
+                             style=self.prompt_style, heads=s.heads,
+                             risk_threshold=s.risk_threshold if risk_threshold is None else risk_threshold)
 
     def _analyzer(self, config: AnalyzeConfig) -> Analyzer:
         with self._lock:

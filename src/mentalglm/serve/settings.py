@@ -36,6 +36,10 @@ class ServeSettings:
     max_tokens: int = 160
     # Posts per unit of model work in a job: small units let interactive requests in between.
     job_chunk: int = 8
+    # Label heads folder (None: the packaged ones, when the model uses heads) and the default P(high risk)
+    # that flags a post (None: the heads' operating point); a request may send its own risk_threshold.
+    heads: str | None = None
+    risk_threshold: float | None = None
     # Threads calling the backend. None: one for local models (llama.cpp is not thread-safe), the client's
     # concurrency for an OpenAI-compatible backend (a batching server such as vLLM gains from parallel calls).
     model_threads: int | None = None

@@ -1,0 +1,85 @@
+"""`mentalglm heads`: train label heads over a frozen GGUF (how mentalglm-mini is made), and show a heads folder."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+EXAMPLES = """examples:
+  mentalglm heads train                                   # reproduce mentalglm-mini in runs/heads/mentalglm-mini
+  mentalglm heads train --out runs/heads/mine --threads 2  # interrupted? run the same command again: it resumes
+  mentalglm heads train --ship                            # ... and replace the packaged heads (source checkout)
+  mentalglm heads show                                    # the packaged heads: base model, validation scores
+  mentalglm heads show runs/heads/mine/model
+  mentalglm analyze --heads runs/heads/mine/model "最近总觉得自己什么都做不好"
+
+train reads the research corpora (../shared/data, MENTALGLM_DATA or --data-root; docs/data.md says where to get
+them) and the packaged Qwen2.5-Coder-1.5B GGUF. About an hour on 2 CPU cores, nearly all of it reading hidden
+states, which are cached as they are made.
+"""
+
+
+def register(sub, fmt):
+    p = sub.add_parser("heads", help="label heads: train (reproduces mentalglm-mini), show",
+                       description="Label heads decide each task's label over its closed label set, with calibrated "
+                                   "probabilities, from a frozen GGUF model's hidden state and the post's characters.",
+                       epilog=EXAMPLES, formatter_class=fmt)
+    p.add_argument("action", choices=["train", "show"])
+    p.add_argument("folder", nargs="?", help="show: a heads folder (default: the packaged mentalglm-mini)")
+    p.add_argument("--out", default="runs/heads/mentalglm-mini", help="train: run folder (states cache, model, report)")
+    p.add_argument("--threads", type=int, help="train: CPU threads for llama.cpp (default: all cores)")
+    p.add_argument("--data-root", help="train: folder holding the corpora (default: ../shared/data or $MENTALGLM_DATA)")
+    p.add_argument("--ship", action="store_true", help="train: copy the result into the package as mentalglm-mini")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..heads import HeadsError, load_heads, packaged_dir
+
+    if args.action == "show":
+        try:
+            show(load_heads(args.folder))
+        except HeadsError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
+    from ..heads.build import train_heads
+    from ..heads.recipe import Recipe
+
+    command = "mentalglm heads train" + (f" --out {args.out}" if args.out != "runs/heads/mentalglm-mini" else "")
+    folder = train_heads(Recipe(), Path(args.out), args.threads, args.data_root, command)
+    show(load_heads(folder))
+    if args.ship:
+        target = packaged_dir()
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(folder, target)
+        print(f"shipped: {target}")
+    return 0
+
+
+def show(headset) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..evaluate.report import METRIC_NAMES
+    from ..tasks import get_task
+
+    m = headset.manifest
+    console = Console()
+    console.print(f"[bold]{m['name']}[/bold] ({headset.folder}): heads over {m['base']['name']} "
+                  f"(sha256 {m['base']['sha256'][:12]}…), built {m.get('built', '?')} by `{m.get('command', '?')}`")
+    table = Table(title=f"validation sample (never used for a choice), percent")
+    for col in ("task", "posts", "metric", "heads", "n-gram part", "state part", "ECE", "risk threshold: recall / precision"):
+        table.add_column(col)
+    for task, v in m["validation"].items():
+        spec = get_task(task)
+        risk = v.get("risk_operating_point")
+        for i, key in enumerate(spec.metrics):
+            table.add_row(task if i == 0 else "", str(v["validation_posts"]) if i == 0 else "", METRIC_NAMES.get(key, key),
+                          *(f"{100 * v['scores'][part][key]:.1f}" for part in ("stack", "ngram", "state")),
+                          f"{100 * v['ece_validation']:.1f}" if i == 0 else "",
+                          (f"P≥{risk['threshold']:.3f}: {100 * risk['recall']:.0f} / {100 * risk['precision']:.0f}"
+                           if risk and i == 0 else ""))
+    console.print(table)

@@ -1,0 +1,154 @@
+"""Label heads: hidden states from llama.cpp, the numpy heads, fitting, the heads folder and its checks, and
+`analyze` with heads end to end on the tiny GGUF (labels over the closed set, scores, the risk flag)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mentalglm.analyze import AnalyzeConfig, Analyzer
+from mentalglm.cli import main
+from mentalglm.heads import HeadsError, load_heads
+from mentalglm.heads.fit import fit_head, recall_threshold
+from mentalglm.heads.model import NgramScorer
+from mentalglm.inputs import Post
+from mentalglm.llm.base import GenConfig
+from mentalglm.llm.llamacpp import LlamaCppBackend
+from mentalglm.prompts import heads_request
+from mentalglm.tasks import get_task
+from tiny_heads import build_tiny_heads, corpus, probabilities_sum_to_one
+from tiny_models import build_tiny_gguf
+
+POSTS = ["最近工作不想活了路上", "周末很开心朋友", "我就是个废物，他们一定讨厌我"]
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_gguf_path):
+    b = LlamaCppBackend(tiny_gguf_path, n_ctx=1024, n_threads=1)
+    yield b
+    b.close()
+
+
+@pytest.fixture(scope="module")
+def heads_dir(backend, tmp_path_factory):
+    return build_tiny_heads(backend, tmp_path_factory.mktemp("heads") / "tiny-heads")
+
+
+def test_char_ngram_features_are_scikit_learns_tfidf():
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    texts = ["我真的好累  不想再坚持了", "今天很开心，和朋友去爬山", "ABC 好累好累", "好累"]
+    v = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), min_df=1, sublinear_tf=True).fit(texts)
+    ours = NgramScorer(dict(v.vocabulary_), v.idf_, np.zeros((1, len(v.idf_))), np.zeros(1))
+    for text in [*texts, "好累好累好累，没人懂我", "完全没见过的字"]:
+        assert np.allclose(ours.features(text), v.transform([text]).toarray()[0], atol=1e-9), text
+
+
+def test_prompt_state_is_the_last_token_state_of_the_prompt_cached_or_not(backend, tiny_gguf_path):
+    import llama_cpp
+
+    spec = get_task("emotion")
+    first = backend.prompt_state(heads_request(spec, POSTS[0]))
+    other = backend.prompt_state(heads_request(spec, POSTS[1]))  # shares the prefix, reuses the cache
+    backend.generate([heads_request(spec, POSTS[0], ("积极",))], GenConfig(max_tokens=4))  # cache moves on
+    again = backend.prompt_state(heads_request(spec, POSTS[0]))
+    assert first.shape == (64,) and not np.allclose(first, other)
+    assert np.allclose(first, again, atol=1e-5)
+    # The same state from llama.cpp's own embedding mode, the whole prompt decoded at once in a fresh context.
+    ref = llama_cpp.Llama(str(tiny_gguf_path), embedding=True, n_ctx=1024, n_threads=1, verbose=False)
+    tokens = ref.tokenize(backend.render(heads_request(spec, POSTS[1])).encode(), add_bos=False, special=True)
+    ref.eval(tokens)
+    state = np.ctypeslib.as_array(llama_cpp.llama_get_embeddings_ith(ref._ctx.ctx, -1), shape=(64,))
+    assert np.allclose(state, other, atol=1e-4)
+    ref.close()
+
+
+def test_a_fitted_head_learns_from_its_inputs_and_survives_a_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    examples = corpus("emotion", n=60)
+    labels = get_task("emotion").label_names
+    # States that carry the label in one direction each: the state part must learn them.
+    states = rng.normal(size=(60, 16))
+    for i, e in enumerate(examples):
+        states[i, labels.index(e.labels[0])] += 4.0
+    texts, gold = [e.text for e in examples], [e.labels for e in examples]
+    fitted = fit_head("emotion", texts, gold, texts, states, gold, folds=3, C_grid=(0.1,), ngram_C_grid=(10.0,))
+    head = fitted.head
+    oof_acc = np.mean([labels[int(np.argmax(p))] == g[0] for p, g in zip(fitted.oof["stack"], gold)])
+    assert oof_acc > 0.9  # out of fold: learned, not memorised
+    probs = head.probabilities(texts[0], states[0])
+    assert probs.shape == (6,) and np.isclose(probs.sum(), 1) and head.decide(probs) == list(gold[0])
+    from mentalglm.heads.build import write_heads_folder
+
+    folder = write_heads_folder(tmp_path / "h", {"emotion": head}, {"name": "t", "base": {"name": "x", "sha256": "0"}})
+    loaded = load_heads(folder).head("emotion")
+    assert np.allclose(loaded.probabilities(texts[0], states[0]), probs, atol=1e-5)
+    assert not any(p.suffix in (".pkl", ".pickle") for p in folder.iterdir())
+    (folder / "emotion.npz").write_bytes((folder / "emotion.npz").read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(HeadsError, match="emotion.npz does not match its sha256"):
+        load_heads(folder)
+
+
+def test_multi_label_head_has_a_threshold_per_label_and_always_answers(heads_dir):
+    head = load_heads(heads_dir).head("cognitive_distortion")
+    assert head.multi_label and head.thresholds.shape == (12,)
+    never_seen = [i for i, n in enumerate(head.labels) if n not in ("读心术", "乱贴标签", "以偏概全")]
+    assert (head.thresholds[never_seen] == 1.0).all()  # a label absent from training is never chosen
+    assert len(head.decide(np.zeros(12))) == 1  # nothing over its threshold: the nearest label
+
+
+def test_risk_threshold_keeps_the_asked_recall():
+    rng = np.random.default_rng(1)
+    is_high = rng.random(500) < 0.3
+    p = np.clip(is_high * 0.3 + rng.random(500) * 0.7, 0, 1)
+    for recall in (0.9, 0.95):
+        t = recall_threshold(is_high, p, recall)
+        assert (p[is_high] >= t).mean() >= recall
+        assert (p[is_high] >= t + 1e-3).mean() < recall or t >= p[is_high].max()  # the largest such threshold
+
+
+def test_analyze_with_heads_gives_labels_over_the_closed_set_with_probabilities(backend, heads_dir, tmp_path):
+    posts = tmp_path / "posts.txt"
+    posts.write_text("\n".join(POSTS) + "\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    args = ["analyze", "--model", str(backend.path), "--heads", str(heads_dir), "--file", str(posts),
+            "--tasks", "suicide_risk,cognitive_distortion", "--max-tokens", "8", "--threads", "1"]
+    assert main([*args, "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [(r["id"], r["task"]) for r in rows] == [(str(i), t) for i in (1, 2, 3)
+                                                    for t in ("suicide_risk", "cognitive_distortion")]
+    heads = load_heads(heads_dir)
+    for r in rows:
+        head = heads.head(r["task"])
+        assert r["parse_status"] == "ok" and set(r["scores"]) == set(head.labels)
+        probs = np.array([r["scores"][n] for n in head.labels])
+        assert r["labels"] == head.decide(probs)
+        if r["task"] == "suicide_risk":
+            assert probabilities_sum_to_one(r["scores"])
+            assert r["high_risk"] == (r["scores"]["高自杀风险"] >= head.risk_threshold)
+            assert r["raw"].startswith(f"这篇帖子体现了{r['labels'][0]}。理由：")  # explained after the label
+        assert r["evidence_ok"] in (True, False)
+    assert rows[0]["labels"] == ["高自杀风险"] and rows[2]["labels"] == ["低自杀风险"]
+    # Labels only: the same labels and scores (an explanation never changes the label); a threshold of 0 flags all.
+    labels_only = tmp_path / "labels.jsonl"
+    assert main([*args, "--out", str(labels_only), "--no-explain", "--risk-threshold", "0"]) == 0
+    again = [json.loads(line) for line in labels_only.read_text(encoding="utf-8").splitlines()]
+    assert [(r["labels"], r["scores"]) for r in again] == [(r["labels"], r["scores"]) for r in rows]
+    assert all(r["high_risk"] for r in again if r["task"] == "suicide_risk")
+    assert all(r["explanation"] == "" and r["evidence_ok"] is None for r in again)
+
+
+def test_heads_refuse_another_base_model_and_a_task_they_lack(backend, heads_dir, tmp_path, capsys):
+    other = build_tiny_gguf(tmp_path / "other.gguf", seed=1)
+    assert main(["analyze", "--model", str(other), "--heads", str(heads_dir), "--tasks", "emotion", "好累"]) == 2
+    assert "was trained on tiny.gguf" in capsys.readouterr().err
+    with pytest.raises(HeadsError, match="has no head for task 'suicide_risk_levels'"):
+        Analyzer(backend, AnalyzeConfig(tasks=("suicide_risk_levels",), style="heads", heads=str(heads_dir)))
+
+
+def test_an_empty_post_is_an_error_row_not_a_crash(backend, heads_dir):
+    analyzer = Analyzer(backend, AnalyzeConfig(tasks=("emotion",), style="heads", heads=str(heads_dir), explain=False))
+    [row] = list(analyzer.stream([Post("x", "", "empty post")]))
+    assert row.parse_status == "error" and row.error == "empty post" and row.scores == {}

@@ -312,6 +312,8 @@ def train_stage(cfg: TrainConfig, stage_name: str, stage: StageSettings, model, 
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         report_to="none", remove_unused_columns=False, disable_tqdm=True, dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
+        # transformers >= 5.2x refuses bf16 without a GPU unless told the CPU is meant (CPUs with AMX compute it).
+        use_cpu=not torch.cuda.is_available(),
         **({"activation_checkpointing": True} if cfg.gradient_checkpointing else {}),
     )
     collator = PadCollator(tokenizer.pad_token_id)

@@ -18,6 +18,7 @@ from mentalglm.llm.base import GenConfig
 from mentalglm.llm.llamacpp import LlamaCppBackend
 from mentalglm.prompts import heads_request
 from mentalglm.tasks import get_task
+from serve_helpers import serve, tiny_llama  # noqa: F401  (fixtures)
 from tiny_heads import build_tiny_heads, corpus, probabilities_sum_to_one
 from tiny_models import build_tiny_gguf
 
@@ -152,3 +153,19 @@ def test_an_empty_post_is_an_error_row_not_a_crash(backend, heads_dir):
     analyzer = Analyzer(backend, AnalyzeConfig(tasks=("emotion",), style="heads", heads=str(heads_dir), explain=False))
     [row] = list(analyzer.stream([Post("x", "", "empty post")]))
     assert row.parse_status == "error" and row.error == "empty post" and row.scores == {}
+
+
+def test_api_returns_scores_and_takes_a_risk_threshold(tiny_llama, heads_dir, tmp_path):  # noqa: F811
+    with serve(tiny_llama, tmp_path, prompt_style="heads", heads=str(heads_dir),
+               tasks=("suicide_risk", "emotion")) as (_, client):
+        body = {"text": POSTS[0], "explain": False}
+        out = client.post("/v1/analyze", json=body).json()
+        risk = out["results"][0]["analyses"][0]
+        assert risk["task"] == "suicide_risk" and probabilities_sum_to_one(risk["scores"])
+        assert risk["labels"] == [max(risk["scores"], key=risk["scores"].get)]
+        flagged = client.post("/v1/analyze", json={**body, "risk_threshold": 0.0}).json()
+        assert flagged["high_risk"] is True and flagged["resources"]  # the crisis banner follows the flag
+        calm = client.post("/v1/analyze", json={**body, "risk_threshold": 1.0}).json()
+        assert calm["high_risk"] is False and calm["resources"] is None
+        bad = client.post("/v1/analyze", json={**body, "risk_threshold": 2})
+        assert bad.status_code == 422 and "risk_threshold" in bad.text

@@ -7,7 +7,8 @@ import shutil
 
 import pytest
 
-from serve_helpers import scripted_llama, serve  # noqa: F401  (fixtures)
+from serve_helpers import scripted_llama, serve, tiny_llama  # noqa: F401  (fixtures)
+from tiny_heads import build_tiny_heads
 
 CHROMIUM = os.environ.get("MENTALGLM_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -95,3 +96,26 @@ def test_upload_csv_choose_column_watch_progress_download_jsonl(page, tmp_path):
     assert len(rows) == 15 and {r["id"] for r in rows} == {f"r{i}" for i in range(5)}
     assert sum(r["high_risk"] for r in rows) == 5
     assert not [r for r in rows if r["parse_status"] == "error"]  # the title column was used
+
+
+@pytest.fixture(scope="module")
+def heads_server(tiny_llama, tmp_path_factory):  # noqa: F811
+    folder = build_tiny_heads(tiny_llama, tmp_path_factory.mktemp("page-heads") / "heads")
+    with serve(tiny_llama, tmp_path_factory.mktemp("page2"), prompt_style="heads", heads=str(folder)) as (server, _):
+        yield server
+
+
+def test_label_heads_show_probabilities_and_the_evidence_check(browser, heads_server):
+    page = browser.new_context(viewport={"width": 1100, "height": 800}).new_page()
+    page.goto(heads_server.url + "/")
+    page.wait_for_selector("body[data-ready=true]")
+    page.fill("#post", "最近工作不想活了路上")
+    page.click("#analyze")
+    card = page.locator(".result[data-task=suicide_risk]")
+    card.wait_for()
+    chip = card.locator(".chip").inner_text()
+    assert "高自杀风险" in chip and "%" in chip  # the label with its probability
+    bars = card.locator(".score-row")
+    assert bars.count() == 2 and "高自杀风险" in bars.nth(0).inner_text()  # most probable first
+    assert card.locator(".evidence").count() == 1  # the explanation's quotes were checked, one way or the other
+    page.context.close()

@@ -114,17 +114,39 @@ function renderResults(body) {
       card.appendChild(head);
       const labels = el("div", "labels");
       if (a.labels.length === 0) labels.appendChild(el("span", "chip none", "无标签 no label"));
+      const scores = a.scores || {};
       a.labels.forEach((name, i) => {
         const chip = el("span", "chip" + (a.high_risk ? " danger" : ""), name + " ");
         chip.appendChild(el("small", null, a.label_en[i] || ""));
+        if (name in scores) chip.appendChild(el("b", "prob", " " + Math.round(100 * scores[name]) + "%"));
         labels.appendChild(chip);
       });
       card.appendChild(labels);
+      const ranked = Object.entries(scores).sort((x, y) => y[1] - x[1]).slice(0, 4);
+      if (ranked.length) {  // label heads: the closed label set with calibrated probabilities
+        const bars = el("div", "scores");
+        bars.title = "各标签的概率 probability of each label";
+        for (const [name, p] of ranked) {
+          const row = el("div", "score-row");
+          row.appendChild(el("span", "score-name", name));
+          const bar = el("span", "score-bar");
+          const fill = el("span", "score-fill");
+          fill.style.width = Math.round(100 * p) + "%";
+          bar.appendChild(fill);
+          row.appendChild(bar);
+          row.appendChild(el("span", "score-value", (100 * p).toFixed(0) + "%"));
+          bars.appendChild(row);
+        }
+        card.appendChild(bars);
+      }
       if (a.explanation) {
         const p = el("p", "explanation");
         p.appendChild(el("span", "muted", "理由 Explanation："));
         p.appendChild(document.createTextNode(a.explanation));
         card.appendChild(p);
+        if (a.evidence_ok === true) card.appendChild(el("p", "evidence ok", "✓ 引文均出自原帖 every quote is in the post"));
+        if (a.evidence_ok === false) card.appendChild(el("p", "evidence bad",
+          "⚠ 理由中的引文未在原帖中找到，或没有引用原文 a quote is not in the post, or nothing is quoted"));
       }
       for (const note of [a.error, ...a.warnings].filter(Boolean)) card.appendChild(el("p", "warning", note));
       results.appendChild(card);

@@ -169,3 +169,18 @@ def test_api_returns_scores_and_takes_a_risk_threshold(tiny_llama, heads_dir, tm
         assert calm["high_risk"] is False and calm["resources"] is None
         bad = client.post("/v1/analyze", json={**body, "risk_threshold": 2})
         assert bad.status_code == 422 and "risk_threshold" in bad.text
+
+
+def test_openai_endpoint_answers_a_cimhi_question_with_the_heads(tiny_llama, heads_dir, tmp_path):  # noqa: F811
+    spec = get_task("suicide_risk")
+    with serve(tiny_llama, tmp_path, prompt_style="heads", heads=str(heads_dir)) as (_, client):
+        model = client.get("/v1/models").json()["data"][0]["id"]
+        body = {"model": model, "messages": [{"role": "user", "content": spec.instruction_prompt(POSTS[0])}]}
+        out = client.post("/v1/chat/completions", json=body).json()
+        extra = out["mentalglm"]
+        assert extra["task"] == "suicide_risk" and probabilities_sum_to_one(extra["scores"])
+        assert out["choices"][0]["message"]["content"].startswith(spec.label_sentence(extra["labels"]) + "理由：")
+        # Any other conversation is plain generation, without the extension.
+        chat = client.post("/v1/chat/completions", json={**body, "messages": [{"role": "user", "content": "你好"}],
+                                                         "max_tokens": 4}).json()
+        assert chat.get("mentalglm") is None and chat["choices"][0]["message"]["role"] == "assistant"

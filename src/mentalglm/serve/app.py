@@ -202,6 +202,19 @@ def create_app(backend: Backend, prompt_style: str = "zeroshot", settings: Serve
                            seed=req.seed or 0, repeat_penalty=req.repetition_penalty)
         log.info("chat: %d message(s) [%s] max_tokens=%d", len(messages),
                  fingerprint("".join(m["content"] for m in messages)), config.max_tokens)
+        question = service.cimhi_question(messages)
+        if question:  # a label-heads model answers the C-IMHI question with its heads, not free generation
+            task, post = question
+            [a] = await worker.submit(service.analyze, [Post("1", post)], service.config([task], True, False),
+                                      timeout=settings.request_timeout)
+            if a.error:
+                raise APIError(502, f"the model failed on this post: {a.error}", "server_error")
+            return {"id": f"chatcmpl-{secrets.token_hex(12)}", "created": int(time.time()), "model": model_id,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": a.raw},
+                                 "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+                    "mentalglm": {"task": task, "labels": a.labels, "scores": a.scores, "high_risk": a.high_risk,
+                                  "evidence_ok": a.evidence_ok}}
         try:
             gen = await worker.submit(service.chat, ChatPrompt(messages), config, timeout=settings.request_timeout)
         except PromptTooLong as e:

@@ -181,6 +181,10 @@ class ChatResponse(BaseModel):
     model: str
     choices: list[ChatChoice]
     usage: ChatUsage
+    mentalglm: dict | None = Field(None, description=(
+        "label-heads models, when the last user message is a C-IMHI question (考虑以下这个帖子：“…” 问题：…): "
+        "the task, the labels decided over the closed label set, their probabilities (scores), high_risk and "
+        "evidence_ok; the message content is the label sentence and the explanation"))
 
 
 # ---------------------------------------------------------------------------- jobs

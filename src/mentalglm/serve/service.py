@@ -4,6 +4,7 @@ event loop; with a local model, never two calls at once."""
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 from collections import OrderedDict
 from typing import Sequence
@@ -11,13 +12,17 @@ from typing import Sequence
 from ..analyze import Analysis, AnalyzeConfig, Analyzer
 from ..inputs import Post
 from ..llm.base import Backend, GenConfig, Generation, Request
-from ..tasks import get_task
+from ..tasks import all_tasks, get_task
 from .settings import ServeSettings
 
 
 def fingerprint(text: str) -> str:
     """What the log may say about a post: its length and a sha256 prefix, enough to match a complaint to a line."""
     return f"len={len(text)} sha256={hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}"
+
+
+# The C-IMHI instruction (TaskSpec.instruction_prompt): 考虑以下这个帖子：“<post>” 问题：<question>
+_CIMHI = re.compile(r"考虑以下这个帖子：“(.*)”\s*问题：(.+)", re.S)
 
 
 class PromptTooLong(ValueError):
@@ -106,6 +111,16 @@ class AnalysisService:
         """Task by task over all posts, returned grouped post by post."""
         by_task = [self.run_task(task, posts, config) for task in config.tasks]
         return [by_task[t][p] for p in range(len(posts)) for t in range(len(config.tasks))]
+
+    def cimhi_question(self, messages: Sequence[dict]) -> tuple[str, str] | None:
+        """(task, post) when a label-heads model is asked a C-IMHI question about a post, else None."""
+        if self.prompt_style != "heads" or not messages or messages[-1]["role"] != "user":
+            return None
+        m = _CIMHI.fullmatch(messages[-1]["content"].strip())
+        if not m:
+            return None
+        spec = next((s for s in all_tasks() if s.language == "zh" and s.question == m.group(2).strip()), None)
+        return (spec.name, m.group(1)) if spec and m.group(1).strip() else None
 
     def chat(self, request: Request, config: GenConfig) -> Generation:
         render = getattr(self.backend, "render", None)  # llama.cpp and transformers render the exact prompt

@@ -23,6 +23,7 @@ def run(args) -> int:
     console = Console()
     if args.prepare:
         entry = REGISTRY[args.prepare]
+        entry = REGISTRY[entry.base] if entry.base else entry  # label heads run on their base's weights
         if not entry.packaged:
             console.print(f"{entry.name} is not packaged here. {entry.how_to_get}")
             return 3
@@ -33,6 +34,8 @@ def run(args) -> int:
         table.add_column(col, overflow="fold")
     for e in REGISTRY.values():
         where = f"pip: {e.packaged.distribution}1..{e.packaged.parts}" if e.packaged else (e.hf_id or "")
+        if e.base:
+            where = f"{e.base} + packaged heads"
         table.add_row(e.name, e.backend, e.prompt_style, where, e.description)
     console.print(table)
     console.print("Also: any .gguf path (llama.cpp), a local HF folder or id (transformers), "

@@ -32,14 +32,14 @@ from mentalglm.baselines.ngram import NgramBaseline
 from mentalglm.data.sources import task_splits
 from mentalglm.evaluate.predictions import GoldSet, gold_set, read_predictions, write_predictions
 from mentalglm.evaluate.report import METRIC_NAMES, entry_from_file, write_report
-from mentalglm.llm.registry import DEFAULT_MODEL
+from mentalglm.llm.registry import ZERO_SHOT_MODEL
 from mentalglm.tasks import get_task
 
 TASKS = ["cognitive_distortion", "suicide_risk", "suicide_risk_levels", "emotion"]
 TASK_METRIC = {"cognitive_distortion": "micro_f1", "suicide_risk": "high_risk_f1",
                "suicide_risk_levels": "within_one", "emotion": "macro_f1"}
 NGRAM = "n-gram (char TF-IDF + linear SVM)"
-LLM = f"{DEFAULT_MODEL} zero-shot"
+LLM = f"{ZERO_SHOT_MODEL} zero-shot"
 
 
 def _cell(card, key: str) -> str:
@@ -50,7 +50,7 @@ def _cell(card, key: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", default=",".join(TASKS))
-    ap.add_argument("--llm-dir", default=f"runs/zero_shot/{DEFAULT_MODEL}")
+    ap.add_argument("--llm-dir", default=f"runs/zero_shot/{ZERO_SHOT_MODEL}")
     ap.add_argument("--sample", type=int, default=200)
     ap.add_argument("--out", default="runs/eval_validation")
     ap.add_argument("--allow-partial", action="store_true", help="score only the sample posts the LLM has answered")

@@ -27,7 +27,7 @@ from mentalglm.data.sources import task_splits
 from mentalglm.data.splits import stratified_sample
 from mentalglm.evaluate.classification import score
 from mentalglm.inputs import Post
-from mentalglm.llm.registry import DEFAULT_MODEL, open_backend
+from mentalglm.llm.registry import ZERO_SHOT_MODEL, open_backend
 from mentalglm.tasks import INVALID, get_task
 
 TASKS = ["cognitive_distortion", "suicide_risk", "suicide_risk_levels", "emotion"]
@@ -35,7 +35,7 @@ TASKS = ["cognitive_distortion", "suicide_risk", "suicide_risk_levels", "emotion
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=DEFAULT_MODEL)
+    ap.add_argument("--model", default=ZERO_SHOT_MODEL)
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--explain-n", type=int, default=10, help="posts timed with explanations on")

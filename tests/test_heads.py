@@ -184,3 +184,20 @@ def test_openai_endpoint_answers_a_cimhi_question_with_the_heads(tiny_llama, hea
         chat = client.post("/v1/chat/completions", json={**body, "messages": [{"role": "user", "content": "你好"}],
                                                          "max_tokens": 4}).json()
         assert chat.get("mentalglm") is None and chat["choices"][0]["message"]["role"] == "assistant"
+
+
+def test_the_packaged_heads_load_and_name_their_base_model():
+    from mentalglm.heads import packaged_dir
+    from mentalglm.llm.registry import DEFAULT_MODEL, REGISTRY
+
+    heads = load_heads()  # every file checked against the manifest's sha256
+    entry = REGISTRY[DEFAULT_MODEL]
+    assert entry.heads == heads.name and heads.folder == packaged_dir()
+    assert heads.manifest["base"]["sha256"] == REGISTRY[entry.base].packaged.sha256
+    assert set(heads.heads) >= {"cognitive_distortion", "suicide_risk", "suicide_risk_levels", "emotion"}
+    assert heads.manifest["command"].startswith("mentalglm heads train")
+    size = sum(p.stat().st_size for p in heads.folder.iterdir())
+    assert size < 50e6 and all(p.suffix in (".json", ".npz") for p in heads.folder.iterdir())
+    for task, head in heads.heads.items():
+        assert head.hidden_size == 1536 and set(heads.manifest["validation"][task]["scores"]) == {"stack", "ngram",
+                                                                                                   "state"}

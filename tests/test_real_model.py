@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 
@@ -21,8 +22,9 @@ pytestmark = [
 
 
 def test_packaged_model_assembles_with_its_recorded_checksum():
-    path = assemble_packaged(REGISTRY[DEFAULT_MODEL])
-    assert path.stat().st_size == REGISTRY[DEFAULT_MODEL].packaged.size
+    entry = REGISTRY[REGISTRY[DEFAULT_MODEL].base]
+    path = assemble_packaged(entry)
+    assert path.stat().st_size == entry.packaged.size
 
 
 def test_analyze_prints_a_label_and_a_chinese_explanation_for_each_default_task(capsys):
@@ -32,3 +34,14 @@ def test_analyze_prints_a_label_and_a_chinese_explanation_for_each_default_task(
         row = next(line for line in out.splitlines() if title in line)
         assert re.search(r"[\u4e00-\u9fff]{4,}", row.split(title, 1)[1]), row
     assert "积极" in out and "低自杀风险" in out
+
+
+def test_the_default_model_scores_every_label_and_explains_the_chosen_one(tmp_path):
+    out = tmp_path / "out.jsonl"
+    post = "我真的撑不下去了，已经想好了怎么结束，明天就去做"
+    assert main(["analyze", "--tasks", "suicide_risk,emotion", "--out", str(out), post]) == 0
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    risk = rows[0]
+    assert risk["model"] == DEFAULT_MODEL == "mentalglm-mini" and risk["labels"] == ["高自杀风险"] and risk["high_risk"]
+    assert abs(sum(risk["scores"].values()) - 1) < 1e-3 and risk["raw"].startswith("这篇帖子体现了高自杀风险。理由：")
+    assert re.search(r"[\u4e00-\u9fff]{6,}", risk["explanation"]) and risk["evidence_ok"] in (True, False)

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..data.records import DataError
-from ..llm.registry import DEFAULT_MODEL
+from ..llm.registry import ZERO_SHOT_MODEL
 
 DATA_EXAMPLES = """the whole flow:
   mentalglm data build --out data/cimhi --max-per-task 25          # teacher explanations + QC + data card
@@ -38,7 +38,7 @@ BUILD_EXAMPLES = f"""examples:
   mentalglm data build --tasks cognitive_pathway --input cognitive_pathway=pathway_spans:pathway.jsonl --out data/pw
 
 A killed build resumes when rerun with the same --out: finished teacher calls come from
-<out>/teacher_cache.jsonl. Default teacher: {DEFAULT_MODEL}.
+<out>/teacher_cache.jsonl. Default teacher: {ZERO_SHOT_MODEL}.
 """
 
 REVIEW_SAMPLE_EXAMPLES = """examples:
@@ -95,7 +95,7 @@ def _register_build(verbs, fmt):
     b.add_argument("--seed", type=int, default=13, help="sampling and decoding seed")
     b.add_argument("--cache", help="teacher cache JSONL (default: <out>/teacher_cache.jsonl)")
     t = b.add_argument_group("teacher")
-    t.add_argument("--teacher", default=DEFAULT_MODEL,
+    t.add_argument("--teacher", default=ZERO_SHOT_MODEL,
                    help="registry name, .gguf, HF folder, openai:<name> with --base-url, or 'none' (reuse only)")
     t.add_argument("--base-url",
                    help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 (key from $OPENAI_API_KEY)")

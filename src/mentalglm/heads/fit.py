@@ -3,6 +3,11 @@
 Validation posts are only scored, never used for a choice: the regularisation of both linear
 models, the stacker, the multi-label thresholds and the risk operating point all come from
 ``folds``-fold cross-fitting on the training split, so the validation numbers stay honest.
+
+The shipped linear models are the *average of the fold models* (for a linear model, the average of
+their scores is the score of their averaged weights), not a refit on all posts: a refit is more
+confident on new posts than the fold models whose out-of-fold scores the stacker, thresholds and
+risk threshold were fitted on, so the calibration learned out of fold would not carry over.
 """
 
 from __future__ import annotations
@@ -39,6 +44,13 @@ def _folds(y: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
     counts = np.bincount(strata, minlength=y.shape[1])
     strata = np.where(counts[strata] >= k, strata, -1)  # rare strata pooled, so every fold can be drawn
     return [test for _, test in StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y)), strata)]
+
+
+def _average(models: list["_Linear"]) -> "_Linear":
+    out = models[0]
+    out.coef = np.mean([m.coef for m in models], axis=0)
+    out.intercept = np.mean([m.intercept for m in models], axis=0)
+    return out
 
 
 class _Linear:
@@ -84,18 +96,20 @@ def _log_loss(y: np.ndarray, scores: np.ndarray, multi_label: bool) -> float:
     return float(-(y * logp).sum(1).mean())
 
 
-def _cross_fit(x, y, folds, multi_label, grid, seed) -> tuple[float, np.ndarray]:
-    """(best C, its out-of-fold scores) by out-of-fold log loss."""
+def _cross_fit(x, y, folds, multi_label, grid, seed) -> tuple[float, np.ndarray, "_Linear"]:
+    """(best C by out-of-fold log loss, its out-of-fold scores, the average of its fold models)."""
     best = None
     for C in grid:
         oof = np.zeros(y.shape, dtype=np.float64)
+        models = []
         for test in folds:
             train = np.setdiff1d(np.arange(len(y)), test)
-            oof[test] = _Linear(multi_label, C, seed).fit(x[train], y[train]).scores(x[test])
+            models.append(_Linear(multi_label, C, seed).fit(x[train], y[train]))
+            oof[test] = models[-1].scores(x[test])
         loss = _log_loss(y, oof, multi_label)
         if best is None or loss < best[0]:
-            best = (loss, C, oof)
-    return best[1], best[2]
+            best = (loss, C, oof, models)
+    return best[1], best[2], _average(best[3])
 
 
 def _stacker(ngram: np.ndarray, state: np.ndarray, y: np.ndarray, multi_label: bool, seed: int):
@@ -163,8 +177,7 @@ def fit_head(task: str, texts_all: Sequence[str], gold_all: Sequence[Sequence[st
     vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), min_df=2, max_features=max_features,
                                  sublinear_tf=True, dtype=np.float64)
     x_all = vectorizer.fit_transform(list(texts_all))
-    ngram_C, _ = _cross_fit(x_all, y_all, _folds(y_all, folds, seed), multi, ngram_C_grid, seed)
-    ngram = _Linear(multi, ngram_C, seed).fit(x_all, y_all)
+    ngram_C, _, _ = _cross_fit(x_all, y_all, _folds(y_all, folds, seed), multi, ngram_C_grid, seed)
 
     # Out-of-fold scores on the state posts: the n-gram model refitted without each fold of them.
     folds_s = _folds(y_s, folds, seed)
@@ -172,15 +185,17 @@ def fit_head(task: str, texts_all: Sequence[str], gold_all: Sequence[Sequence[st
     position = {t: i for i, t in enumerate(texts_all)}
     in_all = np.array([position.get(t, -1) for t in texts_s])
     ngram_oof = np.zeros(y_s.shape)
+    ngram_models = []
     for test in folds_s:
         held = set(in_all[test][in_all[test] >= 0].tolist())
         keep = np.array([i for i in range(len(texts_all)) if i not in held])
-        ngram_oof[test] = _Linear(multi, ngram_C, seed).fit(x_all[keep], y_all[keep]).scores(x_s_ngram[test])
+        ngram_models.append(_Linear(multi, ngram_C, seed).fit(x_all[keep], y_all[keep]))
+        ngram_oof[test] = ngram_models[-1].scores(x_s_ngram[test])
+    ngram = _average(ngram_models)
 
     mean, scale = states.mean(0), states.std(0) + 1e-6
     z = (states - mean) / scale
-    state_C, state_oof = _cross_fit(z, y_s, folds_s, multi, C_grid, seed)
-    state = _Linear(multi, state_C, seed).fit(z, y_s)
+    state_C, state_oof, state = _cross_fit(z, y_s, folds_s, multi, C_grid, seed)
 
     coef, intercept = _stacker(ngram_oof, state_oof, y_s, multi, seed)
     head = TaskHead(task, spec.label_names, multi,

@@ -17,6 +17,8 @@ from pathlib import Path
 from .base import Backend, ModelUnavailable
 
 DEFAULT_MODEL = "mentalglm-mini"
+# The general chat model under it: what zero-shot baselines and the default C-IMHI teacher use.
+ZERO_SHOT_MODEL = "qwen2.5-coder-1.5b-instruct-q4"
 
 
 @dataclass(frozen=True)

@@ -189,7 +189,7 @@ class Analyzer:
                         bool(p_high is not None and p_high >= threshold), warnings,
                         label_en=[spec.label(n).en for n in labels],
                         scores={lab: round(float(p), 4) for lab, p in zip(head.labels, probs)},
-                        evidence_ok=_evidence(spec, explanation, post.text, warnings) if self.config.explain else None)
+                        evidence_ok=_evidence(spec, explanation, text, warnings) if self.config.explain else None)
 
     def analyze(self, text: str, post_id: str = "1") -> list[Analysis]:
         post = Post(post_id, text.strip(), None if text.strip() else "empty post")

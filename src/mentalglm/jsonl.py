@@ -140,8 +140,9 @@ def check_settings(path: str | os.PathLike, settings: dict, flag: str = "--out")
         raise DataError(meta, None, f"unreadable settings file ({e}); delete it to continue {path} anyway") from None
     for key, value in settings.items():
         if key in before and before[key] != value:
-            raise DataError(path, None, f"was written with {key} {_show(before[key])}, this run has {_show(value)}; "
-                                        f"rerun with the same {key}, or write to another {flag} "
+            name = key.replace("_", " ")
+            raise DataError(path, None, f"was written with {name} {_show(before[key])}, this run has {_show(value)}; "
+                                        f"rerun with the same {name}, or write to another {flag} "
                                         "(or pass --overwrite to replace it)")
 
 

@@ -1,5 +1,6 @@
-"""`analyze` end to end on a real (tiny, random) GGUF through llama.cpp: inputs, output rows, resume,
-bad input that never kills a batch, redaction before the model, truncation, the high-risk flag."""
+"""`analyze` end to end on a real (tiny, random) GGUF through llama.cpp: inputs, output rows, resume (error rows
+redone, other settings refused), bad input that never kills a batch, usage errors found before the model loads,
+exit codes, redaction before the model, truncation, the high-risk flag."""
 
 from __future__ import annotations
 
@@ -27,6 +28,11 @@ def _rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
+def _expected_code(rows: list[dict]) -> int:
+    """The exit status a script sees: 1 when any row is invalid or error, else 0."""
+    return int(any(r["parse_status"] in ("invalid", "error") for r in rows))
+
+
 @pytest.fixture(scope="module")
 def backend(tiny_gguf_path):
     b = LlamaCppBackend(tiny_gguf_path, n_ctx=2048)
@@ -41,7 +47,7 @@ def test_csv_with_bad_rows_finishes_and_names_every_bad_row(tiny_gguf_path, tmp_
     out = tmp_path / "out.jsonl"
     code = main(["analyze", "--file", str(posts), "--out", str(out), "--model", str(tiny_gguf_path),
                  "--n-ctx", "2048", "--max-tokens", "8"])
-    assert code == 0
+    assert code == 1  # the two bad rows are errors: a script can tell
     rows = _rows(out)
     assert {(r["id"], r["task"]) for r in rows} == {(i, t) for i in ("a1", "a2", "a3", "a4") for t in TASKS}
     assert all(FIELDS <= r.keys() for r in rows)
@@ -78,12 +84,13 @@ def test_resume_after_a_torn_write_redoes_nothing_and_loses_nothing(tiny_gguf_pa
     out = tmp_path / "out.jsonl"
     args = ["analyze", "--file", str(posts), "--out", str(out), "--model", str(tiny_gguf_path), "--n-ctx", "2048",
             "--max-tokens", "8", "--tasks", "emotion,suicide_risk"]
-    assert main(args) == 0
+    code = main(args)
     full = out.read_text(encoding="utf-8").splitlines(keepends=True)
+    assert code == _expected_code([json.loads(line) for line in full])
     assert len(full) == 12
     out.write_text("".join(full[:5]) + full[5][:17], encoding="utf-8")  # killed mid-line
     assert completed_pairs(out) == {(json.loads(l)["id"], json.loads(l)["task"]) for l in full[:5]}
-    assert main(args + ["--resume"]) == 0
+    assert main(args + ["--resume"]) == _expected_code([json.loads(line) for line in full])
     resumed = _rows(out)
     assert len(resumed) == 12 and len({(r["id"], r["task"]) for r in resumed}) == 12
     assert out.read_text(encoding="utf-8").splitlines(keepends=True)[:5] == full[:5]  # earlier rows untouched
@@ -92,9 +99,11 @@ def test_resume_after_a_torn_write_redoes_nothing_and_loses_nothing(tiny_gguf_pa
         sorted(map(json.dumps, [dict(json.loads(l), latency_ms=0) for l in full]))
 
 
-def test_a_killed_process_resumes_without_repeating(tiny_gguf_path, tmp_path):
-    posts = tmp_path / "posts.txt"
-    posts.write_text("\n".join(f"帖子{i}：我有点累" for i in range(40)), encoding="utf-8")
+def test_a_killed_process_resumes_without_repeating_and_redoes_failed_rows(tiny_gguf_path, tmp_path):
+    posts = tmp_path / "posts.csv"
+    texts = [f"帖子{i}：我有点累" for i in range(40)]
+    texts[1] = ""  # an empty post: an error row in the first run, filled in before the resume
+    posts.write_text("id,text\n" + "".join(f"p{i},{t}\n" for i, t in enumerate(texts)), encoding="utf-8")
     out = tmp_path / "out.jsonl"
     cmd = [sys.executable, "-m", "mentalglm.cli", "analyze", "--file", str(posts), "--out", str(out),
            "--model", str(tiny_gguf_path), "--n-ctx", "2048", "--max-tokens", "24", "--tasks", "emotion", "--chunk", "4"]
@@ -104,11 +113,20 @@ def test_a_killed_process_resumes_without_repeating(tiny_gguf_path, tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    before = len(completed_pairs(out))
-    assert 5 <= before < 40, "the run should have been killed midway"
-    subprocess.run(cmd + ["--resume"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ids = [r["id"] for r in _rows(out)]
-    assert sorted(ids, key=int) == [str(i) for i in range(1, 41)]
+    killed = out.read_bytes()
+    first = [json.loads(line) for line in killed.splitlines(keepends=True) if line.endswith(b"\n")]
+    assert 5 <= len(first) < 40, "the run should have been killed midway"
+    assert [r["parse_status"] for r in first if r["id"] == "p1"] == ["error"]
+    texts[1] = "帖子1：我有点累"
+    posts.write_text("id,text\n" + "".join(f"p{i},{t}\n" for i, t in enumerate(texts)), encoding="utf-8")
+    done = subprocess.run(cmd + ["--resume"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    rows = _rows(out)
+    assert done.returncode == _expected_code(rows), done.stderr.decode()
+    assert sorted(r["id"] for r in rows) == sorted(f"p{i}" for i in range(40))  # none lost, none twice
+    [redone] = [r for r in rows if r["id"] == "p1"]
+    assert redone["parse_status"] != "error" and rows.index(redone) >= len(first) - 1  # retried, not kept
+    kept = [r for r in first if r["id"] != "p1"]
+    assert [r for r in rows if r["id"] in {k["id"] for k in kept}] == kept  # finished rows untouched
 
 
 class SpyBackend:
@@ -184,7 +202,7 @@ def test_stdin_posts(tiny_gguf_path, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "mentalglm.cli", "analyze", "--out", str(out), "--model",
                            str(tiny_gguf_path), "--n-ctx", "2048", "--max-tokens", "4", "--tasks", "emotion"],
                           input="第一条\n\n第二条\n".encode(), capture_output=True)
-    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.returncode == _expected_code(_rows(out)), proc.stderr.decode()
     assert [r["id"] for r in _rows(out)] == ["1", "3"]  # ids are line numbers; the blank line is skipped
 
 
@@ -198,3 +216,110 @@ def test_help_shows_examples_and_only_meaningful_defaults(capsys):
     assert "mentalglm analyze --file posts.jsonl --no-explain" in text and "不构成任何诊断" in text
     assert "(default: 160)" in text
     assert "default: True" not in text and "default: False" not in text and "default: None" not in text
+
+
+# ------------------------------------------------------------------------------ exit codes and usage errors
+@pytest.fixture(scope="module")
+def scripted_gguf(tmp_path_factory):
+    """A GGUF that always answers 这篇帖子体现了高自杀风险。理由：...: every suicide_risk row parses (ok)."""
+    from scripted_gguf import build_scripted_gguf
+
+    return build_scripted_gguf(tmp_path_factory.mktemp("scripted") / "scripted.gguf", n_ctx=1024)
+
+
+def _scripted(model, *extra) -> list[str]:
+    return ["analyze", "--model", str(model), "--n-ctx", "1024", "--tasks", "suicide_risk", "--no-explain", *extra]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["   "], "error: the post is empty"),
+    (["--tasks", "emotion,nope", "好累"], "error: unknown task 'nope'"),
+    (["--tasks", " , ", "好累"], "error: --tasks names no task"),
+    (["--file", "{dir}/posts.csv", "--text-column", "body"], "no text column 'body'"),
+    (["--file", "{dir}/posts.csv", "--id-column", "pid"], "no id column 'pid'"),
+    (["--file", "{dir}/dup.csv"], "dup.csv: id 'a1' on line 4 was already used on line 2"),
+    (["--file", "{dir}/tabs.csv"], "tabs.csv looks tab-separated: pass --format tsv"),
+    (["--file", "{dir}/empty.csv"], "empty file"),
+    (["--file", "{dir}/header.csv"], "no posts given"),
+])
+def test_usage_errors_exit_2_before_a_model_is_loaded(tmp_path, capsys, args, words):
+    (tmp_path / "posts.csv").write_text("id,text\na1,好累\n", encoding="utf-8")
+    (tmp_path / "dup.csv").write_text("id,text\na1,好累\na2,开心\na1,难过\n", encoding="utf-8")
+    (tmp_path / "tabs.csv").write_text("id\ttext\na1\t好累\n", encoding="utf-8")
+    (tmp_path / "empty.csv").write_bytes(b"")
+    (tmp_path / "header.csv").write_text("id,text\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    # the model does not exist: loading it would exit 3, so 2 means the error was found before
+    argv = ["analyze", "--model", str(tmp_path / "missing.gguf"), "--out", str(out),
+            *(a.replace("{dir}", str(tmp_path)) for a in args)]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert words in captured.err + captured.out
+    assert not out.exists()
+
+
+def test_exit_0_when_every_row_is_ok_and_1_with_a_one_line_summary(scripted_gguf, tmp_path, capsys):
+    good = tmp_path / "good.csv"
+    good.write_text("id,text\na1,好累\na2,开心\n", encoding="utf-8")
+    assert main(_scripted(scripted_gguf, "--file", str(good), "--out", str(tmp_path / "good.jsonl"))) == 0
+    assert main(_scripted(scripted_gguf, "好累")) == 0  # one post, a table on the terminal
+    assert "failed" not in capsys.readouterr().err
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,text\na1,好累\na2,\na3,开心\n", encoding="utf-8")
+    out = tmp_path / "bad.jsonl"
+    assert main(_scripted(scripted_gguf, "--file", str(bad), "--out", str(out))) == 1
+    assert f"1 of 3 results failed (1 error) in {out}; post ids a2\n" in capsys.readouterr().err
+    assert main(["analyze", "--model", str(scripted_gguf), "--n-ctx", "1024", "--tasks", "emotion",
+                 "--max-tokens", "4", "--file", str(good)]) == 1  # no emotion label in its answer: invalid
+    assert "2 of 2 results failed (2 invalid); post ids a1, a2" in capsys.readouterr().err
+
+
+def test_utf16_csv_with_a_repeated_id_and_dedupe_ids(scripted_gguf, tmp_path, capsys):
+    posts = tmp_path / "posts.csv"
+    posts.write_bytes("id,text\na1,好累\na1,开心\n".encode("utf-16"))  # UTF-16 with its BOM
+    out = tmp_path / "out.jsonl"
+    assert main(_scripted(scripted_gguf, "--file", str(posts), "--out", str(out))) == 2
+    assert "id 'a1' on line 3 was already used on line 2" in capsys.readouterr().err and not out.exists()
+    assert main(_scripted(scripted_gguf, "--file", str(posts), "--out", str(out), "--dedupe-ids")) == 0
+    assert [r["id"] for r in _rows(out)] == ["a1", "a1#2"]
+    assert main(_scripted(scripted_gguf, "--file", str(posts), "--out", str(out), "--dedupe-ids", "--resume")) == 0
+    assert len(_rows(out)) == 2  # the same numbering on the rerun: nothing redone
+
+
+def test_resume_refuses_other_settings_and_names_the_one_that_differs(scripted_gguf, tmp_path, capsys):
+    posts = tmp_path / "posts.csv"
+    posts.write_text("id,text\na1,好累\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    base = _scripted(scripted_gguf, "--file", str(posts), "--out", str(out))
+    assert main(base) == 0
+    written = out.read_bytes()
+    assert json.loads((tmp_path / "out.jsonl.meta.json").read_text())["tasks"] == ["suicide_risk"]
+    capsys.readouterr()
+    for extra, words in ((["--tasks", "suicide_risk,emotion"], "tasks suicide_risk, this run has suicide_risk,emotion"),
+                         (["--prompt-style", "instruction"], "prompt style 'zeroshot', this run has 'instruction'")):
+        assert main([*base, "--resume", *extra]) == 2
+        assert words in capsys.readouterr().err
+    other = tmp_path / "other.gguf"  # does not exist: the refusal comes before loading (else exit 3)
+    assert main(["analyze", "--model", str(other), "--tasks", "suicide_risk", "--file", str(posts), "--out", str(out),
+                 "--resume"]) == 2
+    assert f"was written with model '{scripted_gguf}', this run has '{other}'" in capsys.readouterr().err
+    assert out.read_bytes() == written
+    assert main([*base, "--resume"]) == 0 and out.read_bytes() == written  # same settings: nothing to do
+    assert main([*base, "--overwrite", "--tasks", "suicide_risk,suicide_risk_levels"]) in (0, 1)
+    assert len(_rows(out)) == 2
+
+
+def test_resume_redoes_error_rows_unless_keep_errors(scripted_gguf, tmp_path, capsys):
+    posts = tmp_path / "posts.csv"
+    posts.write_text("id,text\na1,好累\na2,\na3,开心\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    base = _scripted(scripted_gguf, "--file", str(posts), "--out", str(out))
+    assert main(base) == 1
+    posts.write_text("id,text\na1,好累\na2,难过\na3,开心\n", encoding="utf-8")  # the bad row is fixed
+    assert main([*base, "--resume", "--keep-errors"]) == 1  # kept: the file still has its error row
+    assert [r["parse_status"] for r in _rows(out)] == ["ok", "error", "ok"]
+    capsys.readouterr()
+    assert main([*base, "--resume"]) == 0
+    assert "redoing 1 error row(s)" in capsys.readouterr().out
+    rows = _rows(out)
+    assert [(r["id"], r["parse_status"]) for r in rows] == [("a1", "ok"), ("a3", "ok"), ("a2", "ok")]

@@ -141,6 +141,21 @@ def test_analyze_with_heads_gives_labels_over_the_closed_set_with_probabilities(
     assert all(r["explanation"] == "" and r["evidence_ok"] is None for r in again)
 
 
+def test_resume_refuses_another_heads_folder(backend, heads_dir, tmp_path, capsys):
+    import shutil
+
+    posts = tmp_path / "posts.txt"
+    posts.write_text(POSTS[0] + "\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    args = ["analyze", "--model", str(backend.path), "--file", str(posts), "--tasks", "suicide_risk", "--no-explain",
+            "--threads", "1", "--out", str(out)]
+    assert main([*args, "--heads", str(heads_dir)]) == 0
+    other = shutil.copytree(heads_dir, tmp_path / "other-heads")  # the same heads, but another folder
+    assert main([*args, "--heads", str(other), "--resume"]) == 2
+    assert f"was written with heads '{heads_dir}', this run has '{other}'" in capsys.readouterr().err
+    assert main([*args, "--heads", str(heads_dir), "--resume"]) == 0 and len(out.read_text().splitlines()) == 1
+
+
 def test_heads_refuse_another_base_model_and_a_task_they_lack(backend, heads_dir, tmp_path, capsys):
     other = build_tiny_gguf(tmp_path / "other.gguf", seed=1)
     assert main(["analyze", "--model", str(other), "--heads", str(heads_dir), "--tasks", "emotion", "好累"]) == 2

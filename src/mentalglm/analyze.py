@@ -5,8 +5,8 @@ posts -> (redact) -> prompt from the task spec -> backend -> parse with the task
 is not generated: the heads give every label of the task a probability from the model's hidden
 state at the end of the prompt, the label is decided over that closed set, and the explanation is
 generated afterwards, continuing the same prompt after the chosen label's sentence. Quoted evidence
-in every explanation is checked against the post (``evidence_ok``). Files are written one JSON line per (post, task) as results are produced,
-and ``--resume`` skips the pairs an earlier run already wrote.
+in every explanation is checked against the post (``evidence_ok``). Files are written one JSON line per (post, task) as results are produced
+(``mentalglm.jsonl``), and ``--resume`` skips the pairs an earlier run already wrote, redoing its errors.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 from .evidence import check_evidence
 from .inputs import Post
+from .jsonl import Appender, drop_lines, read_objects
 from .llm.base import Backend, GenConfig, Request
 from .prompts import build_request, heads_request, label_only_stops
 from .safety import redact as redact_pii
@@ -244,35 +245,37 @@ def _open_heads(backend: Backend, config: AnalyzeConfig):
     return headset
 
 
-def completed_pairs(out_path: Path) -> set[tuple[str, str]]:
-    """(id, task) pairs already in an output file; a torn last line (killed mid-write) is cut off."""
-    done: set[tuple[str, str]] = set()
-    if not out_path.exists():
-        return done
-    data = out_path.read_bytes()
-    good_end = 0
-    for line in data.splitlines(keepends=True):
-        if not line.endswith(b"\n"):
-            break
-        try:
-            row = json.loads(line)
-            done.add((str(row["id"]), row["task"]))
-        except (json.JSONDecodeError, KeyError):
-            log.warning("%s: skipping a corrupt line at byte %d", out_path, good_end)
-        good_end += len(line)
-    if good_end < len(data):
-        with open(out_path, "r+b") as f:
-            f.truncate(good_end)
-    return done
+def resume_rows(out_path: Path, retry_errors: bool = True) -> tuple[dict[tuple[str, str], str], int]:
+    """(parse_status of each (id, task) already in an output file, how many error rows were removed to be redone).
+
+    The file is read with the shared JSON-lines reader (a torn last line is cut off). With ``retry_errors``,
+    ``error`` rows (a backend hiccup, a bad input row since fixed) are removed from the file so they are redone,
+    and one (id, task) never has two rows."""
+    rows, bad = read_objects(out_path)
+    for b in bad:
+        log.warning("%s:%d: skipping a damaged line (%s)", out_path, b.line, b.reason)
+    done: dict[tuple[str, str], str] = {}
+    redo: set[int] = set()
+    for line, row in rows:
+        if "id" not in row or "task" not in row:
+            log.warning("%s:%d: skipping a line without id and task", out_path, line)
+        elif retry_errors and row.get("parse_status") == ERROR:
+            redo.add(line)
+        else:
+            done[(str(row["id"]), row["task"])] = row.get("parse_status", "")
+    drop_lines(out_path, redo)
+    return done, len(redo)
+
+
+def completed_pairs(out_path: Path, retry_errors: bool = True) -> set[tuple[str, str]]:
+    """(id, task) pairs already in an output file that a resumed run skips (see ``resume_rows``)."""
+    return set(resume_rows(out_path, retry_errors)[0])
 
 
 def write_stream(analyses: Iterable[Analysis], out_path: Path, on_result: Callable[[Analysis], None] | None = None):
     """Append each analysis as one JSON line, flushed at once so a killed run loses nothing written."""
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(out_path, "a", encoding="utf-8") as f:
+    with Appender(out_path) as sink:
         for a in analyses:
-            f.write(a.to_json() + "\n")
-            f.flush()
+            sink.write(a.to_json())
             if on_result:
                 on_result(a)
-

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections import Counter
 from pathlib import Path
 
 from rich.console import Console
@@ -12,12 +13,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .. import DISCLAIMER
-from ..analyze import Analysis, AnalyzeConfig, Analyzer, completed_pairs, write_stream
-from ..inputs import Post, read_posts
+from ..analyze import ERROR, Analysis, AnalyzeConfig, Analyzer, resume_rows, write_stream
+from ..inputs import Post, read_posts, unique_ids
+from ..jsonl import check_settings, remove as remove_output, save_settings
 from ..safety import resources_message
-from ..tasks import DEFAULT_TASKS, get_task
+from ..tasks import DEFAULT_TASKS, INVALID, get_task
 from ..heads import HeadsError
-from .common import add_model_args, heads_options, open_from_args
+from .common import add_model_args, heads_options, model_settings, open_from_args
 
 log = logging.getLogger("mentalglm")
 
@@ -32,6 +34,14 @@ EXAMPLES = """examples:
 
   mentalglm analyze --risk-threshold 0.3 --tasks suicide_risk --no-explain --file posts.csv --out risk.jsonl
   mentalglm analyze --model qwen2.5-coder-1.5b-instruct-q4 "..."   # the zero-shot model, labels generated
+
+Exit status: 0 every row ok or fallback; 1 some row invalid or error (a one-line summary on stderr);
+2 a usage error (empty post, unknown task, missing column, repeated id, no posts, --resume with other
+settings), found before the model loads; 3 the model is not available.
+
+Input files: UTF-8 (with or without BOM), UTF-16 with a BOM, or GB18030, detected. A repeated id is an
+error naming both lines unless --dedupe-ids. A tab-separated .csv (or comma-separated .tsv) is refused
+with a hint to pass --format.
 
 Output JSONL fields: id, task, labels, explanation, raw, parse_status (ok | fallback | invalid | error),
 model, latency_ms, high_risk, warnings, error, label_en, scores (label -> probability; label heads),
@@ -49,7 +59,12 @@ def register(sub, fmt):
     p.add_argument("--id-column", help="column holding a post id (default: id if present, else the line number)")
     p.add_argument("--tasks", default=",".join(DEFAULT_TASKS), help="comma-separated tasks (see `mentalglm tasks`)")
     p.add_argument("--out", help="write JSONL here, one line per (post, task), as results are produced")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted --out file, skipping finished rows")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted --out file: finished rows are skipped, error rows redone; refused "
+                        "if the file was written with another model, prompt style, heads folder or tasks")
+    p.add_argument("--keep-errors", action="store_true", help="with --resume, keep error rows instead of redoing them")
+    p.add_argument("--dedupe-ids", action="store_true",
+                   help="number repeated ids (the second 'a1' becomes 'a1#2') instead of refusing the file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--no-explain", dest="explain", action="store_false", help="labels only (stops after the label)")
     p.add_argument("--max-tokens", type=int, default=160, help="answer budget in tokens")
@@ -61,24 +76,40 @@ def register(sub, fmt):
 
 
 def run(args) -> int:
-    tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
-    for t in tasks:
-        get_task(t)  # unknown task: fail before loading a model
+    # Every usage error is found here, before a model is loaded (which can take a minute): exit 2.
+    try:
+        tasks = tuple(dict.fromkeys(get_task(t.strip()).name for t in args.tasks.split(",") if t.strip()))
+    except KeyError as e:
+        return _usage(e.args[0])
+    if not tasks:
+        return _usage("--tasks names no task (see `mentalglm tasks`)")
     console = Console(stderr=not sys.stdout.isatty() and not args.out)
     out = Path(args.out) if args.out else None
     if out and out.exists() and out.stat().st_size and not (args.resume or args.overwrite):
         console.print(f"[red]error:[/red] {out} exists; pass --resume to continue it or --overwrite to replace it")
         return 2
-    if out and args.overwrite and out.exists():
-        out.unlink()
 
     if args.post is not None:
-        posts = [Post("1", args.post.strip(), None if args.post.strip() else "empty post")]
+        if not args.post.strip():
+            return _usage("the post is empty; give its text, or use --file or stdin for many posts")
+        posts = [Post("1", args.post.strip())]
     else:
-        posts = list(read_posts(args.file, args.text_column, args.id_column, args.format))
+        posts = unique_ids(read_posts(args.file, args.text_column, args.id_column, args.format),
+                           args.file or "stdin", args.dedupe_ids)
     if not posts:
         console.print("[red]error:[/red] no posts given (a post argument, --file, or lines on stdin)")
         return 2
+    settings = {**model_settings(args), "tasks": list(tasks)}
+    kept: dict[tuple[str, str], str] = {}
+    if out and args.overwrite:
+        remove_output(out)
+    elif out and args.resume:
+        check_settings(out, settings)  # another model, prompt style, heads or tasks: a DataError, exit 2
+        kept, redo = resume_rows(out, retry_errors=not args.keep_errors)
+        if kept or redo:
+            console.print(f"resuming: {len(kept)} (post, task) results already in {out}"
+                          + (f"; redoing {redo} error row(s) (--keep-errors keeps them)" if redo else ""),
+                          soft_wrap=True)
 
     backend, style = open_from_args(args)
     try:
@@ -88,12 +119,11 @@ def run(args) -> int:
         console.print(f"[red]error:[/red] {e}")
         backend.close()
         return 2
-    done = completed_pairs(out) if (out and args.resume) else set()
-    if done:
-        console.print(f"resuming: {len(done)} (post, task) results already in {out}")
-    total = len(posts) * len(tasks) - sum(1 for p in posts for t in tasks if (p.id, t) in done)
+    if out:
+        save_settings(out, settings)
+    total = len(posts) * len(tasks) - sum(1 for p in posts for t in tasks if (p.id, t) in kept)
     results: list[Analysis] = []
-    stream = analyzer.stream(posts, done=done, chunk=args.chunk)
+    stream = analyzer.stream(posts, done=set(kept), chunk=args.chunk)
     single = args.post is not None and not out
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=Console(stderr=True), disable=single, transient=False) as bar:
@@ -119,7 +149,27 @@ def run(args) -> int:
             print(a.to_json())
     if any(a.high_risk for a in results) and not single:
         console.print(Panel(resources_message(args.resources), title="high suicide risk in some posts", style="red"))
-    return 0
+    return exit_code(results, kept, out)
+
+
+def _usage(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def exit_code(results: list[Analysis], kept: dict[tuple[str, str], str], out: Path | None) -> int:
+    """0 when every row (this run's, and those a resumed file kept) is ok or fallback; else 1, with one line on
+    stderr saying how many rows failed, of which kinds, and where (the output file, the first ids)."""
+    rows = [((a.id, a.task), a.parse_status) for a in results] + list(kept.items())
+    failed = [(key, status) for key, status in rows if status in (ERROR, INVALID)]
+    if not failed:
+        return 0
+    kinds = Counter(status for _, status in failed)
+    ids = list(dict.fromkeys(pid for (pid, _), _ in failed))
+    shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+    print(f"{len(failed)} of {len(rows)} results failed ({', '.join(f'{n} {k}' for k, n in sorted(kinds.items()))})"
+          + (f" in {out}" if out else "") + f"; post ids {shown}", file=sys.stderr)
+    return 1
 
 
 def print_tables(console: Console, results: list[Analysis], resources: str | None) -> None:
@@ -146,8 +196,6 @@ def print_tables(console: Console, results: list[Analysis], resources: str | Non
 
 
 def summarize(console: Console, results: list[Analysis], out: Path) -> None:
-    from collections import Counter
-
     status = Counter(a.parse_status for a in results)
     table = Table(title=f"wrote {len(results)} results to {out}")
     for col in ("ok", "fallback", "invalid", "error", "high risk", "evidence in post"):

@@ -38,9 +38,27 @@ def open_from_args(args):
         options["tensor_parallel_size"] = args.tensor_parallel_size
     elif args.model.endswith(".gguf") or _is_llamacpp(args.model):
         options.update(n_ctx=args.n_ctx, n_threads=args.threads)
-    style = args.prompt_style or ("heads" if args.heads else None)
-    return open_backend(args.model, adapter=args.adapter, base_url=args.base_url, prompt_style=style,
+    return open_backend(args.model, adapter=args.adapter, base_url=args.base_url, prompt_style=_asked_style(args),
                         weights=args.weights, **options)
+
+
+def _asked_style(args) -> str | None:
+    return args.prompt_style or ("heads" if args.heads else None)
+
+
+def model_settings(args) -> dict:
+    """What identifies the model side of a run, known before the model loads (for ``--resume`` checks):
+    the model and adapter as given (paths made absolute), the prompt style, and the heads folder."""
+    from pathlib import Path
+
+    from ..llm.registry import resolve_style
+
+    def where(value: str | None) -> str | None:
+        return str(Path(value).resolve()) if value and Path(value).exists() else value
+
+    style = resolve_style(args.model, args.adapter, _asked_style(args))
+    return {"model": where(args.model), "adapter": where(args.adapter), "prompt_style": style,
+            "heads": (where(args.heads) or "packaged") if style == "heads" else None}
 
 
 def heads_options(args) -> dict:

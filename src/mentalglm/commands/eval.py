@@ -320,6 +320,7 @@ def run_explain(args) -> int:
 def run_judge(args) -> int:
     from ..evaluate.judge import CRITERIA, Judge, read_judgements, summarize
     from ..evaluate.predictions import align
+    from ..jsonl import Appender
 
     console = _err()
     task = _task_of(args, args.file)
@@ -333,13 +334,11 @@ def run_judge(args) -> int:
     todo = [it for it in items if it[0] not in done]
     backend, _ = open_from_args(args)
     judge = Judge(backend, args.judge_max_tokens)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with _progress(console) as bar, open(out, "a", encoding="utf-8") as f:
+    with _progress(console) as bar, Appender(out) as sink:
         job = bar.add_task(f"judging with {backend.name}", total=len(todo))
         for start in range(0, len(todo), 8):
             for result in judge.judge(spec, todo[start:start + 8]):
-                f.write(result.to_json() + "\n")
-                f.flush()
+                sink.write(result.to_json())
                 done[result.id] = result
                 bar.advance(job)
     backend.close()

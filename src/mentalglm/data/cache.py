@@ -2,9 +2,9 @@
 
 One line per finished call, keyed by (sample id, prompt hash); the prompt hash covers the messages,
 the model and the decoding settings, so a regeneration with another seed is another key. A line is
-written and flushed the moment its call returns. Reading tolerates damage: a line that is not a
-complete record (a build killed mid-write, a disk hiccup) is reported with its line number and
-skipped, and the next append starts on a fresh line so it cannot be glued to the torn one.
+written and flushed the moment its call returns (``mentalglm.jsonl``). Reading tolerates damage: a line
+that is not a complete record (a disk hiccup, a hand edit) is reported with its line number and skipped;
+a torn last line (a build killed mid-write) is reported and cut off, so the next append starts on a fresh line.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from ..jsonl import Appender, BadLine, read_objects
 
 log = logging.getLogger("mentalglm.data")
 
@@ -44,12 +46,6 @@ class CachedCall:
     error: str = ""  # set on failed calls, which are never written
 
 
-@dataclass(frozen=True)
-class BadLine:
-    line: int
-    reason: str
-
-
 class TeacherCache:
     """``get(id, hash)`` / ``put(call)`` over one JSONL file; thread-safe appends."""
 
@@ -59,37 +55,20 @@ class TeacherCache:
         self.bad_lines: list[BadLine] = []
         self._lock = threading.Lock()
         self._load()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._needs_newline = self.path.exists() and self.path.stat().st_size > 0 and not self._ends_with_newline()
-        self._file = open(self.path, "a", encoding="utf-8")
-
-    def _ends_with_newline(self) -> bool:
-        with open(self.path, "rb") as f:
-            f.seek(-1, os.SEEK_END)
-            return f.read(1) == b"\n"
+        self._sink = Appender(self.path)
 
     def _load(self) -> None:
-        if not self.path.exists():
-            return
-        with open(self.path, "rb") as f:
-            for number, raw in enumerate(f, 1):
-                if not raw.strip():
-                    continue
-                reason = self._read_line(raw)
-                if reason:
-                    self.bad_lines.append(BadLine(number, reason))
-                    # Callers report ``bad_lines`` (the CLI prints them); debug level, not to say it twice.
-                    log.debug("%s:%d: skipping a damaged cache line (%s)", self.path, number, reason)
+        rows, bad = read_objects(self.path)  # cuts a torn last line, so appends start on a fresh line
+        for number, obj in rows:
+            reason = self._add(obj)
+            if reason:
+                bad.append(BadLine(number, reason))
+        self.bad_lines = sorted(bad, key=lambda b: b.line)
+        for b in self.bad_lines:
+            # Callers report ``bad_lines`` (the CLI prints them); debug level, not to say it twice.
+            log.debug("%s:%d: skipping a damaged cache line (%s)", self.path, b.line, b.reason)
 
-    def _read_line(self, raw: bytes) -> str | None:
-        try:
-            obj = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            return "not valid UTF-8"
-        except json.JSONDecodeError as e:
-            return f"invalid JSON ({e.msg}; torn by an interrupted write?)"
-        if not isinstance(obj, dict):
-            return "not a JSON object"
+    def _add(self, obj: dict) -> str | None:
         missing = [k for k in _REQUIRED if not isinstance(obj.get(k), str)]
         if missing:
             return f"missing or non-string field(s) {missing}"
@@ -107,22 +86,15 @@ class TeacherCache:
     def put(self, call: CachedCall) -> None:
         if not call.created:
             call = CachedCall(**{**asdict(call), "created": round(time.time(), 3)})
-        line = json.dumps(asdict(call), ensure_ascii=False)
         with self._lock:
-            if self._needs_newline:
-                self._file.write("\n")
-                self._needs_newline = False
-            self._file.write(line + "\n")
-            self._file.flush()  # on disk before the next call starts: a kill loses at most calls in flight
+            self._sink.write(asdict(call))  # flushed before the next call starts: a kill loses only calls in flight
             self.calls[(call.id, call.prompt_hash)] = call
 
     def __len__(self) -> int:
         return len(self.calls)
 
     def close(self) -> None:
-        with self._lock:
-            if not self._file.closed:
-                self._file.close()
+        self._sink.close()
 
     def __enter__(self) -> "TeacherCache":
         return self

@@ -17,10 +17,12 @@ invalid with the reason; it is never given a default score.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
+from ..jsonl import BadLine, read_objects
 from ..llm.base import Backend, GenConfig, Request
 from ..tasks import TaskSpec
 
@@ -46,6 +48,7 @@ RUBRIC_EN = """Rubric (each 0-3: 0 = not at all, 1 = weak, 2 = mostly, 3 = fully
 FORMAT = ('{"consistent": {"score": 0-3, "reason": "..."}, "grounded": {"score": 0-3, "reason": "..."}, '
           '"professional": {"score": 0-3, "reason": "..."}, "fluent": {"score": 0-3, "reason": "..."}}')
 MAX_POST_CHARS = 1200
+log = logging.getLogger("mentalglm")
 
 
 @dataclass
@@ -198,24 +201,17 @@ class Judge:
 
 
 def read_judgements(path) -> dict[str, JudgeResult]:
-    """Judgements already in a file, by id; a torn last line (a killed run) is cut off so appending is safe."""
-    from pathlib import Path
-
-    path = Path(path)
-    if not path.exists():
-        return {}
-    data = path.read_bytes()
-    done, good_end = {}, 0
-    for line in data.splitlines(keepends=True):
-        if not line.endswith(b"\n"):
-            break
-        if line.strip():
-            row = JudgeResult(**json.loads(line))
-            done[row.id] = row
-        good_end += len(line)
-    if good_end < len(data):
-        with open(path, "r+b") as f:
-            f.truncate(good_end)
+    """Judgements already in a file, by id, from the shared JSON-lines reader: a torn last line (a killed run) is
+    cut off so appending is safe, and a damaged line is skipped with a warning (its post is judged again)."""
+    rows, bad = read_objects(path)
+    done: dict[str, JudgeResult] = {}
+    for line, obj in rows:
+        try:
+            done[obj["id"]] = JudgeResult(**obj)
+        except (KeyError, TypeError) as e:
+            bad.append(BadLine(line, f"not a judgement ({e})"))
+    for b in bad:
+        log.warning("%s:%d: skipping a damaged line (%s)", path, b.line, b.reason)
     return done
 
 

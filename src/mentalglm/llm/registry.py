@@ -167,6 +167,15 @@ def trained_prompt_style(adapter: str | None) -> str | None:
     return "instruction" if adapter and find_run_folder(adapter) else None
 
 
+def resolve_style(model: str, adapter: str | None = None, prompt_style: str | None = None) -> str:
+    """The prompt style ``open_backend`` will use, known without loading the model: the one asked for, else
+    instruction for a trained adapter, else the registry's, else zeroshot."""
+    if prompt_style or (prompt_style := trained_prompt_style(adapter)):
+        return prompt_style
+    entry = REGISTRY.get(model.removeprefix("vllm:"))
+    return entry.prompt_style if entry else "zeroshot"
+
+
 def open_backend(model: str = DEFAULT_MODEL, *, adapter: str | None = None, base_url: str | None = None,
                  prompt_style: str | None = None, weights: str | None = None, **options) -> tuple[Backend, str]:
     """Open a model by registry name, GGUF path, HF folder or id, ``openai:<name>``, or ``vllm:<name>`` (GPU).
@@ -176,18 +185,16 @@ def open_backend(model: str = DEFAULT_MODEL, *, adapter: str | None = None, base
     ``options`` go to the backend (n_ctx and n_threads for llama.cpp; dtype, batch_size for
     transformers; api_key_env, concurrency, timeout for HTTP). Returns (backend, prompt style).
     """
-    prompt_style = prompt_style or trained_prompt_style(adapter)
+    style = resolve_style(model, adapter, prompt_style)
     if model.startswith("vllm:"):  # GPU offline batches; options are VLLMSettings fields
         from .vllm_backend import VLLMBackend, VLLMSettings
 
         name = model.removeprefix("vllm:")
         entry = REGISTRY.get(name)
-        style = prompt_style or (entry.prompt_style if entry else "zeroshot")
         if weights and entry:  # a local copy keeps the registry's remote-code setting
             options.setdefault("trust_remote_code", bool(entry.hf_kwargs.get("trust_remote_code")))
         return VLLMBackend(VLLMSettings(model=weights or name, adapter=adapter, **options)), style
     entry = REGISTRY.get(model)
-    style = prompt_style or (entry.prompt_style if entry else "zeroshot")
     if base_url or model.startswith("openai:"):
         from .openai_client import OpenAIBackend
 

@@ -15,7 +15,6 @@ from mentalglm.heads.fit import fit_head, recall_threshold
 from mentalglm.heads.model import NgramScorer
 from mentalglm.inputs import Post
 from mentalglm.llm.base import GenConfig
-from mentalglm.llm.llamacpp import LlamaCppBackend
 from mentalglm.prompts import heads_request
 from mentalglm.tasks import get_task
 from serve_helpers import serve, tiny_llama  # noqa: F401  (fixtures)
@@ -26,10 +25,8 @@ POSTS = ["最近工作不想活了路上", "周末很开心朋友", "我就是�
 
 
 @pytest.fixture(scope="module")
-def backend(tiny_gguf_path):
-    b = LlamaCppBackend(tiny_gguf_path, n_ctx=1024, n_threads=1)
-    yield b
-    b.close()
+def backend(tiny_llama):  # noqa: F811
+    return tiny_llama
 
 
 @pytest.fixture(scope="module")

@@ -70,7 +70,7 @@ def show(headset) -> None:
     console = Console()
     console.print(f"[bold]{m['name']}[/bold] ({headset.folder}): heads over {m['base']['name']} "
                   f"(sha256 {m['base']['sha256'][:12]}…), built {m.get('built', '?')} by `{m.get('command', '?')}`")
-    table = Table(title=f"validation sample (never used for a choice), percent")
+    table = Table(title="validation sample (never used for a choice), percent")
     for col in ("task", "posts", "metric", "heads", "n-gram part", "state part", "ECE", "risk threshold: recall / precision"):
         table.add_column(col)
     for task, v in m["validation"].items():

@@ -8,12 +8,12 @@ hashes, recipe, validation scores, and the sha256 of every file) and per task ``
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from ..files import file_sha256
 from .model import TaskHead
 
 PACKAGED = "mentalglm-mini"
@@ -25,14 +25,6 @@ class HeadsError(RuntimeError):
 
 def packaged_dir(name: str = PACKAGED) -> Path:
     return Path(str(resources.files("mentalglm").joinpath(f"resources/{name}")))
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass

@@ -17,6 +17,7 @@ import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..prompts import SYSTEM_HEADS_ZH
+from .model import TaskHead
 from .features import POST_CHARS, StateCache, extract_states, head_text
 from .recipe import Recipe
 
@@ -71,10 +72,10 @@ def expected_calibration_error(probs: np.ndarray, gold: np.ndarray, bins: int = 
                      for b in range(bins) if (which == b).any()))
 
 
-def fit_task(recipe: Recipe, cache: StateCache, task: str, root=None) -> tuple["TaskHead", dict]:
+def fit_task(recipe: Recipe, cache: StateCache, task: str, root=None) -> tuple[TaskHead, dict]:
     """Step 2 for one task: the head, and its scores on the validation sample beside each part alone."""
     from ..data.sources import task_splits
-    from ..evaluate.classification import bootstrap_intervals, paired_difference_intervals, score
+    from ..evaluate.classification import bootstrap_intervals, score
     from ..tasks import get_task
     from .fit import fit_head, label_matrix
 

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import platform
@@ -200,14 +199,6 @@ def git_state() -> dict:
     if commit.returncode != 0:
         return {}
     return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _length(stage) -> dict:

@@ -22,7 +22,8 @@ from .config import TrainConfig
 from .data import eval_records, instruction_files, records_hash, tokenize_all, training_records
 from .export import combine_adapters, copy_adapter, export_gguf, export_merged
 from .models import resolve_base
-from .run import RunFolder, file_sha256
+from ..files import file_sha256
+from .run import RunFolder
 from .trainer import TrainError, add_lora, load_model, load_tokenizer, pick_dtype, train_stage
 
 log = logging.getLogger(__name__)

@@ -121,8 +121,12 @@ def fit_task(recipe: Recipe, cache: StateCache, task: str, root=None) -> tuple[T
         report["risk_operating_point"] = {
             "threshold": head.risk_threshold, "recall": tp / max(1, is_high.sum()),
             "precision": tp / max(1, flagged.sum()), "flagged": int(flagged.sum()), "high_posts": int(is_high.sum())}
-    report["predictions"] = {e.id: {"labels": list(lab), "scores": [round(float(x), 4) for x in p]}
-                             for e, lab, p in zip(val, decided["stack"], probs)}
+    # The validation answers as a predictions file (the format of `mentalglm eval predict`), to score and compare.
+    report["predictions"] = [
+        {"id": e.id, "task": task, "labels": list(lab), "parse_status": "ok", "model": recipe.name,
+         "scores": {n: round(float(x), 4) for n, x in zip(head.labels, p)},
+         "high_risk": bool(head.high_labels) and head.p_high(p) >= head.risk_threshold}
+        for e, lab, p in zip(val, decided["stack"], probs)]
     head.info["validation"] = {k: v for k, v in report.items() if k != "predictions"}
     return head, report
 
@@ -183,5 +187,10 @@ def train_heads(recipe: Recipe, out: Path, threads: int | None = None, root=None
         "seconds": round(time.time() - started, 1),
     }
     folder = write_heads_folder(out / "model", heads, manifest)
+    for task, report in reports.items():
+        predictions = out / "validation" / f"{task}.jsonl"
+        predictions.parent.mkdir(parents=True, exist_ok=True)
+        predictions.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in report.pop("predictions")),
+                               encoding="utf-8")
     (out / "report.json").write_text(json.dumps(reports, ensure_ascii=False, indent=1), encoding="utf-8")
     return folder

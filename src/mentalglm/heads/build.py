@@ -3,7 +3,8 @@
 1. read the base model's hidden state for the recipe's training and validation posts
    (``<out>/states``, cached chunk by chunk: an interrupted run continues where it stopped);
 2. fit each task's head out of fold (``fit.py``) and score it on the validation sample;
-3. write the shippable folder ``<out>/model`` (arrays, JSON, manifest) and ``<out>/report.md``.
+3. write the shippable folder ``<out>/model`` (arrays, JSON, manifest), the validation answers as predictions
+   files ``<out>/validation/<task>.jsonl`` and the scores of each part in ``<out>/report.json``.
 """
 
 from __future__ import annotations

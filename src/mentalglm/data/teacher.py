@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 from ..llm.base import Backend, GenConfig, Request
-from ..llm.openai_client import HTTPBackendError
+from ..llm.openai_client import HTTPBackendError, OpenAIBackend
 from ..safety import redact
 from ..tasks import TaskSpec
 from .cache import CachedCall, TeacherCache, prompt_hash
@@ -173,8 +173,10 @@ class Teacher:
                 yield self._answer(spec, job, hit, cached=True)
             else:
                 todo.append((request, config, job, key))
-        workers = max(1, int(getattr(self.backend, "concurrency", 1)))
-        if workers == 1:  # llama.cpp and transformers are not thread-safe: one call at a time
+        # Only the HTTP client may be called from several threads (its batch_size is its parallel requests);
+        # llama.cpp, transformers and vLLM are not thread-safe: one call at a time.
+        workers = self.backend.batch_size if isinstance(self.backend, OpenAIBackend) else 1
+        if workers == 1:
             for request, config, job, key in todo:
                 yield self._answer(spec, job, self._call(request, config, job, key), cached=False)
             return

@@ -48,8 +48,21 @@ class ModelUnavailable(RuntimeError):
 
 @runtime_checkable
 class Backend(Protocol):
+    """What every backend offers, declared so that no caller has to probe for an attribute.
+
+    Backends subclass this protocol and inherit the defaults below (one request at a time, no raw prompt,
+    no hidden states, nothing to close); they override what they can do better.
+    """
+
     name: str
     context_length: int
+    # How many requests one ``generate`` call is worth handed at once: a padded batch (transformers, vLLM),
+    # parallel HTTP requests (OpenAI-compatible servers), or one (llama.cpp, which runs one prompt at a time).
+    # The run engine sends posts in groups of this size, so results are written as soon as each group is done.
+    batch_size: int = 1
+    # Whether ``prompt_state`` works: the hidden state at the end of a prompt, which label heads score.
+    # Only a backend that sees the model's activations has it (llama.cpp); heads refuse any other.
+    hidden_states: bool = False
 
     def generate(self, requests: Sequence[Request], config: GenConfig) -> list[Generation]:
         """Answer every request, in order. Implementations batch or parallelise as they can."""
@@ -57,8 +70,16 @@ class Backend(Protocol):
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` under this model's tokenizer (an estimate for HTTP backends)."""
 
+    def render(self, request: Request) -> str | None:
+        """The exact prompt text the model reads, or None where the server applies the chat template (HTTP)."""
+        return None
+
+    def prompt_state(self, request: Request):
+        """The final-layer hidden state at the end of the rendered prompt (only where ``hidden_states``)."""
+        raise NotImplementedError(f"{self.name} does not expose hidden states")
+
     def close(self) -> None:
-        ...
+        return None
 
 
 @dataclass

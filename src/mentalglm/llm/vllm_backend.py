@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from .base import GenConfig, Generation, ModelUnavailable, Request
+from .base import Backend, GenConfig, Generation, ModelUnavailable, Request
 
 INSTALL_HINT = 'pip install "mentalglm[vllm]" on a machine with an NVIDIA GPU and CUDA (vLLM does not run on this CPU install)'
 
@@ -139,7 +139,7 @@ def sampling_kwargs(config: GenConfig) -> dict:
     return kw
 
 
-class VLLMBackend:
+class VLLMBackend(Backend):
     """Offline batches on vLLM: all prompts of a call go to the engine at once (continuous batching, prefix
     caching across prompts that share a task's instructions), with the LoRA adapter on every request."""
 

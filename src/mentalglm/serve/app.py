@@ -104,7 +104,7 @@ def create_app(backend: Backend, prompt_style: str = "zeroshot", settings: Serve
         get_task(t)
     model_id = settings.served_model_name or backend.name
     service = AnalysisService(backend, prompt_style, settings)
-    threads = settings.model_threads or (backend.concurrency if isinstance(backend, OpenAIBackend) else 1)
+    threads = settings.model_threads or (backend.batch_size if isinstance(backend, OpenAIBackend) else 1)
     worker = ModelWorker(settings.max_queue, threads)
     jobs = JobManager(service, worker, Path(settings.jobs_dir or cache_dir() / "serve-jobs"), settings.max_jobs,
                       settings.keep_jobs, settings.job_chunk)

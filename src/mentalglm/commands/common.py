@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..llm.registry import DEFAULT_MODEL, open_backend
+from ..llm.registry import DEFAULT_MODEL, open_backend, scheme_of
 
 
 def add_model_args(p, default_model: str = DEFAULT_MODEL) -> None:
@@ -30,14 +30,11 @@ def add_model_args(p, default_model: str = DEFAULT_MODEL) -> None:
 
 
 def open_from_args(args):
-    """(backend, prompt style) for the model options of ``args``."""
-    options = {}
-    if args.base_url or args.model.startswith("openai:"):
-        options["concurrency"] = args.concurrency
-    elif args.model.startswith("vllm:"):
-        options["tensor_parallel_size"] = args.tensor_parallel_size
-    elif args.model.endswith(".gguf") or _is_llamacpp(args.model):
-        options.update(n_ctx=args.n_ctx, n_threads=args.threads)
+    """(backend, prompt style) for the model options of ``args``; each scheme takes only its own options."""
+    scheme = scheme_of(args.model, args.base_url)
+    options = {"openai": {"concurrency": args.concurrency},
+               "vllm": {"tensor_parallel_size": args.tensor_parallel_size},
+               "gguf": {"n_ctx": args.n_ctx, "n_threads": args.threads}}.get(scheme, {})
     return open_backend(args.model, adapter=args.adapter, base_url=args.base_url, prompt_style=_asked_style(args),
                         weights=args.weights, **options)
 
@@ -64,10 +61,3 @@ def model_settings(args) -> dict:
 def heads_options(args) -> dict:
     """AnalyzeConfig fields of the label-heads options."""
     return {"heads": args.heads, "risk_threshold": args.risk_threshold}
-
-
-def _is_llamacpp(model: str) -> bool:
-    from ..llm.registry import REGISTRY
-
-    entry = REGISTRY.get(model)
-    return bool(entry and entry.backend == "llamacpp")

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..data.records import DataError
-from ..llm.registry import ZERO_SHOT_MODEL
+from ..llm.catalog import ZERO_SHOT_MODEL
 
 DATA_EXAMPLES = """the whole flow:
   mentalglm data build --out data/cimhi --max-per-task 25          # teacher explanations + QC + data card

@@ -27,7 +27,7 @@ from ..inputs import TEXT_COLUMNS, Post
 from ..llm.base import Backend, GenConfig
 from ..llm.base import Request as ChatPrompt
 from ..llm.openai_client import OpenAIBackend
-from ..llm.registry import cache_dir
+from ..llm.catalog import cache_dir
 from ..safety import resources_message
 from ..tasks import all_tasks, get_task
 from .errors import APIError, install_handlers

@@ -22,7 +22,7 @@ from .config import TrainConfig
 from .data import eval_records, instruction_files, records_hash, tokenize_all, training_records
 from .export import combine_adapters, copy_adapter, export_gguf, export_merged
 from .models import resolve_base
-from .run import RunFolder, file_sha256
+from .run import RunFolder, file_sha256, manifest
 from .trainer import TrainError, add_lora, load_model, load_tokenizer, pick_dtype, train_stage
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,7 @@ def _export(cfg: TrainConfig, run: RunFolder, base: str, finished: dict[str, Pat
         combine_adapters(finished["stage1"], finished["stage2"], out)
     else:
         copy_adapter(list(finished.values())[-1], out)
+    manifest(cfg).write(out)  # the adapter folder may be copied away from its run: it carries its own
     log.info("PEFT adapter: %s", out)
     if cfg.export.merged:
         log.info("merged model: %s", export_merged(base, out, run.dir / "export" / "merged", cfg.trust_remote_code))

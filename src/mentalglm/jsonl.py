@@ -22,7 +22,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from .data.records import DataError
+from .errors import DataError
 
 log = logging.getLogger("mentalglm")
 

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from mentalglm.analyze import RAISE, AnalyzeConfig, Analyzer, completed_pairs, write_stream
+from mentalglm.analyze import RAISE, AnalyzeConfig, Analyzer, completed_pairs
 from mentalglm.cli import main
 from mentalglm.inputs import Post
+from mentalglm.jsonl import write_rows
 from mentalglm.llm.base import Backend, Generation
 from mentalglm.llm.llamacpp import LlamaCppBackend
 from mentalglm.safety import redact
@@ -350,7 +351,7 @@ POSTS5 = [Post(f"p{i}", f"帖子{i}：今天有点累") for i in range(5)]
 def test_a_failing_backend_is_an_error_row_in_a_file_run(tmp_path):
     out = tmp_path / "out.jsonl"
     analyzer = Analyzer(CountingBackend(fail=True), AnalyzeConfig(tasks=("emotion", "suicide_risk")))
-    write_stream(analyzer.stream(POSTS5[:2]), out)
+    write_rows(analyzer.stream(POSTS5[:2]), out)
     rows = _rows(out)
     assert [(r["id"], r["task"]) for r in rows] == [("p0", "emotion"), ("p1", "emotion"),
                                                     ("p0", "suicide_risk"), ("p1", "suicide_risk")]

@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from mentalglm.llm.base import ModelUnavailable
-from mentalglm.llm.registry import ModelEntry, PackagedGGUF, assemble_packaged, open_backend
+from mentalglm.llm.catalog import ModelEntry, PackagedGGUF, assemble_packaged
+from mentalglm.llm.registry import open_backend
 
 
 def _fake_parts(tmp_path, monkeypatch, chunks):

@@ -26,8 +26,8 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 from .evidence import check_evidence
 from .inputs import Post
-from .jsonl import Appender, drop_lines, read_objects
-from .llm.base import Backend, GenConfig, Request
+from .jsonl import drop_lines, read_objects
+from .llm.base import Backend, GenConfig, Request, batches
 from .prompts import build_request, heads_request, label_only_stops
 from .safety import redact as redact_pii
 from .tasks import DEFAULT_TASKS, INVALID, OK, TaskSpec, get_task, parse_answer
@@ -204,7 +204,6 @@ class Analyzer:
         post's tasks share its evaluation. (id, task) pairs in ``done`` are skipped. Building the units calls no
         backend: the server's job runner builds them on its own thread and runs each one on the model worker,
         so interactive requests get in between units."""
-        size = max(1, self.backend.batch_size)
         posts = iter(posts)
         while batch := list(islice(posts, chunk)):
             if self.headset is not None:
@@ -215,8 +214,8 @@ class Analyzer:
                 continue
             for spec in self.specs:
                 todo = [p for p in batch if (p.id, spec.name) not in done]
-                for start in range(0, len(todo), size):
-                    yield partial(self._group, spec, todo[start:start + size])
+                for group in batches(todo, self.backend.batch_size):
+                    yield partial(self._group, spec, group)
 
     def stream(self, posts: Iterable[Post], done: set[tuple[str, str]] = frozenset(),
                chunk: int = 16) -> Iterator[Analysis]:
@@ -286,12 +285,3 @@ def resume_rows(out_path: Path, retry_errors: bool = True) -> tuple[dict[tuple[s
 def completed_pairs(out_path: Path, retry_errors: bool = True) -> set[tuple[str, str]]:
     """(id, task) pairs already in an output file that a resumed run skips (see ``resume_rows``)."""
     return set(resume_rows(out_path, retry_errors)[0])
-
-
-def write_stream(analyses: Iterable[Analysis], out_path: Path, on_result: Callable[[Analysis], None] | None = None):
-    """Append each analysis as one JSON line, flushed at once so a killed run loses nothing written."""
-    with Appender(out_path) as sink:
-        for a in analyses:
-            sink.write(a.to_json())
-            if on_result:
-                on_result(a)

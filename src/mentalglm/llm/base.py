@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Iterator, Protocol, Sequence, TypeVar, runtime_checkable
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,14 @@ class Backend(Protocol):
 
     def close(self) -> None:
         return None
+
+
+def batches(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    """``items`` in consecutive groups of ``size`` (a backend's ``batch_size``): what one ``generate`` call is given,
+    so that callers write each group's results as soon as it is done."""
+    size = max(1, size)
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
 
 
 @dataclass

@@ -149,8 +149,3 @@ def assemble_packaged(entry: ModelEntry, progress: bool = True) -> Path:
     os.replace(tmp.name, target)  # atomic: an interrupted assembly never leaves a half file behind
     marker.write_text(pkg.sha256)
     return target
-
-
-def describe(model: str) -> str:
-    entry = REGISTRY.get(model)
-    return entry.description if entry else model

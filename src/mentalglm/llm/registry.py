@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from .base import Backend, ModelUnavailable
-from .catalog import (DEFAULT_MODEL, REGISTRY, ZERO_SHOT_MODEL, ModelEntry, PackagedGGUF,  # noqa: F401 (re-exported)
-                      assemble_packaged, cache_dir, describe)
+from .catalog import DEFAULT_MODEL, REGISTRY, assemble_packaged
 from .manifest import read_manifest
 
 # scheme -> opener(model, adapter=, base_url=, weights=, **backend options) -> Backend

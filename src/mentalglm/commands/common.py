@@ -30,13 +30,19 @@ def add_model_args(p, default_model: str = DEFAULT_MODEL) -> None:
 
 
 def open_from_args(args):
-    """(backend, prompt style) for the model options of ``args``; each scheme takes only its own options."""
-    scheme = scheme_of(args.model, args.base_url)
-    options = {"openai": {"concurrency": args.concurrency},
-               "vllm": {"tensor_parallel_size": args.tensor_parallel_size},
-               "gguf": {"n_ctx": args.n_ctx, "n_threads": args.threads}}.get(scheme, {})
+    """(backend, prompt style) for the model options of ``args``."""
+    options = backend_options(args.model, args.base_url, concurrency=args.concurrency, n_ctx=args.n_ctx,
+                              threads=args.threads, tensor_parallel_size=args.tensor_parallel_size)
     return open_backend(args.model, adapter=args.adapter, base_url=args.base_url, prompt_style=_asked_style(args),
                         weights=args.weights, **options)
+
+
+def backend_options(model: str, base_url: str | None, *, concurrency: int, n_ctx: int, threads: int | None,
+                    tensor_parallel_size: int = 1) -> dict:
+    """The command-line backend options that the scheme of ``model`` takes (the others do not apply to it)."""
+    return {"openai": {"concurrency": concurrency},
+            "vllm": {"tensor_parallel_size": tensor_parallel_size},
+            "gguf": {"n_ctx": n_ctx, "n_threads": threads}}.get(scheme_of(model, base_url), {})
 
 
 def _asked_style(args) -> str | None:

@@ -191,6 +191,11 @@ def test_backend_failure_is_a_503_not_a_crash(tmp_path):
         assert "cannot reach" in error_of(response)["message"] and response.headers["retry-after"]
         chat = client.post("/v1/chat/completions", json={"model": "remote", "messages": [{"role": "user", "content": "hi"}]})
         assert chat.status_code == 503
+        # A job meets the same failure: it fails (rerun it), rather than writing a file of error rows.
+        created = client.post("/v1/jobs", files={"file": ("posts.csv", "text\n我很难过\n".encode())},
+                              data={"tasks": "emotion"})
+        job = _wait_job(client, created.json()["id"])
+        assert job["status"] == "failed" and "cannot reach" in job["error"], job
         assert client.get("/healthz").status_code == 200
 
 

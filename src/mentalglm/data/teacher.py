@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 from ..llm.base import Backend, GenConfig, Request
-from ..llm.openai_client import HTTPBackendError, OpenAIBackend
+from ..llm.openai_client import HTTPBackendError
 from ..safety import redact
 from ..tasks import TaskSpec
 from .cache import CachedCall, TeacherCache, prompt_hash
@@ -173,9 +173,9 @@ class Teacher:
                 yield self._answer(spec, job, hit, cached=True)
             else:
                 todo.append((request, config, job, key))
-        # Only the HTTP client may be called from several threads (its batch_size is its parallel requests);
-        # llama.cpp, transformers and vLLM are not thread-safe: one call at a time.
-        workers = self.backend.batch_size if isinstance(self.backend, OpenAIBackend) else 1
+        # llama.cpp, transformers and vLLM are called from one thread; an HTTP client from as many threads as it
+        # sends requests at once (its batch_size).
+        workers = self.backend.batch_size if self.backend.thread_safe else 1
         if workers == 1:
             for request, config, job, key in todo:
                 yield self._answer(spec, job, self._call(request, config, job, key), cached=False)

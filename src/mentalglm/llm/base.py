@@ -65,6 +65,9 @@ class Backend(Protocol):
     # Whether ``prompt_state`` works: the hidden state at the end of a prompt, which label heads score.
     # Only a backend that sees the model's activations has it (llama.cpp); heads refuse any other.
     hidden_states: bool = False
+    # Whether several threads may call ``generate`` at once (an HTTP client); local models hold one context and
+    # are called from one thread. The service and the teacher size their thread pools by it.
+    thread_safe: bool = False
 
     def generate(self, requests: Sequence[Request], config: GenConfig) -> list[Generation]:
         """Answer every request, in order. Implementations batch or parallelise as they can."""

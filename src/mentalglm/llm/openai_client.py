@@ -86,6 +86,7 @@ def _server_message(response: httpx.Response) -> str:
 
 
 class OpenAIBackend(Backend):
+    thread_safe = True  # httpx.Client is; requests from several threads share its connection pool
     """Chat completions over HTTP. ``base_url`` includes ``/v1`` (e.g. ``http://localhost:8000/v1``).
 
     ``api_key_env`` names the environment variable holding the key (unset or empty: no Authorization header).

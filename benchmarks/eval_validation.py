@@ -32,7 +32,7 @@ from mentalglm.baselines.ngram import NgramBaseline
 from mentalglm.data.sources import task_splits
 from mentalglm.evaluate.predictions import GoldSet, gold_set, read_predictions, write_predictions
 from mentalglm.evaluate.report import METRIC_NAMES, entry_from_file, write_report
-from mentalglm.llm.registry import ZERO_SHOT_MODEL
+from mentalglm.llm.catalog import ZERO_SHOT_MODEL
 from mentalglm.tasks import get_task
 
 TASKS = ["cognitive_distortion", "suicide_risk", "suicide_risk_levels", "emotion"]

@@ -28,7 +28,8 @@ from mentalglm.analyze import AnalyzeConfig, Analyzer
 from mentalglm.data.sources import task_splits
 from mentalglm.data.splits import stratified_sample
 from mentalglm.inputs import Post
-from mentalglm.llm.registry import DEFAULT_MODEL, ZERO_SHOT_MODEL, open_backend
+from mentalglm.llm.catalog import DEFAULT_MODEL, ZERO_SHOT_MODEL
+from mentalglm.llm.registry import open_backend
 from mentalglm.tasks import DEFAULT_TASKS
 
 

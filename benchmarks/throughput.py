@@ -59,7 +59,6 @@ class Variant:
     def __init__(self, name: str, backend, config: AnalyzeConfig, reset: bool):
         self.name, self.backend, self.reset = name, backend, reset
         self.analyzer = Analyzer(backend, config)
-        self.spec = get_task(config.tasks[0])
         self.seconds, self.cpu, self.posts = 0.0, 0.0, 0
 
     def run(self, posts: list[Post]) -> None:
@@ -67,9 +66,9 @@ class Variant:
         if self.reset:  # the naive loop: every prompt evaluated from its first token
             for post in posts:
                 self.backend.llm.reset()
-                results = self.analyzer.run_task(self.spec, [post])
+                results = self.analyzer.run([post])
         else:  # consecutive prompts of one task: llama.cpp reuses the shared prefix
-            results = self.analyzer.run_task(self.spec, posts)
+            results = self.analyzer.run(posts)
         self.seconds += time.perf_counter() - start
         self.cpu += time.process_time() - cpu
         self.posts += len(posts)
@@ -88,9 +87,9 @@ def http_rate(backend, style: str, task: str, posts: list[Post], concurrency: in
     with BackgroundServer(app) as server:
         client = OpenAIBackend(backend.name, base_url=server.url + "/v1", concurrency=concurrency, timeout=600)
         analyzer = Analyzer(client, AnalyzeConfig(tasks=(task,), explain=False, style=style))
-        analyzer.run_task(get_task(task), posts[:2])  # warm the server's KV cache with the task's prefix
+        analyzer.run(posts[:2])  # warm the server's KV cache with the task's prefix
         start, cpu = time.perf_counter(), time.process_time()
-        results = analyzer.run_task(get_task(task), posts)
+        results = analyzer.run(posts)
         elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
         client.close()
     errors = [r for r in results if r.parse_status == "error"]

@@ -22,12 +22,14 @@ import time
 from datetime import date
 from pathlib import Path
 
-from mentalglm.analyze import AnalyzeConfig, Analyzer, completed_pairs, write_stream
+from mentalglm.analyze import AnalyzeConfig, Analyzer, completed_pairs
 from mentalglm.data.sources import task_splits
 from mentalglm.data.splits import stratified_sample
 from mentalglm.evaluate.classification import score
 from mentalglm.inputs import Post
-from mentalglm.llm.registry import ZERO_SHOT_MODEL, open_backend
+from mentalglm.jsonl import write_rows
+from mentalglm.llm.catalog import ZERO_SHOT_MODEL
+from mentalglm.llm.registry import open_backend
 from mentalglm.tasks import INVALID, get_task
 
 TASKS = ["cognitive_distortion", "suicide_risk", "suicide_risk_levels", "emotion"]
@@ -57,7 +59,7 @@ def main() -> None:
         analyzer = Analyzer(backend, AnalyzeConfig(tasks=(task,), explain=False, style=style))
         todo = [Post(e.id, e.text) for e in sample if (e.id, task) not in done]
         start = time.perf_counter()
-        write_stream(analyzer.stream(todo), out)
+        write_rows(analyzer.stream(todo), out)
         elapsed = time.perf_counter() - start
         preds = {r["id"]: r for r in map(json.loads, out.read_text(encoding="utf-8").splitlines())}
         ids = [e.id for e in sample]

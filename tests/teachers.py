@@ -20,12 +20,12 @@ import threading
 import time
 from pathlib import Path
 
-from mentalglm.llm.base import Generation
+from mentalglm.llm.base import Backend, Generation
 
 _POST = re.compile(r"帖子：“(.*)”\n正确标签：(.*)$", re.S)
 
 
-class RuleTeacher:
+class RuleTeacher(Backend):
     name = "rule-teacher"
     context_length = 4096
 

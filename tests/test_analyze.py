@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from mentalglm.analyze import AnalyzeConfig, Analyzer, completed_pairs
+from mentalglm.analyze import RAISE, AnalyzeConfig, Analyzer, completed_pairs
 from mentalglm.cli import main
 from mentalglm.inputs import Post
+from mentalglm.jsonl import write_rows
+from mentalglm.llm.base import Backend, Generation
 from mentalglm.llm.llamacpp import LlamaCppBackend
 from mentalglm.safety import redact
 
@@ -129,7 +131,7 @@ def test_a_killed_process_resumes_without_repeating_and_redoes_failed_rows(tiny_
     assert [r for r in rows if r["id"] in {k["id"] for k in kept}] == kept  # finished rows untouched
 
 
-class SpyBackend:
+class SpyBackend(Backend):
     """The real backend, recording what reaches it (to check redaction); not a stand-in."""
 
     def __init__(self, inner):
@@ -323,3 +325,61 @@ def test_resume_redoes_error_rows_unless_keep_errors(scripted_gguf, tmp_path, ca
     assert "redoing 1 error row(s)" in capsys.readouterr().out
     rows = _rows(out)
     assert [(r["id"], r["parse_status"]) for r in rows] == [("a1", "ok"), ("a3", "ok"), ("a2", "ok")]
+
+
+class CountingBackend(Backend):
+    """Answers every request with one label sentence and records the size of each generate call."""
+
+    name, context_length = "counting", 4096
+
+    def __init__(self, batch_size: int = 1, fail: bool = False):
+        self.batch_size, self.fail, self.calls = batch_size, fail, []
+
+    def generate(self, requests, config):
+        self.calls.append(len(requests))
+        if self.fail:
+            raise ConnectionError("the model went away")
+        return [Generation("这篇帖子体现了无焦虑。") for _ in requests]
+
+    def count_tokens(self, text):
+        return len(text)
+
+
+POSTS5 = [Post(f"p{i}", f"帖子{i}：今天有点累") for i in range(5)]
+
+
+def test_a_failing_backend_is_an_error_row_in_a_file_run(tmp_path):
+    out = tmp_path / "out.jsonl"
+    analyzer = Analyzer(CountingBackend(fail=True), AnalyzeConfig(tasks=("emotion", "suicide_risk")))
+    write_rows(analyzer.stream(POSTS5[:2]), out)
+    rows = _rows(out)
+    assert [(r["id"], r["task"]) for r in rows] == [("p0", "emotion"), ("p1", "emotion"),
+                                                    ("p0", "suicide_risk"), ("p1", "suicide_risk")]
+    assert all(r["parse_status"] == "error" and "the model went away" in r["error"] for r in rows)
+
+
+def test_the_raise_policy_hands_a_backend_failure_to_the_caller():
+    analyzer = Analyzer(CountingBackend(fail=True), AnalyzeConfig(tasks=("emotion",)), on_error=RAISE)
+    with pytest.raises(ConnectionError, match="went away"):
+        analyzer.analyze("我很累")
+    [row] = analyzer.analyze("   ")  # a bad post is the caller's input, not a model failure: still a row
+    assert row.parse_status == "error" and row.error == "empty post"
+    with pytest.raises(ValueError, match="on_error"):
+        Analyzer(CountingBackend(), AnalyzeConfig(tasks=("emotion",)), on_error="ignore")
+
+
+def test_units_go_task_by_task_per_chunk_in_groups_of_the_batch_size_and_call_no_backend_until_run():
+    backend = CountingBackend(batch_size=2)
+    analyzer = Analyzer(backend, AnalyzeConfig(tasks=("emotion", "suicide_risk"), explain=False))
+    units = list(analyzer.units(POSTS5, done={("p1", "emotion")}, chunk=3))
+    assert backend.calls == []  # building the work touches no model (the server builds it off the worker)
+    rows = [row for unit in units for row in unit()]
+    assert backend.calls == [2, 2, 1, 2, 2]  # chunk p0-p2: emotion (p1 done), suicide_risk; chunk p3-p4
+    assert [(r.id, r.task) for r in rows][:5] == [("p0", "emotion"), ("p2", "emotion"), ("p0", "suicide_risk"),
+                                                  ("p1", "suicide_risk"), ("p2", "suicide_risk")]
+
+
+def test_run_returns_rows_in_input_order():
+    analyzer = Analyzer(CountingBackend(batch_size=4), AnalyzeConfig(tasks=("emotion", "suicide_risk"), explain=False))
+    rows = analyzer.run(POSTS5)
+    assert [(r.id, r.task) for r in rows] == [(p.id, t) for p in POSTS5 for t in ("emotion", "suicide_risk")]

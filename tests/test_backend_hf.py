@@ -8,7 +8,7 @@ import pytest
 
 from mentalglm.llm.base import Backend, GenConfig, ModelUnavailable, Request
 from mentalglm.llm.hf import HFBackend
-from mentalglm.llm.registry import REGISTRY, ModelEntry
+from mentalglm.llm.catalog import REGISTRY, ModelEntry
 
 SYSTEM = {"role": "system", "content": "你是一名心理健康分析助手。"}
 REQUESTS = [

@@ -89,3 +89,28 @@ def test_cli_judge_writes_and_resumes(tmp_path, tiny_hf_model_dir, capsys):
                  str(report), "--resamples", "0"]) == 0
     text = (report / "report.md").read_text(encoding="utf-8")
     assert "LLM judge" in text and "| tiny | — | — | — | — | 100.0 | 3 |" in text
+
+
+def test_judgements_stream_in_groups_of_the_backend_batch_size():
+    from mentalglm.llm.base import Backend, Generation
+
+    class Rater(Backend):
+        name, context_length, batch_size = "rater", 4096, 2
+
+        def __init__(self):
+            self.calls = []
+
+        def generate(self, requests, config):
+            self.calls.append(len(requests))
+            answer = {c: {"score": 2, "reason": "ok"} for c in CRITERIA}
+            return [Generation(json.dumps(answer)) for _ in requests]
+
+        def count_tokens(self, text):
+            return len(text)
+
+    backend = Rater()
+    items = [(f"p{i}", "我很累", ["低自杀风险"], "帖子说“我很累”。" if i != 1 else "") for i in range(4)]
+    results = list(Judge(backend, max_tokens=32).stream(SPEC, items))
+    assert backend.calls == [1, 2]  # p0 (p1 has no explanation to judge), then p2 and p3
+    assert [r.id for r in results] == ["p0", "p1", "p2", "p3"]
+    assert [r.status for r in results] == ["ok", "invalid", "ok", "ok"]

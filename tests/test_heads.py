@@ -200,7 +200,7 @@ def test_openai_endpoint_answers_a_cimhi_question_with_the_heads(tiny_llama, hea
 
 def test_the_packaged_heads_load_and_name_their_base_model():
     from mentalglm.heads import packaged_dir
-    from mentalglm.llm.registry import DEFAULT_MODEL, REGISTRY
+    from mentalglm.llm.catalog import DEFAULT_MODEL, REGISTRY
 
     heads = load_heads()  # every file checked against the manifest's sha256
     entry = REGISTRY[DEFAULT_MODEL]

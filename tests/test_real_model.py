@@ -12,7 +12,7 @@ import re
 import pytest
 
 from mentalglm.cli import main
-from mentalglm.llm.registry import DEFAULT_MODEL, REGISTRY, assemble_packaged
+from mentalglm.llm.catalog import DEFAULT_MODEL, REGISTRY, assemble_packaged
 
 pytestmark = [
     pytest.mark.realmodel,

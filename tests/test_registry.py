@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from mentalglm.llm.base import ModelUnavailable
-from mentalglm.llm.registry import ModelEntry, PackagedGGUF, assemble_packaged, open_backend
+from mentalglm.llm.catalog import ModelEntry, PackagedGGUF, assemble_packaged
+from mentalglm.llm.registry import open_backend
 
 
 def _fake_parts(tmp_path, monkeypatch, chunks):
@@ -67,3 +68,74 @@ def test_cli_exit_code_for_an_unavailable_model(capsys):
 
     assert main(["analyze", "好累", "--model", "/nonexistent/model.gguf"]) == 3
     assert "model not available" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model, base_url, expected", [
+    ("vllm:zwzzz/MentalGLM-chat", None, "vllm"),
+    ("openai:gpt-4o-mini", None, "openai"),
+    ("mentalglm-mini", "http://127.0.0.1:8000/v1", "openai"),  # a server runs whatever the name is
+    ("mentalglm-mini", None, "gguf"),
+    ("qwen2.5-coder-1.5b-instruct-q4", None, "gguf"),
+    ("/models/some.gguf", None, "gguf"),
+    ("mentalglm", None, "hf"),
+    ("Qwen/Qwen2.5-0.5B-Instruct", None, "hf"),
+    ("./my-model-folder", None, "hf"),
+])
+def test_the_scheme_of_a_model_name(model, base_url, expected):
+    from mentalglm.llm.registry import scheme_of
+
+    assert scheme_of(model, base_url) == expected
+
+
+def test_open_backend_hands_the_name_to_the_opener_of_its_scheme(monkeypatch):
+    from mentalglm.llm.registry import SCHEMES
+
+    seen = {}
+
+    def fake(model, **kwargs):
+        seen.update(model=model, **kwargs)
+        return "backend"
+
+    monkeypatch.setitem(SCHEMES, "hf", fake)
+    assert open_backend("Qwen/Qwen2.5-0.5B-Instruct", adapter="a", batch_size=2) == ("backend", "zeroshot")
+    assert seen == {"model": "Qwen/Qwen2.5-0.5B-Instruct", "adapter": "a", "base_url": None, "weights": None,
+                    "batch_size": 2}
+
+
+def test_vllm_settings_resolve_catalog_names_and_keep_remote_code_for_a_local_copy():
+    from mentalglm.llm.vllm_backend import resolve_model, settings_for
+
+    assert resolve_model(settings_for("vllm:mentalglm-chat")) == ("zwzzz/MentalGLM-chat", True)
+    local = settings_for("vllm:mentalglm", "/data/MentalGLM", tensor_parallel_size=2)
+    assert (local.model, local.trust_remote_code, local.tensor_parallel_size) == ("/data/MentalGLM", True, 2)
+    assert settings_for("Qwen/Qwen2.5-0.5B-Instruct", "/data/q").trust_remote_code is None  # not in the catalog
+
+
+def test_an_adapter_manifest_is_found_from_the_run_the_adapter_folder_or_the_gguf(tmp_path):
+    from mentalglm.llm.manifest import AdapterManifest, read_manifest
+    from mentalglm.llm.registry import resolve_style, trained_prompt_style
+
+    run = tmp_path / "run"
+    written = AdapterManifest("qwen2.5-coder-0.5b-instruct-q4", "instruction", ("emotion", "suicide_risk"))
+    written.write(run)
+    (run / "export" / "adapter").mkdir(parents=True)
+    (run / "export" / "adapter.gguf").write_bytes(b"")
+    for adapter in (run, run / "export" / "adapter", run / "export" / "adapter.gguf"):
+        assert read_manifest(adapter) == written, adapter
+    assert trained_prompt_style(str(run / "export" / "adapter")) == "instruction"
+    assert resolve_style("Qwen/Qwen2.5-0.5B-Instruct", str(run)) == "instruction"
+    assert read_manifest(tmp_path) is None and trained_prompt_style(str(tmp_path)) is None
+    assert resolve_style("Qwen/Qwen2.5-0.5B-Instruct", str(tmp_path)) == "zeroshot"
+
+
+def test_a_run_folder_from_before_manifests_is_still_recognised(tmp_path):
+    from mentalglm.llm.manifest import read_manifest
+
+    (tmp_path / "config.yaml").write_text("model: qwen2.5-coder-0.5b-instruct-q4\nstage1: {enabled: false, data: "
+                                          "{tasks: [DR]}}\nstage2: {data: {tasks: [emotion]}}\n", encoding="utf-8")
+    (tmp_path / "environment.json").write_text("{}", encoding="utf-8")
+    (tmp_path / "export" / "adapter").mkdir(parents=True)
+    manifest = read_manifest(tmp_path / "export" / "adapter")
+    assert manifest is not None
+    assert (manifest.base_model, manifest.prompt_style, manifest.tasks) == \
+        ("qwen2.5-coder-0.5b-instruct-q4", "instruction", ("emotion",))

@@ -14,7 +14,6 @@ from mentalglm.llm.openai_client import HTTPBackendError, OpenAIBackend
 from mentalglm.safety import resources_message
 from mentalglm.serve import ServeSettings
 from mentalglm.serve.service import AnalysisService
-from mentalglm.tasks import get_task
 from serve_helpers import error_of, scripted_llama, serve, tiny_llama  # noqa: F401  (fixtures)
 
 POST = "最近总觉得自己什么都做不好，大家一定都讨厌我"
@@ -59,8 +58,7 @@ def test_analyze_matches_the_model_and_keeps_ids(api, tiny_llama):  # noqa: F811
     assert set(first[0]) >= {"labels", "label_en", "explanation", "raw", "parse_status", "high_risk", "warnings"}
     # The same answer the analyzer gives in-process: the service adds transport, not behaviour.
     service = AnalysisService(tiny_llama, "instruction", ServeSettings(max_tokens=24))
-    direct = Analyzer(tiny_llama, service.config(["suicide_risk"], False, False)).run_task(
-        get_task("suicide_risk"), [Post("a1", POST)])[0]
+    direct = Analyzer(tiny_llama, service.config(["suicide_risk"], False, False)).run([Post("a1", POST)])[0]
     assert first[0]["raw"] == direct.raw and first[0]["parse_status"] == direct.parse_status
 
 
@@ -193,6 +191,11 @@ def test_backend_failure_is_a_503_not_a_crash(tmp_path):
         assert "cannot reach" in error_of(response)["message"] and response.headers["retry-after"]
         chat = client.post("/v1/chat/completions", json={"model": "remote", "messages": [{"role": "user", "content": "hi"}]})
         assert chat.status_code == 503
+        # A job meets the same failure: it fails (rerun it), rather than writing a file of error rows.
+        created = client.post("/v1/jobs", files={"file": ("posts.csv", "text\n我很难过\n".encode())},
+                              data={"tasks": "emotion"})
+        job = _wait_job(client, created.json()["id"])
+        assert job["status"] == "failed" and "cannot reach" in job["error"], job
         assert client.get("/healthz").status_code == 200
 
 

@@ -185,8 +185,11 @@ def test_analyze_asks_a_trained_adapter_with_its_training_prompt(tiny_hf_model_d
     from mentalglm.cli import main
     from mentalglm.llm.registry import trained_prompt_style
 
+    from mentalglm.llm.manifest import MANIFEST
+
     for adapter in (trained_run, trained_run / "export" / "adapter", trained_run / "export" / "adapter.gguf"):
         assert trained_prompt_style(str(adapter)) == "instruction", adapter
+    assert (trained_run / MANIFEST).is_file() and (trained_run / "export" / "adapter" / MANIFEST).is_file()
     assert trained_prompt_style(str(tmp_path)) is None
     out = tmp_path / "out.jsonl"
     assert main(["analyze", "--model", str(tiny_hf_model_dir), "--adapter", str(trained_run / "export" / "adapter"),

@@ -7,6 +7,10 @@ state at the end of the prompt, the label is decided over that closed set, and t
 generated afterwards, continuing the same prompt after the chosen label's sentence. Quoted evidence
 in every explanation is checked against the post (``evidence_ok``). Files are written one JSON line per (post, task) as results are produced
 (``mentalglm.jsonl``), and ``--resume`` skips the pairs an earlier run already wrote, redoing its errors.
+
+``Analyzer`` is the one run engine: ``analyze``, ``eval predict``, the service's requests and its jobs all go
+through it. A backend failure is either recorded in the rows it hit (a file of posts goes on) or raised (the
+service answers 502/503): the caller chooses with ``on_error``.
 """
 
 from __future__ import annotations
@@ -15,19 +19,22 @@ import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
+from itertools import islice
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 from .evidence import check_evidence
 from .inputs import Post
-from .jsonl import Appender, drop_lines, read_objects
-from .llm.base import Backend, GenConfig, Request
+from .jsonl import drop_lines, read_objects
+from .llm.base import Backend, GenConfig, Request, batches
 from .prompts import build_request, heads_request, label_only_stops
 from .safety import redact as redact_pii
 from .tasks import DEFAULT_TASKS, INVALID, OK, TaskSpec, get_task, parse_answer
 
 log = logging.getLogger("mentalglm")
 ERROR = "error"
+RECORD, RAISE = "record", "raise"  # what the engine does with a backend failure: an error row, or the exception
 
 
 @dataclass
@@ -64,11 +71,14 @@ class AnalyzeConfig:
 
 
 class Analyzer:
-    """Runs the task specs over posts with one backend."""
+    """Runs the task specs over posts with one backend; ``on_error`` is RECORD or RAISE (see the module doc)."""
 
-    def __init__(self, backend: Backend, config: AnalyzeConfig = AnalyzeConfig()):
+    def __init__(self, backend: Backend, config: AnalyzeConfig = AnalyzeConfig(), on_error: str = RECORD):
+        if on_error not in (RECORD, RAISE):
+            raise ValueError(f"on_error must be {RECORD!r} or {RAISE!r}, got {on_error!r}")
         self.backend = backend
         self.config = config
+        self.on_error = on_error
         self.specs: list[TaskSpec] = [get_task(t) for t in config.tasks]
         self._budget: dict[str, int] = {}
         self.headset = None
@@ -106,26 +116,21 @@ class Analyzer:
     def _error(self, post: Post, spec: TaskSpec, message: str) -> Analysis:
         return Analysis(post.id, spec.name, [], "", "", ERROR, self.backend.name, 0.0, error=message)
 
-    def run_task(self, spec: TaskSpec, posts: Sequence[Post]) -> list[Analysis]:
-        return list(self.iter_task(spec, posts))
-
-    def iter_task(self, spec: TaskSpec, posts: Sequence[Post]) -> Iterator[Analysis]:
-        """One task over several posts, in order. Posts go to the backend in groups of what it can
-        run at once (a batch for transformers, parallel requests over HTTP, one for llama.cpp), so
-        results come out, and get written, as soon as each group is done."""
-        budget = self._post_budget(spec)
-        if budget < 16:
-            message = (f"the context ({self.backend.context_length} tokens) cannot hold the {spec.name} prompt and "
-                       f"an answer of {self.gen_config(spec).max_tokens} tokens; use a larger --n-ctx")
-            yield from (self._error(post, spec, post.error or message) for post in posts)
-            return
-        group = max(1, getattr(self.backend, "batch_size", None) or getattr(self.backend, "concurrency", 1))
-        for start in range(0, len(posts), group):
-            yield from self._group(spec, posts[start:start + group])
+    def _backend_failed(self, posts: Sequence[Post], spec: TaskSpec, e: Exception) -> list[Analysis]:
+        """Error rows for the posts a failed backend call was for; under RAISE the caller gets the exception."""
+        if self.on_error == RAISE:
+            raise e
+        log.error("task %s: backend failed on %d post(s): %s", spec.name, len(posts), e)
+        return [self._error(post, spec, f"backend error: {e}") for post in posts]
 
     def _group(self, spec: TaskSpec, posts: Sequence[Post]) -> list[Analysis]:
+        """One task over a group of posts the backend runs at once (one post with label heads)."""
         if self.headset is not None:
             return [self._by_heads(spec, post) for post in posts]
+        if self._post_budget(spec) < 16:
+            message = (f"the context ({self.backend.context_length} tokens) cannot hold the {spec.name} prompt and "
+                       f"an answer of {self.gen_config(spec).max_tokens} tokens; use a larger --n-ctx")
+            return [self._error(post, spec, post.error or message) for post in posts]
         out: list[Analysis | None] = [None] * len(posts)
         todo, requests, notes = [], [], []
         for i, post in enumerate(posts):
@@ -142,11 +147,9 @@ class Analyzer:
         if requests:
             try:
                 generations = self.backend.generate(requests, self.gen_config(spec))
-            except Exception as e:  # a failing call must not kill the batch: record it per row
-                log.error("task %s: backend failed on %d post(s): %s", spec.name, len(requests), e)
-                failure = f"backend error: {e}"
-                for i in todo:
-                    out[i] = self._error(posts[i], spec, failure)
+            except Exception as e:
+                for i, row in zip(todo, self._backend_failed([posts[i] for i in todo], spec, e)):
+                    out[i] = row
                 return out  # type: ignore[return-value]
             for i, gen, warnings in zip(todo, generations, notes):
                 out[i] = self._analysis(posts[i], spec, gen.text, gen.latency_ms, warnings)
@@ -180,9 +183,8 @@ class Analyzer:
                 [gen] = self.backend.generate([request], GenConfig(
                     max_tokens=self.config.max_tokens, temperature=self.config.temperature, stop=("\n\n",)))
                 raw, explanation = gen.text, gen.text[len(request.answer_prefix):].strip()
-        except Exception as e:  # one failing post must not kill the file: record it in its row
-            log.error("post %s, task %s: %s", post.id, spec.name, e)
-            return self._error(post, spec, f"backend error: {e}")
+        except Exception as e:
+            return self._backend_failed([post], spec, e)[0]
         p_high = head.p_high(probs)
         threshold = self.config.risk_threshold if self.config.risk_threshold is not None else head.risk_threshold
         return Analysis(post.id, spec.name, labels, explanation, raw, OK, self.backend.name,
@@ -192,34 +194,47 @@ class Analyzer:
                         scores={lab: round(float(p), 4) for lab, p in zip(head.labels, probs)},
                         evidence_ok=_evidence(spec, explanation, text, warnings) if self.config.explain else None)
 
-    def analyze(self, text: str, post_id: str = "1") -> list[Analysis]:
-        post = Post(post_id, text.strip(), None if text.strip() else "empty post")
-        return [self.run_task(spec, [post])[0] for spec in self.specs]
+    def units(self, posts: Iterable[Post], done: set[tuple[str, str]] = frozenset(),
+              chunk: int = 16) -> Iterator[Callable[[], list[Analysis]]]:
+        """The work for ``posts`` as small units in the order they run; calling one runs it and returns its rows.
+
+        Posts are taken ``chunk`` at a time. Within a chunk, generated labels go task by task, so consecutive
+        prompts share the task's instruction prefix (llama.cpp reuses it from its KV cache), in groups of the
+        backend's ``batch_size``; label heads go post by post, because their prompt puts the post first and a
+        post's tasks share its evaluation. (id, task) pairs in ``done`` are skipped. Building the units calls no
+        backend: the server's job runner builds them on its own thread and runs each one on the model worker,
+        so interactive requests get in between units."""
+        posts = iter(posts)
+        while batch := list(islice(posts, chunk)):
+            if self.headset is not None:
+                for post in batch:
+                    for spec in self.specs:
+                        if (post.id, spec.name) not in done:
+                            yield partial(self._group, spec, [post])
+                continue
+            for spec in self.specs:
+                todo = [p for p in batch if (p.id, spec.name) not in done]
+                for group in batches(todo, self.backend.batch_size):
+                    yield partial(self._group, spec, group)
 
     def stream(self, posts: Iterable[Post], done: set[tuple[str, str]] = frozenset(),
                chunk: int = 16) -> Iterator[Analysis]:
-        """Analyses for many posts, chunk by chunk and task by task within a chunk, so consecutive
-        prompts share their instruction prefix (reused from the KV cache by llama.cpp)."""
-        batch: list[Post] = []
-        for post in posts:
-            batch.append(post)
-            if len(batch) >= chunk:
-                yield from self._chunk(batch, done)
-                batch = []
-        if batch:
-            yield from self._chunk(batch, done)
+        """Analyses for many posts as they finish (the order of ``units``), for writing to a file as they come."""
+        for unit in self.units(posts, done, chunk):
+            yield from unit()
 
-    def _chunk(self, batch: list[Post], done) -> Iterator[Analysis]:
-        if self.headset is not None:  # the heads prompt puts the post first: its tasks share its evaluation
-            for post in batch:
-                for spec in self.specs:
-                    if (post.id, spec.name) not in done:
-                        yield self._by_heads(spec, post)
-            return
-        for spec in self.specs:
-            todo = [p for p in batch if (p.id, spec.name) not in done]
-            if todo:
-                yield from self.iter_task(spec, todo)
+    def run(self, posts: Sequence[Post]) -> list[Analysis]:
+        """Every task over a few posts, in input order: post by post, each post's tasks in order."""
+        posts = list(posts)
+        results = list(self.stream(posts, chunk=max(1, len(posts))))
+        if self.headset is not None:  # already post by post
+            return results
+        n = len(posts)  # one chunk, task by task: row t * n + p is task t of post p
+        return [results[t * n + p] for p in range(n) for t in range(len(self.specs))]
+
+    def analyze(self, text: str, post_id: str = "1") -> list[Analysis]:
+        post = Post(post_id, text.strip(), None if text.strip() else "empty post")
+        return self.run([post])
 
 
 def _evidence(spec: TaskSpec, explanation: str, post: str, warnings: list[str]) -> bool | None:
@@ -235,11 +250,11 @@ def _evidence(spec: TaskSpec, explanation: str, post: str, warnings: list[str]) 
 def _open_heads(backend: Backend, config: AnalyzeConfig):
     from .heads import HeadsError, load_heads
 
-    if not hasattr(backend, "prompt_state"):
+    if not backend.hidden_states:
         raise HeadsError(f"label heads read a model's hidden states, which {backend.name} does not expose; "
                          "use a llama.cpp (GGUF) model")
     headset = load_heads(config.heads)
-    headset.check_base(backend.path)
+    headset.check_base(backend.path)  # every backend with hidden states (llama.cpp) reads a model file
     for task in config.tasks:
         headset.head(task)  # a task without a head: fail before any post is read
     return headset
@@ -270,12 +285,3 @@ def resume_rows(out_path: Path, retry_errors: bool = True) -> tuple[dict[tuple[s
 def completed_pairs(out_path: Path, retry_errors: bool = True) -> set[tuple[str, str]]:
     """(id, task) pairs already in an output file that a resumed run skips (see ``resume_rows``)."""
     return set(resume_rows(out_path, retry_errors)[0])
-
-
-def write_stream(analyses: Iterable[Analysis], out_path: Path, on_result: Callable[[Analysis], None] | None = None):
-    """Append each analysis as one JSON line, flushed at once so a killed run loses nothing written."""
-    with Appender(out_path) as sink:
-        for a in analyses:
-            sink.write(a.to_json())
-            if on_result:
-                on_result(a)

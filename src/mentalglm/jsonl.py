@@ -22,7 +22,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from .data.records import DataError
+from .errors import DataError
 
 log = logging.getLogger("mentalglm")
 
@@ -119,6 +119,16 @@ class Appender:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def write_rows(rows, path: str | os.PathLike, on_row=None) -> None:
+    """Append each row (an object with ``to_json``) as one line as it comes, flushed at once so a killed run loses
+    nothing written; ``on_row`` is called after each (progress bars, in-memory copies)."""
+    with Appender(path) as sink:
+        for row in rows:
+            sink.write(row.to_json())
+            if on_row:
+                on_row(row)
 
 
 # ------------------------------------------------------------------------------------------- settings

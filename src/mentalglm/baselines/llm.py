@@ -12,10 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..analyze import Analysis, AnalyzeConfig, Analyzer, completed_pairs, write_stream
+from ..analyze import Analysis, AnalyzeConfig, Analyzer, completed_pairs
 from ..data.records import Example
 from ..data.splits import stratified_sample
 from ..inputs import Post
+from ..jsonl import write_rows
 from ..llm.base import Backend, Request
 from ..prompts import SYSTEM_EN, SYSTEM_ZH, build_request, task_instructions
 from ..tasks import TaskSpec, get_task
@@ -81,5 +82,5 @@ def predict_to_file(analyzer: Analyzer, examples: Sequence[Example], out: str | 
     done = completed_pairs(out)
     task = analyzer.specs[0].name
     todo = [Post(e.id, e.text) for e in examples if (e.id, task) not in done]
-    write_stream(analyzer.stream(todo), out, on_result)
+    write_rows(analyzer.stream(todo), out, on_result)
     return len(todo)

@@ -13,9 +13,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .. import DISCLAIMER
-from ..analyze import ERROR, Analysis, AnalyzeConfig, Analyzer, resume_rows, write_stream
+from ..analyze import ERROR, Analysis, AnalyzeConfig, Analyzer, resume_rows
 from ..inputs import Post, read_posts, unique_ids
-from ..jsonl import check_settings, remove as remove_output, save_settings
+from ..jsonl import check_settings, remove as remove_output, save_settings, write_rows
 from ..safety import resources_message
 from ..tasks import DEFAULT_TASKS, INVALID, get_task
 from ..heads import HeadsError
@@ -134,7 +134,7 @@ def run(args) -> int:
             bar.advance(job)
 
         if out:
-            write_stream(stream, out, tick)
+            write_rows(stream, out, tick)
         else:
             for a in stream:
                 tick(a)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..llm.registry import DEFAULT_MODEL, open_backend
+from ..llm.registry import DEFAULT_MODEL, open_backend, scheme_of
 
 
 def add_model_args(p, default_model: str = DEFAULT_MODEL) -> None:
@@ -31,15 +31,18 @@ def add_model_args(p, default_model: str = DEFAULT_MODEL) -> None:
 
 def open_from_args(args):
     """(backend, prompt style) for the model options of ``args``."""
-    options = {}
-    if args.base_url or args.model.startswith("openai:"):
-        options["concurrency"] = args.concurrency
-    elif args.model.startswith("vllm:"):
-        options["tensor_parallel_size"] = args.tensor_parallel_size
-    elif args.model.endswith(".gguf") or _is_llamacpp(args.model):
-        options.update(n_ctx=args.n_ctx, n_threads=args.threads)
+    options = backend_options(args.model, args.base_url, concurrency=args.concurrency, n_ctx=args.n_ctx,
+                              threads=args.threads, tensor_parallel_size=args.tensor_parallel_size)
     return open_backend(args.model, adapter=args.adapter, base_url=args.base_url, prompt_style=_asked_style(args),
                         weights=args.weights, **options)
+
+
+def backend_options(model: str, base_url: str | None, *, concurrency: int, n_ctx: int, threads: int | None,
+                    tensor_parallel_size: int = 1) -> dict:
+    """The command-line backend options that the scheme of ``model`` takes (the others do not apply to it)."""
+    return {"openai": {"concurrency": concurrency},
+            "vllm": {"tensor_parallel_size": tensor_parallel_size},
+            "gguf": {"n_ctx": n_ctx, "n_threads": threads}}.get(scheme_of(model, base_url), {})
 
 
 def _asked_style(args) -> str | None:
@@ -64,10 +67,3 @@ def model_settings(args) -> dict:
 def heads_options(args) -> dict:
     """AnalyzeConfig fields of the label-heads options."""
     return {"heads": args.heads, "risk_threshold": args.risk_threshold}
-
-
-def _is_llamacpp(model: str) -> bool:
-    from ..llm.registry import REGISTRY
-
-    entry = REGISTRY.get(model)
-    return bool(entry and entry.backend == "llamacpp")

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..data.records import DataError
-from ..llm.registry import ZERO_SHOT_MODEL
+from ..llm.catalog import ZERO_SHOT_MODEL
 
 DATA_EXAMPLES = """the whole flow:
   mentalglm data build --out data/cimhi --max-per-task 25          # teacher explanations + QC + data card
@@ -191,17 +191,13 @@ class _Bars:
 
 
 def open_teacher(args):
-    """The teacher backend, opened like every other verb opens its --model (shared defaults included)."""
-    import argparse
+    """The teacher backend, opened like every other verb opens its --model."""
+    from ..llm.registry import open_backend
+    from .common import backend_options
 
-    from .common import add_model_args, open_from_args
-
-    model_args = argparse.ArgumentParser(add_help=False)
-    add_model_args(model_args)
-    ns = model_args.parse_args([])
-    ns.model, ns.base_url, ns.concurrency = args.teacher, args.base_url, args.concurrency
-    ns.n_ctx, ns.threads = args.n_ctx, args.threads
-    backend, _ = open_from_args(ns)
+    options = backend_options(args.teacher, args.base_url, concurrency=args.concurrency, n_ctx=args.n_ctx,
+                              threads=args.threads)
+    backend, _ = open_backend(args.teacher, base_url=args.base_url, **options)
     return backend
 
 

@@ -320,7 +320,7 @@ def run_explain(args) -> int:
 def run_judge(args) -> int:
     from ..evaluate.judge import CRITERIA, Judge, read_judgements, summarize
     from ..evaluate.predictions import align
-    from ..jsonl import Appender
+    from ..jsonl import write_rows
 
     console = _err()
     task = _task_of(args, args.file)
@@ -334,13 +334,14 @@ def run_judge(args) -> int:
     todo = [it for it in items if it[0] not in done]
     backend, _ = open_from_args(args)
     judge = Judge(backend, args.judge_max_tokens)
-    with _progress(console) as bar, Appender(out) as sink:
+    with _progress(console) as bar:
         job = bar.add_task(f"judging with {backend.name}", total=len(todo))
-        for start in range(0, len(todo), 8):
-            for result in judge.judge(spec, todo[start:start + 8]):
-                sink.write(result.to_json())
-                done[result.id] = result
-                bar.advance(job)
+
+        def judged(result) -> None:
+            done[result.id] = result
+            bar.advance(job)
+
+        write_rows(judge.stream(spec, todo), out, judged)
     backend.close()
     summary = summarize([done[i[0]] for i in items])
     table = Table(title=f"judge {backend.name} on {args.file}: n={summary['n']}, invalid "

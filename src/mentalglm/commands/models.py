@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from ..llm.registry import DEFAULT_MODEL, REGISTRY, assemble_packaged, cache_dir
+from ..llm.catalog import DEFAULT_MODEL, REGISTRY, assemble_packaged, cache_dir
 
 EXAMPLES = """examples:
   mentalglm models                                          # what is known and where weights come from

@@ -63,13 +63,9 @@ def register(sub, fmt):
 
 def run(args) -> int:
     if args.print_vllm_command:
-        from ..llm.registry import REGISTRY
-        from ..llm.vllm_backend import VLLMSettings, serve_command
+        from ..llm.vllm_backend import serve_command, settings_for
 
-        model = args.model.removeprefix("vllm:")
-        entry = REGISTRY.get(model)
-        trust = bool(entry.hf_kwargs.get("trust_remote_code")) if args.weights and entry else None
-        settings = VLLMSettings(model=args.weights or model, trust_remote_code=trust, adapter=args.adapter,
+        settings = settings_for(args.model, args.weights, adapter=args.adapter,
                                 tensor_parallel_size=args.tensor_parallel_size,
                                 pipeline_parallel_size=args.pipeline_parallel_size,
                                 distributed_executor_backend="ray" if args.ray else None,

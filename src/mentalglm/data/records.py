@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from ..errors import DataError  # noqa: F401 (re-exported: most readers of files import it from here)
+
 
 @dataclass(frozen=True)
 class Example:
@@ -26,12 +28,3 @@ class Example:
     @classmethod
     def from_dict(cls, d: dict) -> "Example":
         return cls(**{**d, "labels": tuple(d["labels"]), "meta": d.get("meta") or {}})
-
-
-class DataError(ValueError):
-    """A bad input file: says which file, which line (1-based, as an editor shows it) and why."""
-
-    def __init__(self, path, line: int | None, reason: str):
-        self.path, self.line, self.reason = str(path), line, reason
-        where = f"{self.path}:{line}" if line else self.path
-        super().__init__(f"{where}: {reason}")

@@ -173,8 +173,10 @@ class Teacher:
                 yield self._answer(spec, job, hit, cached=True)
             else:
                 todo.append((request, config, job, key))
-        workers = max(1, int(getattr(self.backend, "concurrency", 1)))
-        if workers == 1:  # llama.cpp and transformers are not thread-safe: one call at a time
+        # llama.cpp, transformers and vLLM are called from one thread; an HTTP client from as many threads as it
+        # sends requests at once (its batch_size).
+        workers = self.backend.batch_size if self.backend.thread_safe else 1
+        if workers == 1:
             for request, config, job, key in todo:
                 yield self._answer(spec, job, self._call(request, config, job, key), cached=False)
             return

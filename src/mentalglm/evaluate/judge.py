@@ -20,10 +20,10 @@ import json
 import logging
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from ..jsonl import BadLine, read_objects
-from ..llm.base import Backend, GenConfig, Request
+from ..llm.base import Backend, GenConfig, Request, batches
 from ..tasks import TaskSpec
 
 CRITERIA = ("consistent", "grounded", "professional", "fluent")
@@ -198,6 +198,13 @@ class Judge:
             results.append(JudgeResult(pid, "ok" if scores else "invalid", scores, reasons, error, raw,
                                        self.backend.name))
         return results
+
+
+    def stream(self, spec: TaskSpec, items: Sequence[tuple[str, str, Sequence[str], str]]) -> Iterator[JudgeResult]:
+        """Judgements of many items as they finish, in groups of what the backend runs at once (written as they
+        come, so a killed run resumes where it stopped). A backend failure stops the run: it is resumable."""
+        for group in batches(items, self.backend.batch_size):
+            yield from self.judge(spec, group)
 
 
 def read_judgements(path) -> dict[str, JudgeResult]:

@@ -29,7 +29,7 @@ def prompt_fingerprint() -> str:
 
 
 def open_base(recipe: Recipe, threads: int | None = None):
-    from ..llm.registry import REGISTRY, assemble_packaged
+    from ..llm.catalog import REGISTRY, assemble_packaged
     from ..llm.llamacpp import LlamaCppBackend
 
     entry = REGISTRY[recipe.base]
@@ -172,7 +172,7 @@ def train_heads(recipe: Recipe, out: Path, threads: int | None = None, root=None
     heads, reports = {}, {}
     for task in recipe.tasks:
         heads[task], reports[task] = fit_task(recipe, cache, task, root)
-    from ..llm.registry import REGISTRY
+    from ..llm.catalog import REGISTRY
 
     base = REGISTRY[recipe.base]
     manifest = {

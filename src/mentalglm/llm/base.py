@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Iterator, Protocol, Sequence, TypeVar, runtime_checkable
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -48,8 +50,24 @@ class ModelUnavailable(RuntimeError):
 
 @runtime_checkable
 class Backend(Protocol):
+    """What every backend offers, declared so that no caller has to probe for an attribute.
+
+    Backends subclass this protocol and inherit the defaults below (one request at a time, no raw prompt,
+    no hidden states, nothing to close); they override what they can do better.
+    """
+
     name: str
     context_length: int
+    # How many requests one ``generate`` call is worth handed at once: a padded batch (transformers, vLLM),
+    # parallel HTTP requests (OpenAI-compatible servers), or one (llama.cpp, which runs one prompt at a time).
+    # The run engine sends posts in groups of this size, so results are written as soon as each group is done.
+    batch_size: int = 1
+    # Whether ``prompt_state`` works: the hidden state at the end of a prompt, which label heads score.
+    # Only a backend that sees the model's activations has it (llama.cpp); heads refuse any other.
+    hidden_states: bool = False
+    # Whether several threads may call ``generate`` at once (an HTTP client); local models hold one context and
+    # are called from one thread. The service and the teacher size their thread pools by it.
+    thread_safe: bool = False
 
     def generate(self, requests: Sequence[Request], config: GenConfig) -> list[Generation]:
         """Answer every request, in order. Implementations batch or parallelise as they can."""
@@ -57,8 +75,24 @@ class Backend(Protocol):
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` under this model's tokenizer (an estimate for HTTP backends)."""
 
+    def render(self, request: Request) -> str | None:
+        """The exact prompt text the model reads, or None where the server applies the chat template (HTTP)."""
+        return None
+
+    def prompt_state(self, request: Request):
+        """The final-layer hidden state at the end of the rendered prompt (only where ``hidden_states``)."""
+        raise NotImplementedError(f"{self.name} does not expose hidden states")
+
     def close(self) -> None:
-        ...
+        return None
+
+
+def batches(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    """``items`` in consecutive groups of ``size`` (a backend's ``batch_size``): what one ``generate`` call is given,
+    so that callers write each group's results as soon as it is done."""
+    size = max(1, size)
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
 
 
 @dataclass

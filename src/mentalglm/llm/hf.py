@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .base import GenConfig, Generation, ModelUnavailable, Request
+from .base import Backend, GenConfig, Generation, ModelUnavailable, Request
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def _context_length(config) -> int:
     return 4096
 
 
-class HFBackend:
+class HFBackend(Backend):
     """A transformers causal LM (+ optional PEFT adapter) behind the ``Backend`` protocol.
 
     ``entry`` (a registry ``ModelEntry``) supplies defaults: ``hf_kwargs`` (``trust_remote_code``, ``dtype``),

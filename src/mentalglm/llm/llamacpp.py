@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .base import GenConfig, Generation, ModelUnavailable, Request
+from .base import Backend, GenConfig, Generation, ModelUnavailable, Request
 from .chat_template import render_chat
 
 
@@ -30,7 +30,9 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
-class LlamaCppBackend:
+class LlamaCppBackend(Backend):
+    hidden_states = True  # prompt_state below: label heads can score this model
+
     def __init__(self, model_path: str | os.PathLike, name: str | None = None, lora_path: str | None = None,
                  n_ctx: int = 4096, n_threads: int | None = None, n_batch: int = 512, seed: int = 0,
                  verbose: bool = False):

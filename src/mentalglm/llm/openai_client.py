@@ -21,7 +21,7 @@ from typing import Sequence
 
 import httpx
 
-from .base import GenConfig, Generation, ModelUnavailable, Request, Usage
+from .base import Backend, GenConfig, Generation, ModelUnavailable, Request, Usage
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,8 @@ def _server_message(response: httpx.Response) -> str:
     return str(body)[:2000]
 
 
-class OpenAIBackend:
+class OpenAIBackend(Backend):
+    thread_safe = True  # httpx.Client is; requests from several threads share its connection pool
     """Chat completions over HTTP. ``base_url`` includes ``/v1`` (e.g. ``http://localhost:8000/v1``).
 
     ``api_key_env`` names the environment variable holding the key (unset or empty: no Authorization header).
@@ -110,7 +111,7 @@ class OpenAIBackend:
         self.timeout = float(timeout)
         self.retries = max(0, int(retries))
         self.backoff = float(backoff)
-        self.concurrency = max(1, int(concurrency))
+        self.batch_size = max(1, int(concurrency))  # parallel requests: what one generate() call is worth
         self.context_length = int(context_length)
         self.extra_body = dict(extra_body or {})
         self.usage = Usage()
@@ -121,7 +122,7 @@ class OpenAIBackend:
             headers["Authorization"] = f"Bearer {key}"
         self._client = httpx.Client(
             timeout=httpx.Timeout(self.timeout), headers=headers,
-            limits=httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency))
+            limits=httpx.Limits(max_connections=self.batch_size, max_keepalive_connections=self.batch_size))
 
     # ------------------------------------------------------------------ request building
     def payload(self, request: Request, config: GenConfig) -> dict:
@@ -227,9 +228,9 @@ class OpenAIBackend:
         """
         if not requests:
             return []
-        if len(requests) == 1 or self.concurrency == 1:
+        if len(requests) == 1 or self.batch_size == 1:
             return [self._one(r, config) for r in requests]
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(requests)),
+        with ThreadPoolExecutor(max_workers=min(self.batch_size, len(requests)),
                                 thread_name_prefix="mentalglm-http") as pool:
             futures = [pool.submit(self._one, r, config) for r in requests]
             try:

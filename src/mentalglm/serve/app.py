@@ -26,8 +26,7 @@ from ..data.records import DataError
 from ..inputs import TEXT_COLUMNS, Post
 from ..llm.base import Backend, GenConfig
 from ..llm.base import Request as ChatPrompt
-from ..llm.openai_client import OpenAIBackend
-from ..llm.registry import cache_dir
+from ..llm.catalog import cache_dir
 from ..safety import resources_message
 from ..tasks import all_tasks, get_task
 from .errors import APIError, install_handlers
@@ -104,7 +103,7 @@ def create_app(backend: Backend, prompt_style: str = "zeroshot", settings: Serve
         get_task(t)
     model_id = settings.served_model_name or backend.name
     service = AnalysisService(backend, prompt_style, settings)
-    threads = settings.model_threads or (backend.concurrency if isinstance(backend, OpenAIBackend) else 1)
+    threads = settings.model_threads or (backend.batch_size if backend.thread_safe else 1)
     worker = ModelWorker(settings.max_queue, threads)
     jobs = JobManager(service, worker, Path(settings.jobs_dir or cache_dir() / "serve-jobs"), settings.max_jobs,
                       settings.keep_jobs, settings.job_chunk)

@@ -3,7 +3,8 @@
 A job's posts live in memory only (the upload is parsed from a private temporary file that is deleted at once);
 its results are appended to ``<jobs_dir>/<id>.jsonl`` one line per (post, task) as they are produced, so a
 partial download works mid-run. Jobs run one at a time on a runner thread; each unit of model work (one task
-over a chunk of posts) goes through the shared model worker, so interactive requests get in between units.
+over a group of posts, see ``Analyzer.units``) goes through the shared model worker, so interactive requests get
+in between units.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Empty, Queue
 
-from ..analyze import AnalyzeConfig
+from ..analyze import ERROR, AnalyzeConfig
 from ..inputs import Post, read_posts
+from ..jsonl import Appender
 from .service import AnalysisService, fingerprint
 from .worker import ModelWorker, QueueFull
 
@@ -188,20 +190,18 @@ class JobManager:
 
     def _run(self, job: Job) -> None:
         job.status, job.started = "running", time.time()
-        with open(job.out_path, "a", encoding="utf-8") as out:
-            for start in range(0, len(job.posts), self.chunk):
-                chunk = job.posts[start:start + self.chunk]
-                for task in job.config.tasks:
-                    if job.cancel.is_set() or self._stop.is_set():
-                        job.status, job.error = "cancelled", job.error or "cancelled before the end"
-                        return
-                    results = self.worker.call(self.service.run_task, task, chunk, job.config)
-                    for a in results:
-                        out.write(a.to_json() + "\n")
-                        job.errors += a.parse_status == "error"
-                        job.high_risk += a.high_risk
-                    out.flush()
-                    job.done += len(results)
+        analyzer = self.service.analyzer(job.config)
+        with Appender(job.out_path) as out:
+            for unit in analyzer.units(job.posts, chunk=self.chunk):
+                if job.cancel.is_set() or self._stop.is_set():
+                    job.status, job.error = "cancelled", job.error or "cancelled before the end"
+                    return
+                results = self.worker.call(unit)  # one unit at a time: interactive requests get in between
+                for a in results:
+                    out.write(a.to_json())
+                    job.errors += a.parse_status == ERROR
+                    job.high_risk += a.high_risk
+                job.done += len(results)
         job.status = "done"
         log.info("job %s: done, %d results, %d errors, %d high risk, %.1f s", job.id, job.done, job.errors,
                  job.high_risk, time.time() - (job.started or job.created))

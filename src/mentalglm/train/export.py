@@ -16,7 +16,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from ..llm.registry import cache_dir
+from ..llm.catalog import cache_dir
 
 log = logging.getLogger(__name__)
 

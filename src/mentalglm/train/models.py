@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from ..llm.base import ModelUnavailable
-from ..llm.registry import REGISTRY, assemble_packaged, cache_dir
+from ..llm.catalog import REGISTRY, assemble_packaged, cache_dir
 
 log = logging.getLogger(__name__)
 

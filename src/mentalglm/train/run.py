@@ -2,6 +2,7 @@
 
     <run>/config.yaml         the resolved recipe (file + overrides + defaults)
     <run>/environment.json    library versions, Python, machine, git commit (and whether the tree was dirty)
+    <run>/mentalglm-adapter.json  base model, prompt style, tasks (also in export/adapter/; see llm/manifest.py)
     <run>/data.json           per stage: record counts, records dropped for length, sha256 of the records and
                               of the raw files they came from
     <run>/metrics.jsonl       one JSON object per log step and per evaluation
@@ -23,23 +24,13 @@ from pathlib import Path
 
 import yaml
 
+from ..llm.manifest import AdapterManifest
 from .config import TrainConfig
 
 log = logging.getLogger(__name__)
 
 LIBRARIES = ("mentalglm", "torch", "transformers", "peft", "accelerate", "tokenizers", "llama_cpp_python", "gguf",
              "deepspeed")
-
-
-def find_run_folder(path: str | Path) -> Path | None:
-    """The run folder holding ``path`` (the folder itself, ``export/adapter`` or ``export/adapter.gguf``), else None.
-
-    Recognised by the two files ``RunFolder.open`` writes first."""
-    path = Path(path).resolve()
-    for folder in (path, *list(path.parents)[:2]):
-        if (folder / "config.yaml").is_file() and (folder / "environment.json").is_file():
-            return folder
-    return None
 
 
 class RunFolder:
@@ -72,6 +63,7 @@ class RunFolder:
             run.dir.mkdir(parents=True, exist_ok=True)
             saved.write_text(yaml.safe_dump(cfg.to_dict(), allow_unicode=True, sort_keys=False), encoding="utf-8")
             (run.dir / "environment.json").write_text(json.dumps(environment(), indent=2), encoding="utf-8")
+            manifest(cfg).write(run.dir)  # what the model loader reads: base model, prompt style, tasks
         state.wait_for_everyone()
         return run
 
@@ -210,3 +202,9 @@ def _shorter(new: dict, old: dict) -> bool:
     if new["max_steps"] or old["max_steps"]:
         return bool(new["max_steps"] and old["max_steps"] and new["max_steps"] < old["max_steps"])
     return new["epochs"] < old["epochs"]
+
+
+def manifest(cfg: TrainConfig) -> AdapterManifest:
+    """Every record is rendered with its task's instruction prompt, so the adapter learns the instruction style."""
+    tasks = [t for _, stage in cfg.stages() for t in stage.data.tasks]
+    return AdapterManifest(cfg.model, "instruction", tuple(dict.fromkeys(tasks)))

@@ -23,7 +23,7 @@ from .data import eval_records, instruction_files, records_hash, tokenize_all, t
 from .export import combine_adapters, copy_adapter, export_gguf, export_merged
 from .models import resolve_base
 from ..files import file_sha256
-from .run import RunFolder
+from .run import RunFolder, manifest
 from .trainer import TrainError, add_lora, load_model, load_tokenizer, pick_dtype, train_stage
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,7 @@ def _export(cfg: TrainConfig, run: RunFolder, base: str, finished: dict[str, Pat
         combine_adapters(finished["stage1"], finished["stage2"], out)
     else:
         copy_adapter(list(finished.values())[-1], out)
+    manifest(cfg).write(out)  # the adapter folder may be copied away from its run: it carries its own
     log.info("PEFT adapter: %s", out)
     if cfg.export.merged:
         log.info("merged model: %s", export_merged(base, out, run.dir / "export" / "merged", cfg.trust_remote_code))

@@ -54,27 +54,36 @@ def _average(models: list["_Linear"]) -> "_Linear":
 
 
 class _Linear:
-    """Logistic regression giving one score per label: multinomial (single-label) or one per label."""
+    """A linear model giving one score per label: logistic regression (multinomial for single-label tasks), or
+    a class-balanced linear SVM (``kind="svm"``, the n-gram baseline's model: its margins are scores the
+    stacker calibrates). Multi-label tasks get one binary model per label."""
 
-    def __init__(self, multi_label: bool, C: float, seed: int):
-        self.multi_label, self.C, self.seed = multi_label, C, seed
+    def __init__(self, multi_label: bool, C: float, seed: int, kind: str = "logistic"):
+        self.multi_label, self.C, self.seed, self.kind = multi_label, C, seed, kind
+
+    def _model(self, binary: bool):
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.svm import LinearSVC
+
+        if self.kind == "svm":
+            return LinearSVC(C=self.C, class_weight="balanced", random_state=self.seed)
+        # liblinear is fast on sparse binary problems; lbfgs fits the multinomial model.
+        return LogisticRegression(C=self.C, max_iter=2000, **({"solver": "liblinear"} if binary else {}))
 
     def fit(self, x, y: np.ndarray) -> "_Linear":
-        from sklearn.linear_model import LogisticRegression
-
         n_labels = y.shape[1]
         self.coef = np.zeros((n_labels, x.shape[1]))
         self.intercept = np.zeros(n_labels)
         if self.multi_label:
             for j in range(n_labels):
                 if 0 < y[:, j].sum() < len(y):  # a label never (or always) seen keeps a zero weight
-                    m = LogisticRegression(C=self.C, max_iter=2000).fit(x, y[:, j])
+                    m = self._model(binary=True).fit(x, y[:, j])
                     self.coef[j], self.intercept[j] = m.coef_[0], m.intercept_[0]
                 else:
                     self.intercept[j] = -10.0 if y[:, j].sum() == 0 else 10.0
             return self
         classes = np.flatnonzero(y.sum(0))
-        m = LogisticRegression(C=self.C, max_iter=2000).fit(x, y.argmax(1))
+        m = self._model(binary=False).fit(x, y.argmax(1))
         if len(classes) == 2:  # sklearn keeps one row for two classes: score = [0, w.x + b]
             self.coef[classes[1]], self.intercept[classes[1]] = m.coef_[0], m.intercept_[0]
         else:
@@ -117,14 +126,14 @@ def _stacker(ngram: np.ndarray, state: np.ndarray, y: np.ndarray, multi_label: b
     from sklearn.linear_model import LogisticRegression
 
     n = y.shape[1]
-    if multi_label:
-        coef, intercept = np.zeros((n, 2)), np.full(n, -10.0)
+    x = np.hstack([ngram, state])
+    if multi_label:  # one model per label over that label's two scores (every label's scores overfit: measured)
+        coef, intercept = np.zeros((n, x.shape[1])), np.full(n, -10.0)
         for j in range(n):
             if 0 < y[:, j].sum() < len(y):
-                m = LogisticRegression(C=1.0, max_iter=2000).fit(np.c_[ngram[:, j], state[:, j]], y[:, j])
-                coef[j], intercept[j] = m.coef_[0], m.intercept_[0]
+                m = LogisticRegression(C=1.0, max_iter=2000).fit(x[:, [j, n + j]], y[:, j])
+                coef[j, [j, n + j]], intercept[j] = m.coef_[0], m.intercept_[0]
         return coef, intercept
-    x = np.hstack([ngram, state])
     classes = np.flatnonzero(y.sum(0))
     m = LogisticRegression(C=1.0, max_iter=2000).fit(x, y.argmax(1))
     coef, intercept = np.zeros((n, x.shape[1])), np.full(n, -30.0)
@@ -136,20 +145,32 @@ def _stacker(ngram: np.ndarray, state: np.ndarray, y: np.ndarray, multi_label: b
     return coef, intercept
 
 
-def best_thresholds(y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """Per label, the probability threshold with the best F1 on (out-of-fold) predictions."""
-    out = np.full(y.shape[1], 0.5)
-    for j in range(y.shape[1]):
-        if y[:, j].sum() == 0:
-            out[j] = 1.0
-            continue
-        best = -1.0
-        for t in np.unique(np.round(p[:, j], 4)):
-            pred = p[:, j] >= t
-            tp = (pred & (y[:, j] == 1)).sum()
-            f1 = 2 * tp / (pred.sum() + y[:, j].sum())
-            if f1 > best:
-                best, out[j] = f1, t
+def best_thresholds(y: np.ndarray, p: np.ndarray, passes: int = 3) -> np.ndarray:
+    """Per-label probability thresholds that maximise micro F1 on (out-of-fold) predictions.
+
+    Micro F1 (the task's headline) pools every label's decisions, so a threshold is good for what it does to
+    the total, not to its own label's F1 (which would flag rare labels too eagerly): start from the best
+    single threshold for all labels, then move one label's threshold at a time while the total improves."""
+    y = y.astype(bool)
+    grid = np.unique(np.round(np.quantile(p, np.linspace(0, 1, 101)), 4))
+
+    def micro(t: np.ndarray) -> float:  # with the decision rule of TaskHead.decide: at least one label
+        pred = p >= t
+        empty = ~pred.any(1)
+        pred[empty, np.argmax(p[empty] - t, axis=1)] = True
+        return 2 * (pred & y).sum() / max(1, pred.sum() + y.sum())
+
+    seen = y.sum(0) > 0
+    out = np.full(y.shape[1], max(grid, key=lambda t: micro(np.where(seen, t, 1.0))))
+    out[~seen] = 1.0  # a label never seen in training is never chosen
+    for _ in range(passes):
+        for j in np.flatnonzero(seen):
+            trial = out.copy()
+            scores = []
+            for c in np.concatenate([[out[j]], grid]):
+                trial[j] = c
+                scores.append((micro(trial), c))
+            out[j] = max(scores, key=lambda s: s[0])[1]  # ties keep the current threshold (listed first)
     return out
 
 
@@ -165,7 +186,7 @@ def recall_threshold(is_high: np.ndarray, p_high: np.ndarray, recall: float) -> 
 def fit_head(task: str, texts_all: Sequence[str], gold_all: Sequence[Sequence[str]],
              texts_s: Sequence[str], states: np.ndarray, gold_s: Sequence[Sequence[str]], *, folds: int = 5,
              seed: int = 13, C_grid=(0.01, 0.1), ngram_C_grid=(3.0, 10.0), risk_recall: float = 0.9,
-             max_features: int = 60_000) -> Fitted:
+             max_features: int = 60_000, ngram_model: str = "logistic") -> Fitted:
     """Fit the n-gram model on every training post (``texts_all``), the state model on the posts with a
     state (``texts_s``/``states``, a subset), and the stacker on their out-of-fold scores."""
     from sklearn.feature_extraction.text import TfidfVectorizer
@@ -177,7 +198,9 @@ def fit_head(task: str, texts_all: Sequence[str], gold_all: Sequence[Sequence[st
     vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), min_df=2, max_features=max_features,
                                  sublinear_tf=True, dtype=np.float64)
     x_all = vectorizer.fit_transform(list(texts_all))
-    ngram_C, _, _ = _cross_fit(x_all, y_all, _folds(y_all, folds, seed), multi, ngram_C_grid, seed)
+    ngram_C = ngram_C_grid[0]
+    if len(ngram_C_grid) > 1:
+        ngram_C, _, _ = _cross_fit(x_all, y_all, _folds(y_all, folds, seed), multi, ngram_C_grid, seed)
 
     # Out-of-fold scores on the state posts: the n-gram model refitted without each fold of them.
     folds_s = _folds(y_s, folds, seed)
@@ -189,7 +212,7 @@ def fit_head(task: str, texts_all: Sequence[str], gold_all: Sequence[Sequence[st
     for test in folds_s:
         held = set(in_all[test][in_all[test] >= 0].tolist())
         keep = np.array([i for i in range(len(texts_all)) if i not in held])
-        ngram_models.append(_Linear(multi, ngram_C, seed).fit(x_all[keep], y_all[keep]))
+        ngram_models.append(_Linear(multi, ngram_C, seed, ngram_model).fit(x_all[keep], y_all[keep]))
         ngram_oof[test] = ngram_models[-1].scores(x_s_ngram[test])
     ngram = _average(ngram_models)
 
@@ -215,7 +238,7 @@ def fit_head(task: str, texts_all: Sequence[str], gold_all: Sequence[Sequence[st
         is_high = y_s[:, [head.labels.index(h) for h in head.high_labels]].sum(1) > 0
         p_high = stack_oof[:, [head.labels.index(h) for h in head.high_labels]].sum(1)
         head.risk_threshold = recall_threshold(is_high, p_high, risk_recall)
-    head.info = {"ngram_C": ngram_C, "state_C": state_C, "train_posts": len(texts_all),
+    head.info = {"ngram_model": ngram_model, "ngram_C": ngram_C, "state_C": state_C, "train_posts": len(texts_all),
                  "state_posts": len(texts_s), "folds": folds, "seed": seed}
     to_p = (lambda s: 1 / (1 + np.exp(-s))) if multi else (lambda s: np.exp(s - s.max(1, keepdims=True)) /
                                                            np.exp(s - s.max(1, keepdims=True)).sum(1, keepdims=True))

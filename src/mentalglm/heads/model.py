@@ -74,8 +74,8 @@ class TaskHead:
     multi_label: bool
     ngram: NgramScorer
     state: StateScorer
-    # Stacker. Single-label: logits = stack_coef @ [ngram scores, state scores] + stack_intercept.
-    # Multi-label: logit_l = stack_coef[l, 0] * ngram_l + stack_coef[l, 1] * state_l + stack_intercept[l].
+    # Stacker: logits = stack_coef @ [ngram scores, state scores] + stack_intercept, then a softmax
+    # (single-label) or a sigmoid per label (multi-label).
     stack_coef: np.ndarray
     stack_intercept: np.ndarray
     thresholds: np.ndarray | None = None  # multi-label: per-label decision thresholds on probabilities
@@ -92,10 +92,9 @@ class TaskHead:
 
     def probabilities_from_scores(self, ngram: np.ndarray, state: np.ndarray) -> np.ndarray:
         """Rows of label probabilities from rows of the two models' scores (training and tests use this too)."""
-        if self.multi_label:
-            logits = self.stack_coef[:, 0] * ngram + self.stack_coef[:, 1] * state + self.stack_intercept
-            return 1.0 / (1.0 + np.exp(-logits))
         logits = np.hstack([ngram, state]) @ self.stack_coef.T + self.stack_intercept
+        if self.multi_label:
+            return 1.0 / (1.0 + np.exp(-logits))
         logits -= logits.max(axis=1, keepdims=True)
         e = np.exp(logits)
         return e / e.sum(axis=1, keepdims=True)

@@ -134,15 +134,19 @@ def _stacker(ngram: np.ndarray, state: np.ndarray, y: np.ndarray, multi_label: b
                 m = LogisticRegression(C=1.0, max_iter=2000).fit(x[:, [j, n + j]], y[:, j])
                 coef[j, [j, n + j]], intercept[j] = m.coef_[0], m.intercept_[0]
         return coef, intercept
-    classes = np.flatnonzero(y.sum(0))
-    m = LogisticRegression(C=1.0, max_iter=2000).fit(x, y.argmax(1))
-    coef, intercept = np.zeros((n, x.shape[1])), np.full(n, -30.0)
-    if len(classes) == 2:
-        coef[classes[1]], intercept[classes[1]] = m.coef_[0], m.intercept_[0]
-        intercept[classes[0]] = 0.0
-    else:
-        coef[classes], intercept[classes] = m.coef_, m.intercept_
-    return coef, intercept
+    # Single-label: logits_k = a * ngram_k + b * state_k + c_k. Two weights shared by every label (plus a bias
+    # each) rather than a full matrix: the stacker learns from the few hundred posts with a state, where a full
+    # matrix over six emotions overfits the rare ones (measured: below the n-gram part alone on validation).
+    from scipy.optimize import minimize
+
+    def loss(theta):
+        logits = theta[0] * ngram + theta[1] * state + theta[2:]
+        logits = logits - logits.max(1, keepdims=True)
+        logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+        return -(y * logp).sum() / len(y) + 1e-4 * (theta[2:] ** 2).sum()
+
+    theta = minimize(loss, np.r_[1.0, 1.0, np.zeros(n)], method="L-BFGS-B").x
+    return np.hstack([theta[0] * np.eye(n), theta[1] * np.eye(n)]), theta[2:]
 
 
 def best_thresholds(y: np.ndarray, p: np.ndarray, passes: int = 3) -> np.ndarray:

@@ -5,8 +5,9 @@ posts -> (redact) -> prompt from the task spec -> backend -> parse with the task
 is not generated: the heads give every label of the task a probability from the model's hidden
 state at the end of the prompt, the label is decided over that closed set, and the explanation is
 generated afterwards, continuing the same prompt after the chosen label's sentence. Quoted evidence
-in every explanation is checked against the post (``evidence_ok``). Files are written one JSON line per (post, task) as results are produced
-(``mentalglm.jsonl``), and ``--resume`` skips the pairs an earlier run already wrote, redoing its errors.
+in every explanation is checked against the post (``evidence_ok``). Files are written one JSON line
+per (post, task) as results are produced (``mentalglm.jsonl``), and ``--resume`` skips the pairs an
+earlier run already wrote, redoing its errors.
 
 ``Analyzer`` is the one run engine: ``analyze``, ``eval predict``, the service's requests and its jobs all go
 through it. A backend failure is either recorded in the rows it hit (a file of posts goes on) or raised (the

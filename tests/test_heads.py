@@ -213,3 +213,14 @@ def test_the_packaged_heads_load_and_name_their_base_model():
     for task, head in heads.heads.items():
         assert head.hidden_size == 1536 and set(heads.manifest["validation"][task]["scores"]) == {"stack", "ngram",
                                                                                                    "state"}
+
+
+def test_the_table_says_when_a_low_risk_label_is_flagged_by_the_threshold(backend, heads_dir, capsys):
+    args = ["analyze", "--model", str(backend.path), "--heads", str(heads_dir), "--tasks", "suicide_risk",
+            "--no-explain", "--threads", "1", POSTS[1]]
+    assert main([*args, "--risk-threshold", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "低自杀风险" in out and "flagged" in out and "12356" in out  # the crisis panel follows the flag
+    assert main([*args, "--risk-threshold", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "低自杀风险" in out and "flagged" not in out and "12356" not in out

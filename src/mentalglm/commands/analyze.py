@@ -185,6 +185,8 @@ def print_tables(console: Console, results: list[Analysis], resources: str | Non
         for a in rows:
             spec = get_task(a.task)
             labels = "、".join(f"{n} {a.scores[n]:.2f}" if n in a.scores else n for n in a.labels) or "—"
+            if a.high_risk and not spec.high_risk_in(a.labels):  # flagged by P(high) under the risk threshold
+                labels += "\n⚠ 风险标记 flagged"
             style = "bold red" if a.high_risk else None
             detail = a.explanation or a.error or ""
             status = a.parse_status + {True: "\n引文✓", False: "\n引文✗"}.get(a.evidence_ok, "")

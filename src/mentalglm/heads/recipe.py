@@ -21,7 +21,7 @@ class Recipe:
     tasks: tuple[str, ...] = ("suicide_risk", "cognitive_distortion", "emotion", "suicide_risk_levels")
     # Training posts whose hidden state is read, per task (None: the whole training split).
     state_posts: dict = field(default_factory=lambda: {
-        "suicide_risk": None, "cognitive_distortion": 1400, "emotion": 500, "suicide_risk_levels": 400})
+        "suicide_risk": None, "cognitive_distortion": None, "emotion": 500, "suicide_risk_levels": 400})
     # The validation posts scored in the manifest: the same stratified sample the benchmarks use.
     validation_sample: int = 200
     seed: int = 13

@@ -25,10 +25,10 @@ class Recipe:
     # The validation posts scored in the manifest: the same stratified sample the benchmarks use.
     validation_sample: int = 200
     seed: int = 13
-    folds: int = 5  # cross-fitting: every choice (C, mixing weight, temperature, thresholds) is made out of fold
+    folds: int = 5  # cross-fitting: every choice (C, stacker, thresholds, risk threshold) is made out of fold
     C_grid: tuple[float, ...] = (0.001, 0.003, 0.01, 0.03, 0.1)
-    # One value: an earlier run chose it by out-of-fold log loss from (3, 10, 30) for three tasks of four, and the
-    # grid costs five fits a value on the largest corpus.
+    # One value: what out-of-fold log loss chose from (3, 10, 30) on the two largest corpora in an earlier run
+    # (the suicide corpora chose 30); a grid costs five fits a value on the largest corpus.
     ngram_C_grid: tuple[float, ...] = (10.0,)
     # The suicide-risk flag: the threshold on P(high) whose out-of-fold high-risk recall is this. Above the 0.90
     # the flag promises, because recall on new posts scatters around the out-of-fold figure (about ±5 points).

@@ -26,9 +26,9 @@ import numpy as np
 from mentalglm.baselines.ngram import NgramBaseline
 from mentalglm.data.sources import task_splits
 from mentalglm.data.splits import stratified_sample
-from mentalglm.evaluate.classification import bootstrap_intervals, paired_difference_intervals, score
+from mentalglm.evaluate.classification import (bootstrap_intervals, expected_calibration_error,
+                                               paired_difference_intervals, score)
 from mentalglm.evaluate.report import METRIC_NAMES
-from mentalglm.heads.build import expected_calibration_error
 from mentalglm.heads.fit import label_matrix
 from mentalglm.tasks import get_task
 
@@ -71,7 +71,8 @@ def main() -> None:
                   f" | {100 * n[key]:.1f} | {100 * (m[key] - n[key]):+.1f} [{100 * diff[key][0]:+.1f}, "
                   f"{100 * diff[key][1]:+.1f}] | {anchor if anchor else '—'} |")
         probs = np.array([[rows[e.id]["scores"][lab] for lab in spec.label_names] for e in sample])
-        note = (f"{task}: parse rate {100 * np.mean(valid):.0f}%, ECE {100 * expected_calibration_error(probs, label_matrix(spec, gold)):.1f}")
+        ece = expected_calibration_error(probs, label_matrix(spec, gold), spec.multi_label)
+        note = f"{task}: parse rate {100 * np.mean(valid):.0f}%, ECE {100 * ece:.1f}"
         if spec.high_risk:
             high = np.array([spec.high_risk_in(g) for g in gold])
             flagged = np.array([rows[e.id]["high_risk"] for e in sample])

@@ -152,3 +152,17 @@ def test_evaluate_card_round_trips_to_json():
     assert d["n"] == 60 and d["bootstrap"] == {"resamples": 200, "seed": 13, "level": 0.95}
     assert set(d["per_class"]) == set(spec.label_names)
     assert sum(map(sum, d["confusion"]["matrix"])) == 60
+
+
+def test_expected_calibration_error_is_zero_when_confidence_matches_accuracy():
+    import numpy as np
+
+    from mentalglm.evaluate.classification import expected_calibration_error
+
+    gold = np.eye(2)[[0, 0, 0, 1] * 25]  # 100 posts, 75% label 0
+    calibrated = np.tile([0.75, 0.25], (100, 1))  # always says 0 with 75%: right 75% of the time
+    overconfident = np.tile([0.99, 0.01], (100, 1))
+    assert expected_calibration_error(calibrated, gold, multi_label=False) < 1e-9
+    assert abs(expected_calibration_error(overconfident, gold, multi_label=False) - 0.24) < 1e-9
+    # Multi-label: every label's own probability against its own gold.
+    assert abs(expected_calibration_error(np.full((4, 2), 0.5), np.array([[1, 0]] * 4), multi_label=True)) < 1e-9

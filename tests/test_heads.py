@@ -74,7 +74,7 @@ def test_a_fitted_head_learns_from_its_inputs_and_survives_a_round_trip(tmp_path
     texts, gold = [e.text for e in examples], [e.labels for e in examples]
     fitted = fit_head("emotion", texts, gold, texts, states, gold, folds=3, C_grid=(0.1,), ngram_C_grid=(10.0,))
     head = fitted.head
-    oof_acc = np.mean([labels[int(np.argmax(p))] == g[0] for p, g in zip(fitted.oof["stack"], gold)])
+    oof_acc = np.mean([labels[int(np.argmax(p))] == g[0] for p, g in zip(fitted.oof, gold)])
     assert oof_acc > 0.9  # out of fold: learned, not memorised
     probs = head.probabilities(texts[0], states[0])
     assert probs.shape == (6,) and np.isclose(probs.sum(), 1) and head.decide(probs) == list(gold[0])

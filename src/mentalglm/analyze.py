@@ -186,11 +186,9 @@ class Analyzer:
                 raw, explanation = gen.text, gen.text[len(request.answer_prefix):].strip()
         except Exception as e:
             return self._backend_failed([post], spec, e)[0]
-        p_high = head.p_high(probs)
-        threshold = self.config.risk_threshold if self.config.risk_threshold is not None else head.risk_threshold
         return Analysis(post.id, spec.name, labels, explanation, raw, OK, self.backend.name,
                         round((time.perf_counter() - start) * 1000, 1),
-                        bool(p_high is not None and p_high >= threshold), warnings,
+                        head.flagged(probs, self.config.risk_threshold), warnings,
                         label_en=[spec.label(n).en for n in labels],
                         scores={lab: round(float(p), 4) for lab, p in zip(head.labels, probs)},
                         evidence_ok=_evidence(spec, explanation, text, warnings) if self.config.explain else None)

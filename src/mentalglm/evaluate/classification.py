@@ -165,6 +165,18 @@ def _percentiles(values: dict[str, np.ndarray], level: float) -> dict[str, tuple
     return {k: (float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))) for k, v in values.items()}
 
 
+def expected_calibration_error(probs: np.ndarray, gold: np.ndarray, multi_label: bool, bins: int = 10) -> float:
+    """ECE over ``bins`` equal-width bins: of the top label (single-label rows of a softmax), or of every label's
+    own probability (multi-label rows of sigmoids). ``gold`` is the one-/multi-hot matrix over the same labels."""
+    if multi_label:
+        conf, hit = probs.ravel(), gold.ravel().astype(float)
+    else:
+        conf, hit = probs.max(1), (probs.argmax(1) == gold.argmax(1)).astype(float)
+    which = np.clip(np.digitize(conf, np.linspace(0, 1, bins + 1)[1:-1]), 0, bins - 1)
+    return float(sum(abs(conf[which == b].mean() - hit[which == b].mean()) * (which == b).mean()
+                     for b in range(bins) if (which == b).any()))
+
+
 def per_class(spec: TaskSpec, gold, pred, valid=None) -> dict[str, dict[str, float]]:
     """Precision, recall, F1 and support of every label (per label for multi-label tasks)."""
     enc = _encode(spec, gold, pred, valid)

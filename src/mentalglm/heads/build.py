@@ -18,7 +18,7 @@ import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..prompts import SYSTEM_HEADS_ZH
-from .model import TaskHead
+from .model import TaskHead, to_probabilities
 from .features import POST_CHARS, StateCache, extract_states, head_text
 from .recipe import Recipe
 
@@ -61,22 +61,10 @@ def read_states(recipe: Recipe, out: Path, threads: int | None = None, root=None
     return cache
 
 
-def expected_calibration_error(probs: np.ndarray, gold: np.ndarray, bins: int = 10) -> float:
-    """Top-label ECE (single-label) or the per-label ECE averaged over labels (multi-label rows of sigmoids)."""
-    if probs.ndim == 2 and gold.ndim == 2 and (probs.sum(1) - 1 > 1e-3).any():  # multi-label
-        conf, hit = probs.ravel(), gold.ravel().astype(float)
-    else:
-        conf, hit = probs.max(1), (probs.argmax(1) == gold.argmax(1)).astype(float)
-    edges = np.linspace(0, 1, bins + 1)
-    which = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
-    return float(sum(abs(conf[which == b].mean() - hit[which == b].mean()) * (which == b).mean()
-                     for b in range(bins) if (which == b).any()))
-
-
 def fit_task(recipe: Recipe, cache: StateCache, task: str, root=None) -> tuple[TaskHead, dict]:
     """Step 2 for one task: the head, and its scores on the validation sample beside each part alone."""
     from ..data.sources import task_splits
-    from ..evaluate.classification import bootstrap_intervals, score
+    from ..evaluate.classification import bootstrap_intervals, expected_calibration_error, score
     from ..tasks import get_task
     from .fit import fit_head, label_matrix
 
@@ -99,25 +87,20 @@ def fit_task(recipe: Recipe, cache: StateCache, task: str, root=None) -> tuple[T
     ngram_scores = np.stack([head.ngram.scores(head_text(e.text)) for e in val])
     state_scores = np.stack([head.state.scores(have_val[e.id]) for e in val])
     probs = head.probabilities_from_scores(ngram_scores, state_scores)
-    parts = {"stack": probs}
-    if not spec.multi_label:  # each part alone, for the record of what the stacking buys
-        for name, s in (("ngram", ngram_scores), ("state", state_scores)):
-            e = np.exp(s - s.max(1, keepdims=True))
-            parts[name] = e / e.sum(1, keepdims=True)
-    else:
-        parts["ngram"] = 1 / (1 + np.exp(-ngram_scores))
-        parts["state"] = 1 / (1 + np.exp(-state_scores))
-    decided = {name: [tuple(head.decide(p)) if name == "stack" or not spec.multi_label
-                      else tuple(_best_fixed(head, p)) for p in ps] for name, ps in parts.items()}
+    # Each part alone beside the head, for the record of what the stacking buys.
+    parts = {"ngram": to_probabilities(ngram_scores, spec.multi_label),
+             "state": to_probabilities(state_scores, spec.multi_label)}
+    decided = {"stack": [tuple(head.decide(p)) for p in probs],
+               **{name: [tuple(_part_decision(head, p)) for p in ps] for name, ps in parts.items()}}
     report = {"validation_posts": len(val), "state_posts": len(state_posts), "train_posts": len(train),
               "scores": {name: score(spec, gold, pred) for name, pred in decided.items()},
               "intervals": {k: list(v) for k, v in bootstrap_intervals(spec, gold, decided["stack"]).items()},
-              "ece_validation": expected_calibration_error(probs, y_val),
-              "ece_out_of_fold": expected_calibration_error(fitted.oof["stack"], label_matrix(
-                  spec, [e.labels for e in state_posts]))}
+              "ece_validation": expected_calibration_error(probs, y_val, spec.multi_label),
+              "ece_out_of_fold": expected_calibration_error(fitted.oof, label_matrix(
+                  spec, [e.labels for e in state_posts]), spec.multi_label)}
+    flagged = np.array([head.flagged(p) for p in probs])
     if head.high_labels:
         is_high = y_val[:, [head.labels.index(h) for h in head.high_labels]].sum(1) > 0
-        flagged = np.array([head.p_high(p) >= head.risk_threshold for p in probs])
         tp = int((flagged & is_high).sum())
         report["risk_operating_point"] = {
             "threshold": head.risk_threshold, "recall": tp / max(1, is_high.sum()),
@@ -126,15 +109,15 @@ def fit_task(recipe: Recipe, cache: StateCache, task: str, root=None) -> tuple[T
     report["predictions"] = [
         {"id": e.id, "task": task, "labels": list(lab), "parse_status": "ok", "model": recipe.name,
          "scores": {n: round(float(x), 4) for n, x in zip(head.labels, p)},
-         "high_risk": bool(head.high_labels) and head.p_high(p) >= head.risk_threshold}
-        for e, lab, p in zip(val, decided["stack"], probs)]
+         "high_risk": bool(flag)}
+        for e, lab, p, flag in zip(val, decided["stack"], probs, flagged)]
     head.info["validation"] = {k: v for k, v in report.items() if k != "predictions"}
     return head, report
 
 
-def _best_fixed(head, p: np.ndarray) -> list[str]:
-    """A part of a multi-label head alone, decided at 0.5 (at least one label)."""
-    chosen = [lab for lab, x in zip(head.labels, p) if x >= 0.5]
+def _part_decision(head: TaskHead, p: np.ndarray) -> list[str]:
+    """A part alone: its most probable label, or (multi-label) every label at 0.5 or more, at least one."""
+    chosen = [lab for lab, x in zip(head.labels, p) if x >= 0.5] if head.multi_label else []
     return chosen or [head.labels[int(np.argmax(p))]]
 
 
@@ -150,19 +133,14 @@ def write_heads_folder(folder: Path, heads: dict, manifest: dict) -> Path:
 
 
 def training_data_hashes(recipe: Recipe, root=None) -> dict[str, str]:
-    from ..data.sources import TASK_SOURCES, data_root, source_files
+    """sha256 of every corpus file the heads were fitted or scored on (SOS-4K's validation is its own file)."""
+    from ..data.sources import SOURCES, TASK_SOURCES, data_root, source_files
     from . import file_sha256
 
     base = data_root(root)
     return {str(p.relative_to(base)): file_sha256(p) for task in recipe.tasks
-            for split in ("train", "val") if split in _source(TASK_SOURCES[task]).files
+            for split in ("train", "val") if split in SOURCES[TASK_SOURCES[task]].files
             for p in source_files(TASK_SOURCES[task], split, root)}
-
-
-def _source(name: str):
-    from ..data.sources import SOURCES
-
-    return SOURCES[name]
 
 
 def train_heads(recipe: Recipe, out: Path, threads: int | None = None, root=None, command: str = "") -> Path:

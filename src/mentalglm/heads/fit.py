@@ -24,7 +24,7 @@ from .model import NgramScorer, StateScorer, TaskHead
 @dataclass
 class Fitted:
     head: TaskHead
-    oof: dict[str, np.ndarray]  # out-of-fold probabilities on the state posts: ngram, state, stack
+    oof: np.ndarray  # out-of-fold probabilities of the whole head on the state posts
 
 
 def label_matrix(spec, gold: Sequence[Sequence[str]]) -> np.ndarray:
@@ -244,6 +244,4 @@ def fit_head(task: str, texts_all: Sequence[str], gold_all: Sequence[Sequence[st
         head.risk_threshold = recall_threshold(is_high, p_high, risk_recall)
     head.info = {"ngram_model": ngram_model, "ngram_C": ngram_C, "state_C": state_C, "train_posts": len(texts_all),
                  "state_posts": len(texts_s), "folds": folds, "seed": seed}
-    to_p = (lambda s: 1 / (1 + np.exp(-s))) if multi else (lambda s: np.exp(s - s.max(1, keepdims=True)) /
-                                                           np.exp(s - s.max(1, keepdims=True)).sum(1, keepdims=True))
-    return Fitted(head, {"ngram": to_p(ngram_oof), "state": to_p(state_oof), "stack": stack_oof})
+    return Fitted(head, stack_oof)

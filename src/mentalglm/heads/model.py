@@ -26,6 +26,14 @@ import numpy as np
 _SPACES = re.compile(r"\s\s+")
 
 
+def to_probabilities(logits: np.ndarray, multi_label: bool) -> np.ndarray:
+    """Rows of logits to probabilities: a sigmoid per label (multi-label) or a softmax over the labels."""
+    if multi_label:
+        return 1.0 / (1.0 + np.exp(-logits))
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
 def char_ngrams(text: str, low: int, high: int) -> list[str]:
     """scikit-learn's ``analyzer="char"`` (lower case, runs of white space as one space)."""
     text = _SPACES.sub(" ", text.lower())
@@ -92,12 +100,8 @@ class TaskHead:
 
     def probabilities_from_scores(self, ngram: np.ndarray, state: np.ndarray) -> np.ndarray:
         """Rows of label probabilities from rows of the two models' scores (training and tests use this too)."""
-        logits = np.hstack([ngram, state]) @ self.stack_coef.T + self.stack_intercept
-        if self.multi_label:
-            return 1.0 / (1.0 + np.exp(-logits))
-        logits -= logits.max(axis=1, keepdims=True)
-        e = np.exp(logits)
-        return e / e.sum(axis=1, keepdims=True)
+        return to_probabilities(np.hstack([ngram, state]) @ self.stack_coef.T + self.stack_intercept,
+                                self.multi_label)
 
     def decide(self, probs: np.ndarray) -> list[str]:
         """The chosen labels: the most probable one, or (multi-label) every label over its threshold,
@@ -112,6 +116,11 @@ class TaskHead:
         if not self.high_labels:
             return None
         return float(sum(probs[self.labels.index(lab)] for lab in self.high_labels))
+
+    def flagged(self, probs: np.ndarray, threshold: float | None = None) -> bool:
+        """The high-risk flag: P(high) at or above ``threshold`` (default: the head's operating point)."""
+        p_high = self.p_high(probs)
+        return p_high is not None and p_high >= (self.risk_threshold if threshold is None else threshold)
 
     # ------------------------------------------------------------------ files
     def save(self, folder: Path) -> list[Path]:

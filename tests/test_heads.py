@@ -63,6 +63,33 @@ def test_prompt_state_is_the_last_token_state_of_the_prompt_cached_or_not(backen
     ref.close()
 
 
+def test_prompt_state_with_mean_of_adds_the_mean_state_of_the_post_tokens(backend, tiny_gguf_path):
+    import llama_cpp
+
+    spec = get_task("cognitive_distortion")
+    request = heads_request(spec, POSTS[2])
+    backend.prompt_state(heads_request(spec, POSTS[0]))  # a cached prefix to reuse
+    both = backend.prompt_state(request, mean_of=POSTS[2])
+    assert both.shape == (128,)
+    assert np.allclose(both[:64], backend.prompt_state(request), atol=1e-5)
+    # Reference: every token's state from a fresh context, averaged over the post's own tokens.
+    ref = llama_cpp.Llama(str(tiny_gguf_path), embedding=True, logits_all=True, n_ctx=1024, n_batch=1024,
+                          n_threads=1, verbose=False)
+    rendered = backend.render(request)
+    cut = rendered.rfind(POSTS[2])
+    tokens = ref.tokenize(rendered.encode(), add_bos=False, special=True)
+    start = len(ref.tokenize(rendered[:cut].encode(), add_bos=False, special=True))
+    end = len(ref.tokenize(rendered[:cut + len(POSTS[2])].encode(), add_bos=False, special=True))
+    assert tokens[:start] == ref.tokenize(rendered[:cut].encode(), add_bos=False, special=True)
+    ref.eval(tokens)
+    rows = [np.ctypeslib.as_array(llama_cpp.llama_get_embeddings_ith(ref._ctx.ctx, i), shape=(64,)).copy()
+            for i in range(start, end)]
+    assert np.allclose(both[64:], np.mean(rows, axis=0), atol=1e-4)
+    ref.close()
+    with pytest.raises(ValueError, match="mean_of"):
+        backend.prompt_state(request, mean_of="不在提示里的文字")
+
+
 def test_a_fitted_head_learns_from_its_inputs_and_survives_a_round_trip(tmp_path):
     rng = np.random.default_rng(0)
     examples = corpus("emotion", n=60)

@@ -167,7 +167,7 @@ class Analyzer:
 
     def _by_heads(self, spec: TaskSpec, post: Post) -> Analysis:
         """Label by the task's head over its closed label set, then (optionally) the explanation for that label."""
-        from .heads.features import POST_CHARS, head_text
+        from .heads.features import POST_CHARS, head_text, read_state
 
         if post.error:
             return self._error(post, spec, post.error)
@@ -176,7 +176,7 @@ class Analyzer:
         text = head_text(redact_pii(post.text) if self.config.redact else post.text)
         warnings = [f"post cut to its first {POST_CHARS} characters"] if len(post.text.strip()) > POST_CHARS else []
         try:
-            probs = head.probabilities(text, self.backend.prompt_state(heads_request(spec, text)))
+            probs = head.probabilities(text, read_state(self.backend, heads_request(spec, text), text, head.pool))
             labels = head.decide(probs)
             raw, explanation = spec.label_sentence(labels), ""
             if self.config.explain:

@@ -51,7 +51,7 @@ def read_states(recipe: Recipe, out: Path, threads: int | None = None, root=None
     with Progress(*columns) as bar:
         for task, split, examples in jobs:
             job = bar.add_task(f"hidden states {task}/{split}", total=len(examples))
-            extract_states(backend, cache, task, split, examples,
+            extract_states(backend, cache, task, split, examples, pool=recipe.pool(task),
                            progress=lambda done, total, job=job: bar.update(job, completed=done))
     backend.close()
     log = out / "states" / "timing.jsonl"
@@ -72,7 +72,8 @@ def fit_task(recipe: Recipe, cache: StateCache, task: str, root=None) -> tuple[T
     train = task_splits(task, root)["train"]
     state_posts = recipe.state_examples(task, root)
     val = recipe.validation_examples(task, root)
-    have_train, have_val = cache.load(task, "train"), cache.load(task, "validation")
+    pool = recipe.pool(task)
+    have_train, have_val = cache.load(task, "train", pool), cache.load(task, "validation", pool)
     missing = [e.id for e in state_posts if e.id not in have_train] + [e.id for e in val if e.id not in have_val]
     if missing:
         raise RuntimeError(f"{task}: {len(missing)} hidden states are missing from {cache.folder}; "
@@ -82,6 +83,7 @@ def fit_task(recipe: Recipe, cache: StateCache, task: str, root=None) -> tuple[T
                       [e.labels for e in state_posts], folds=recipe.folds, seed=recipe.seed, C_grid=recipe.C_grid,
                       ngram_C_grid=recipe.ngram_C_grid, risk_recall=recipe.risk_recall)
     head = fitted.head
+    head.pool = pool
     gold = [e.labels for e in val]
     y_val = label_matrix(spec, gold)
     ngram_scores = np.stack([head.ngram.scores(head_text(e.text)) for e in val])

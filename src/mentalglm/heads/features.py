@@ -32,8 +32,19 @@ class CacheMismatch(RuntimeError):
     pass
 
 
+# How a post's state is read (``LlamaCppBackend.prompt_state``): "last" is the last prompt token's state;
+# "last+mean" adds the mean state of the post's tokens after it (twice the size).
+POOLS = ("last", "last+mean")
+
+
+def read_state(backend, request, text: str, pool: str) -> np.ndarray:
+    if pool not in POOLS:
+        raise ValueError(f"unknown pool {pool!r}; use one of {POOLS}")
+    return backend.prompt_state(request, mean_of=text if pool == "last+mean" else None)
+
+
 class StateCache:
-    """``<folder>/<task>/<split>/NNNNN.npz`` chunks, each with ``ids`` and ``states``."""
+    """``<folder>/<pool>/<task>/<split>/NNNNN.npz`` chunks, each with ``ids`` and ``states``."""
 
     def __init__(self, folder: str | os.PathLike, settings: dict):
         self.folder = Path(folder)
@@ -49,18 +60,18 @@ class StateCache:
         else:
             marker.write_text(json.dumps(settings, ensure_ascii=False, indent=1), encoding="utf-8")
 
-    def _dir(self, task: str, split: str) -> Path:
-        return self.folder / task / split
+    def _dir(self, task: str, split: str, pool: str) -> Path:
+        return self.folder / pool / task / split
 
-    def load(self, task: str, split: str) -> dict[str, np.ndarray]:
+    def load(self, task: str, split: str, pool: str = "last") -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
-        for part in sorted(self._dir(task, split).glob("*.npz")):
+        for part in sorted(self._dir(task, split, pool).glob("*.npz")):
             with np.load(part) as z:
                 out.update(zip(z["ids"].tolist(), z["states"]))
         return out
 
-    def add(self, task: str, split: str, ids: Sequence[str], states: np.ndarray) -> None:
-        folder = self._dir(task, split)
+    def add(self, task: str, split: str, ids: Sequence[str], states: np.ndarray, pool: str = "last") -> None:
+        folder = self._dir(task, split, pool)
         folder.mkdir(parents=True, exist_ok=True)
         n = len(list(folder.glob("*.npz")))
         tmp = folder / f".{n:05d}.tmp.npz"
@@ -69,12 +80,12 @@ class StateCache:
 
 
 def extract_states(backend, cache: StateCache, task: str, split: str, examples: Sequence[Example],
-                   chunk: int = 32, progress=None) -> np.ndarray:
+                   chunk: int = 32, progress=None, pool: str = "last") -> np.ndarray:
     """States of ``examples`` in their order, computing only those the cache lacks.
 
     ``progress(done, total)`` is called after every post."""
     spec = get_task(task)
-    have = cache.load(task, split)
+    have = cache.load(task, split, pool)
     todo = [e for e in examples if e.id not in have]
     done = len(examples) - len(todo)
     if progress:
@@ -83,10 +94,11 @@ def extract_states(backend, cache: StateCache, task: str, split: str, examples: 
         part = todo[start:start + chunk]
         states = []
         for e in part:
-            states.append(backend.prompt_state(heads_request(spec, head_text(e.text))))
+            text = head_text(e.text)
+            states.append(read_state(backend, heads_request(spec, text), text, pool))
             done += 1
             if progress:
                 progress(done, len(examples))
-        cache.add(task, split, [e.id for e in part], np.stack(states))
+        cache.add(task, split, [e.id for e in part], np.stack(states), pool)
         have.update(zip((e.id for e in part), states))
     return np.stack([have[e.id] for e in examples])

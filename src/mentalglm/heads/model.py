@@ -90,10 +90,11 @@ class TaskHead:
     high_labels: list[str] = field(default_factory=list)  # labels whose summed probability is P(high risk)
     risk_threshold: float | None = None  # P(high risk) at which a post is flagged
     info: dict = field(default_factory=dict)  # validation scores, calibration, operating point
+    pool: str = "last"  # how the state is read (features.POOLS)
 
     @property
     def hidden_size(self) -> int:
-        return self.state.coef.shape[1]
+        return self.state.coef.shape[1] // (2 if self.pool == "last+mean" else 1)
 
     def probabilities(self, text: str, state: np.ndarray) -> np.ndarray:
         return self.probabilities_from_scores(self.ngram.scores(text)[None], self.state.scores(state)[None])[0]
@@ -137,7 +138,7 @@ class TaskHead:
         meta.write_text(json.dumps({
             "task": self.task, "labels": self.labels, "multi_label": self.multi_label,
             "ngram_range": list(self.ngram.ngram_range), "high_labels": self.high_labels,
-            "risk_threshold": self.risk_threshold, "info": self.info, "vocabulary": vocabulary,
+            "risk_threshold": self.risk_threshold, "pool": self.pool, "info": self.info, "vocabulary": vocabulary,
         }, ensure_ascii=False, indent=1), encoding="utf-8")
         return [arrays, meta]
 
@@ -151,4 +152,4 @@ class TaskHead:
         state = StateScorer(a["state_mean"], a["state_scale"], a["state_coef"], a["state_intercept"])
         return cls(meta["task"], meta["labels"], meta["multi_label"], ngram, state, a["stack_coef"],
                    a["stack_intercept"], a["thresholds"] if a["thresholds"].size else None, meta["high_labels"],
-                   meta["risk_threshold"], meta["info"])
+                   meta["risk_threshold"], meta["info"], meta.get("pool", "last"))

@@ -79,8 +79,9 @@ class Backend(Protocol):
         """The exact prompt text the model reads, or None where the server applies the chat template (HTTP)."""
         return None
 
-    def prompt_state(self, request: Request):
-        """The final-layer hidden state at the end of the rendered prompt (only where ``hidden_states``)."""
+    def prompt_state(self, request: Request, mean_of: str | None = None):
+        """The final-layer hidden state at the end of the rendered prompt (only where ``hidden_states``);
+        with ``mean_of`` (a text in the prompt), the mean state of that text's tokens is appended."""
         raise NotImplementedError(f"{self.name} does not expose hidden states")
 
     def close(self) -> None:

@@ -85,40 +85,77 @@ class LlamaCppBackend(Backend):
                 prefilled=True))
         return out
 
-    def prompt_state(self, request: Request) -> np.ndarray:
+    def prompt_state(self, request: Request, mean_of: str | None = None) -> np.ndarray:
         """The final-layer hidden state of the last token of the rendered prompt (float32, n_embd).
 
-        Only that one token is decoded with embeddings switched on: the rest of the prompt is
-        evaluated as for generation (or reused from the cache), so reading a state costs no
-        more than evaluating the prompt."""
+        With ``mean_of`` (a text inside the prompt, the post), the mean of the states of that text's
+        tokens follows it (2 x n_embd): mean pooling keeps what a single position forgets, which helps
+        rare labels. Only the tokens whose state is read are decoded with embeddings switched on; the
+        rest of the prompt is evaluated as for generation (or reused from the cache), so reading
+        states costs about one prompt evaluation."""
         import llama_cpp
 
         llm = self.llm
-        tokens = llm.tokenize(self.render(request).encode("utf-8"), add_bos=False, special=True)
+        rendered = self.render(request)
+        tokens = self._tokens(rendered)
         if len(tokens) > self.context_length:
             raise ValueError(f"prompt of {len(tokens)} tokens exceeds the context ({self.context_length})")
-        cached = llm.input_ids[:llm.n_tokens]
-        same = 0
-        for a, b in zip(cached, tokens[:-1]):  # the last token is always decoded again, for its state
-            if a != b:
-                break
-            same += 1
+        start = end = len(tokens) - 1  # the span read with embeddings on: [start, len(tokens))
+        if mean_of:
+            at = rendered.rfind(mean_of)
+            if at < 0:
+                raise ValueError("mean_of is not part of the rendered prompt")
+            start = _common_prefix(tokens, self._tokens(rendered[:at]))
+            end = max(start + 1, _common_prefix(tokens, self._tokens(rendered[:at + len(mean_of)])))
+        same = min(_common_prefix(llm.input_ids[:llm.n_tokens], tokens), start)
         llm.n_tokens = same  # eval() drops the cache beyond n_tokens
-        if len(tokens) - 1 > same:
-            llm.eval(tokens[same:-1])
+        if start > same:
+            llm.eval(tokens[same:start])
         ctx = llm._ctx.ctx
         llama_cpp.llama_set_embeddings(ctx, True)
         try:
-            llm.eval(tokens[-1:])
-            pointer = llama_cpp.llama_get_embeddings_ith(ctx, -1)
-            if not pointer:
-                raise RuntimeError("llama.cpp returned no hidden state for the last prompt token")
-            return np.ctypeslib.as_array(pointer, shape=(llm.n_embd(),)).astype(np.float32, copy=True)
+            total, last = np.zeros(llm.n_embd(), dtype=np.float64), None
+            llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)
+            for i in range(start, len(tokens), llm.n_batch):
+                part = tokens[i:min(len(tokens), i + llm.n_batch)]
+                batch = llm._batch
+                # Every token decoded with embeddings on is an output (llama.cpp insists, with a warning).
+                batch.set_batch(batch=part, n_past=i, logits_all=True)
+                llm._ctx.decode(batch)
+                llm.input_ids[i:i + len(part)] = part
+                llm.n_tokens = i + len(part)
+                for j in range(len(part)):
+                    if i + j < end:
+                        total += self._embedding(ctx, j)
+                last = self._embedding(ctx, len(part) - 1)
+            if not mean_of:
+                return last
+            return np.concatenate([last, (total / (end - start)).astype(np.float32)])
         finally:
             llama_cpp.llama_set_embeddings(ctx, False)
 
+    def _tokens(self, text: str) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def _embedding(self, ctx, index: int) -> np.ndarray:
+        import llama_cpp
+
+        pointer = llama_cpp.llama_get_embeddings_ith(ctx, index)
+        if not pointer:
+            raise RuntimeError("llama.cpp returned no hidden state for a prompt token")
+        return np.ctypeslib.as_array(pointer, shape=(self.llm.n_embd(),)).astype(np.float32, copy=True)
+
     def close(self) -> None:
         self.llm.close()
+
+
+def _common_prefix(a, b) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def _gguf_adapter(adapter: str) -> Path:

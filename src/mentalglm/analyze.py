@@ -127,7 +127,7 @@ class Analyzer:
     def _group(self, spec: TaskSpec, posts: Sequence[Post]) -> list[Analysis]:
         """One task over a group of posts the backend runs at once (one post with label heads)."""
         if self.headset is not None:
-            return [self._by_heads(spec, post) for post in posts]
+            return self._by_heads([(post, spec) for post in posts])
         if self._post_budget(spec) < 16:
             message = (f"the context ({self.backend.context_length} tokens) cannot hold the {spec.name} prompt and "
                        f"an answer of {self.gen_config(spec).max_tokens} tokens; use a larger --n-ctx")
@@ -165,33 +165,51 @@ class Analyzer:
                         label_en=[spec.label(n).en for n in parsed.labels],
                         evidence_ok=_evidence(spec, parsed.explanation, post.text, warnings))
 
-    def _by_heads(self, spec: TaskSpec, post: Post) -> Analysis:
-        """Label by the task's head over its closed label set, then (optionally) the explanation for that label."""
-        from .heads.features import POST_CHARS, head_text, read_state
+    def _by_heads(self, pairs: Sequence[tuple[Post, TaskSpec]]) -> list[Analysis]:
+        """Label (post, task) pairs by the tasks' heads over their closed label sets, then (optionally) explain each
+        chosen label. The backend reads every state, then writes every explanation, as one batch: a backend that
+        decodes sequences together (llama.cpp with ``--parallel``) runs them at once."""
+        from .heads.features import POST_CHARS, head_text, read_states
 
-        if post.error:
-            return self._error(post, spec, post.error)
-        head = self.headset.head(spec.name)
+        out: list[Analysis | None] = [None] * len(pairs)
+        live, texts, notes = [], [], []
+        for i, (post, spec) in enumerate(pairs):
+            if post.error:
+                out[i] = self._error(post, spec, post.error)
+                continue
+            live.append(i)
+            texts.append(head_text(redact_pii(post.text) if self.config.redact else post.text))
+            notes.append([f"post cut to its first {POST_CHARS} characters"] if len(post.text.strip()) > POST_CHARS
+                         else [])
+        if not live:
+            return out  # type: ignore[return-value]
         start = time.perf_counter()
-        text = head_text(redact_pii(post.text) if self.config.redact else post.text)
-        warnings = [f"post cut to its first {POST_CHARS} characters"] if len(post.text.strip()) > POST_CHARS else []
+        heads = [self.headset.head(pairs[i][1].name) for i in live]
         try:
-            probs = head.probabilities(text, read_state(self.backend, heads_request(spec, text), text, head.pool))
-            labels = head.decide(probs)
-            raw, explanation = spec.label_sentence(labels), ""
+            states = read_states(self.backend, [heads_request(pairs[i][1], t) for i, t in zip(live, texts)], texts,
+                                 [h.pool for h in heads])
+            probs = [h.probabilities(t, s) for h, t, s in zip(heads, texts, states)]
+            labels = [h.decide(p) for h, p in zip(heads, probs)]
+            raws, explanations = [pairs[i][1].label_sentence(lab) for i, lab in zip(live, labels)], [""] * len(live)
             if self.config.explain:
-                request = heads_request(spec, text, tuple(labels))
-                [gen] = self.backend.generate([request], GenConfig(
+                requests = [heads_request(pairs[i][1], t, tuple(lab)) for i, t, lab in zip(live, texts, labels)]
+                gens = self.backend.generate(requests, GenConfig(
                     max_tokens=self.config.max_tokens, temperature=self.config.temperature, stop=("\n\n",)))
-                raw, explanation = gen.text, gen.text[len(request.answer_prefix):].strip()
+                raws = [g.text for g in gens]
+                explanations = [g.text[len(r.answer_prefix):].strip() for g, r in zip(gens, requests)]
         except Exception as e:
-            return self._backend_failed([post], spec, e)[0]
-        return Analysis(post.id, spec.name, labels, explanation, raw, OK, self.backend.name,
-                        round((time.perf_counter() - start) * 1000, 1),
-                        head.flagged(probs, self.config.risk_threshold), warnings,
-                        label_en=[spec.label(n).en for n in labels],
-                        scores={lab: round(float(p), 4) for lab, p in zip(head.labels, probs)},
-                        evidence_ok=_evidence(spec, explanation, text, warnings) if self.config.explain else None)
+            for i in live:
+                out[i] = self._backend_failed([pairs[i][0]], pairs[i][1], e)[0]
+            return out  # type: ignore[return-value]
+        latency = round((time.perf_counter() - start) * 1000, 1)
+        for k, i in enumerate(live):
+            (post, spec), head, p, warnings = pairs[i], heads[k], probs[k], notes[k]
+            out[i] = Analysis(
+                post.id, spec.name, labels[k], explanations[k], raws[k], OK, self.backend.name, latency,
+                head.flagged(p, self.config.risk_threshold), warnings, label_en=[spec.label(n).en for n in labels[k]],
+                scores={lab: round(float(x), 4) for lab, x in zip(head.labels, p)},
+                evidence_ok=_evidence(spec, explanations[k], texts[k], warnings) if self.config.explain else None)
+        return out  # type: ignore[return-value]
 
     def units(self, posts: Iterable[Post], done: set[tuple[str, str]] = frozenset(),
               chunk: int = 16) -> Iterator[Callable[[], list[Analysis]]]:
@@ -199,17 +217,21 @@ class Analyzer:
 
         Posts are taken ``chunk`` at a time. Within a chunk, generated labels go task by task, so consecutive
         prompts share the task's instruction prefix (llama.cpp reuses it from its KV cache), in groups of the
-        backend's ``batch_size``; label heads go post by post, because their prompt puts the post first and a
-        post's tasks share its evaluation. (id, task) pairs in ``done`` are skipped. Building the units calls no
+        backend's ``batch_size``; label heads take every task of ``batch_size`` posts at once, post by post,
+        because their prompt puts the post first and a post's tasks share its evaluation. (id, task) pairs in
+        ``done`` are skipped. Building the units calls no
         backend: the server's job runner builds them on its own thread and runs each one on the model worker,
         so interactive requests get in between units."""
         posts = iter(posts)
         while batch := list(islice(posts, chunk)):
             if self.headset is not None:
-                for post in batch:
-                    for spec in self.specs:
-                        if (post.id, spec.name) not in done:
-                            yield partial(self._group, spec, [post])
+                for group in batches(batch, self.backend.batch_size):
+                    pairs = [(p, s) for p in group for s in self.specs if (p.id, s.name) not in done]
+                    # One sequence at a time, each pair alone: its explanation continues the prompt its state
+                    # left in the cache, before the next pair's prompt replaces it.
+                    for unit in ([pairs] if self.backend.batch_size > 1 else [[pair] for pair in pairs]):
+                        if unit:
+                            yield partial(self._by_heads, unit)
                 continue
             for spec in self.specs:
                 todo = [p for p in batch if (p.id, spec.name) not in done]

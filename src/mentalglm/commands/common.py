@@ -25,6 +25,10 @@ def add_model_args(p, default_model: str = DEFAULT_MODEL) -> None:
                         "operating point, chosen for high-risk recall of at least 0.90)")
     g.add_argument("--n-ctx", type=int, default=4096, help="context length (llama.cpp)")
     g.add_argument("--threads", type=int, help="CPU threads (llama.cpp; default: all cores)")
+    g.add_argument("--parallel", type=int, help="sequences decoded together (llama.cpp): posts, and the tasks of a post, "
+                                                 "share each step's read of the weights; 1 is one at a time; each costs "
+                                                 "a context of --n-ctx tokens of KV cache (see docs/scale.md; default: "
+                                                 "chosen from the machine)")
     g.add_argument("--concurrency", type=int, default=4, help="parallel requests (HTTP backends)")
     g.add_argument("--tensor-parallel-size", type=int, default=1, help="GPUs per model (vllm:<model> only)")
 
@@ -32,17 +36,21 @@ def add_model_args(p, default_model: str = DEFAULT_MODEL) -> None:
 def open_from_args(args):
     """(backend, prompt style) for the model options of ``args``."""
     options = backend_options(args.model, args.base_url, concurrency=args.concurrency, n_ctx=args.n_ctx,
-                              threads=args.threads, tensor_parallel_size=args.tensor_parallel_size)
+                              threads=args.threads, tensor_parallel_size=args.tensor_parallel_size,
+                              parallel=args.parallel)
     return open_backend(args.model, adapter=args.adapter, base_url=args.base_url, prompt_style=_asked_style(args),
                         weights=args.weights, **options)
 
 
 def backend_options(model: str, base_url: str | None, *, concurrency: int, n_ctx: int, threads: int | None,
-                    tensor_parallel_size: int = 1) -> dict:
+                    tensor_parallel_size: int = 1, parallel: int | None = None) -> dict:
     """The command-line backend options that the scheme of ``model`` takes (the others do not apply to it)."""
+    from ..llm.llamacpp import default_parallel
+
     return {"openai": {"concurrency": concurrency},
             "vllm": {"tensor_parallel_size": tensor_parallel_size},
-            "gguf": {"n_ctx": n_ctx, "n_threads": threads}}.get(scheme_of(model, base_url), {})
+            "gguf": {"n_ctx": n_ctx, "n_threads": threads, "parallel": parallel or default_parallel()},
+            }.get(scheme_of(model, base_url), {})
 
 
 def _asked_style(args) -> str | None:

@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from ..data.records import Example
+from ..llm.base import batches
 from ..prompts import heads_request
 from ..tasks import get_task
 
@@ -37,10 +38,12 @@ class CacheMismatch(RuntimeError):
 POOLS = ("last", "last+mean")
 
 
-def read_state(backend, request, text: str, pool: str) -> np.ndarray:
-    if pool not in POOLS:
-        raise ValueError(f"unknown pool {pool!r}; use one of {POOLS}")
-    return backend.prompt_state(request, mean_of=text if pool == "last+mean" else None)
+def read_states(backend, requests, texts: Sequence[str], pools: Sequence[str]) -> list[np.ndarray]:
+    """The state of each heads request, read as its pool says (``texts``: the posts in them)."""
+    unknown = set(pools) - set(POOLS)
+    if unknown:
+        raise ValueError(f"unknown pool {sorted(unknown)}; use one of {POOLS}")
+    return backend.prompt_states(list(requests), [t if p == "last+mean" else None for t, p in zip(texts, pools)])
 
 
 class StateCache:
@@ -92,11 +95,12 @@ def extract_states(backend, cache: StateCache, task: str, split: str, examples: 
         progress(done, len(examples))
     for start in range(0, len(todo), chunk):
         part = todo[start:start + chunk]
+        texts = [head_text(e.text) for e in part]
         states = []
-        for e in part:
-            text = head_text(e.text)
-            states.append(read_state(backend, heads_request(spec, text), text, pool))
-            done += 1
+        for group in batches(list(zip(part, texts)), backend.batch_size):  # read together where the backend can
+            states += read_states(backend, [heads_request(spec, t) for _, t in group], [t for _, t in group],
+                                  [pool] * len(group))
+            done += len(group)
             if progress:
                 progress(done, len(examples))
         cache.add(task, split, [e.id for e in part], np.stack(states), pool)

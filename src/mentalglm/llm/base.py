@@ -84,6 +84,10 @@ class Backend(Protocol):
         with ``mean_of`` (a text in the prompt), the mean state of that text's tokens is appended."""
         raise NotImplementedError(f"{self.name} does not expose hidden states")
 
+    def prompt_states(self, requests: Sequence[Request], mean_of: Sequence[str | None]) -> list:
+        """``prompt_state`` of several prompts; backends that decode sequences together read them at once."""
+        return [self.prompt_state(r, m) for r, m in zip(requests, mean_of)]
+
     def close(self) -> None:
         return None
 

@@ -30,12 +30,18 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
+def default_parallel() -> int:
+    """Sequences decoded together by default: measured on 2 cores (docs/results-service.md), where more than this
+    adds KV memory without adding throughput."""
+    return 4
+
+
 class LlamaCppBackend(Backend):
     hidden_states = True  # prompt_state below: label heads can score this model
 
     def __init__(self, model_path: str | os.PathLike, name: str | None = None, lora_path: str | None = None,
                  n_ctx: int = 4096, n_threads: int | None = None, n_batch: int = 512, seed: int = 0,
-                 verbose: bool = False):
+                 verbose: bool = False, parallel: int = 1):
         try:
             from llama_cpp import Llama
         except ImportError as e:  # pragma: no cover - the package is a hard dependency
@@ -46,11 +52,23 @@ class LlamaCppBackend(Backend):
         if lora_path is not None:
             lora_path = str(_gguf_adapter(lora_path))
         threads = n_threads or default_threads()  # llama-cpp-python's own default is 1 thread here
-        self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
-                         n_batch=n_batch, seed=seed, lora_path=lora_path, verbose=verbose)
+        # With parallel sequences the engine's context does all the work; this one only tokenizes.
+        self.llm = Llama(model_path=str(path), n_ctx=n_ctx if parallel <= 1 else 64, n_threads=threads,
+                         n_threads_batch=threads, n_batch=n_batch if parallel <= 1 else 64, seed=seed,
+                         lora_path=lora_path, verbose=verbose)
         self.name = name or path.name
         self.path = path
-        self.context_length = self.llm.n_ctx()
+        self.context_length = n_ctx if parallel > 1 else self.llm.n_ctx()
+        self.engine = None
+        if parallel > 1:
+            if lora_path is not None:
+                raise ModelUnavailable("--parallel above 1 does not apply a LoRA adapter yet; merge it or use "
+                                       "--parallel 1")
+            from .llamacpp_batch import BatchEngine
+
+            self.engine = BatchEngine(self.llm, parallel, n_ctx, n_batch, threads)
+            self.batch_size = parallel
+            self.thread_safe = True  # the engine's loop serialises the model; callers only queue jobs
         meta = self.llm.metadata
         self.template = meta.get("tokenizer.chat_template")
         self._bos = self._token_text(self.llm.token_bos())
@@ -68,6 +86,9 @@ class LlamaCppBackend(Backend):
         return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
     def generate(self, requests: Sequence[Request], config: GenConfig) -> list[Generation]:
+        if self.engine is not None:  # all at once: they decode together
+            futures = [self.engine.generate(self._tokens(self.render(r)), config, r.answer_prefix) for r in requests]
+            return [f.result() for f in futures]
         out = []
         for request in requests:
             prompt = self.render(request)
@@ -93,20 +114,38 @@ class LlamaCppBackend(Backend):
         rare labels. Only the tokens whose state is read are decoded with embeddings switched on; the
         rest of the prompt is evaluated as for generation (or reused from the cache), so reading
         states costs about one prompt evaluation."""
-        import llama_cpp
+        return self.prompt_states([request], [mean_of])[0]
 
-        llm = self.llm
+    def prompt_states(self, requests: Sequence[Request], mean_of: Sequence[str | None]) -> list[np.ndarray]:
+        """``prompt_state`` of several prompts (read together where sequences decode in parallel)."""
+        jobs = [self._state_prompt(r, m) for r, m in zip(requests, mean_of)]
+        if self.engine is not None:
+            futures = [self.engine.state(tokens, (start, end) if mean else None)
+                       for (tokens, start, end), mean in zip(jobs, mean_of)]
+            return [f.result() for f in futures]
+        return [self._read_state(tokens, start, end, bool(mean)) for (tokens, start, end), mean in zip(jobs, mean_of)]
+
+    def _state_prompt(self, request: Request, mean_of: str | None) -> tuple[list[int], int, int]:
+        """The prompt's tokens and the span [start, end) of ``mean_of``'s tokens in it."""
         rendered = self.render(request)
         tokens = self._tokens(rendered)
         if len(tokens) > self.context_length:
             raise ValueError(f"prompt of {len(tokens)} tokens exceeds the context ({self.context_length})")
-        start = end = len(tokens) - 1  # the span read with embeddings on: [start, len(tokens))
+        start = end = len(tokens) - 1
         if mean_of:
             at = rendered.rfind(mean_of)
             if at < 0:
                 raise ValueError("mean_of is not part of the rendered prompt")
             start = _common_prefix(tokens, self._tokens(rendered[:at]))
             end = max(start + 1, _common_prefix(tokens, self._tokens(rendered[:at + len(mean_of)])))
+        return tokens, start, end
+
+    def _read_state(self, tokens: list[int], start: int, end: int, mean: bool) -> np.ndarray:
+        """One sequence: tokens before ``start`` evaluated as for generation (or reused from the cache), the
+        rest with states switched on."""
+        import llama_cpp
+
+        llm = self.llm
         same = min(_common_prefix(llm.input_ids[:llm.n_tokens], tokens), start)
         llm.n_tokens = same  # eval() drops the cache beyond n_tokens
         if start > same:
@@ -128,7 +167,7 @@ class LlamaCppBackend(Backend):
                     if i + j < end:
                         total += self._embedding(ctx, j)
                 last = self._embedding(ctx, len(part) - 1)
-            if not mean_of:
+            if not mean:
                 return last
             return np.concatenate([last, (total / (end - start)).astype(np.float32)])
         finally:
@@ -146,6 +185,8 @@ class LlamaCppBackend(Backend):
         return np.ctypeslib.as_array(pointer, shape=(self.llm.n_embd(),)).astype(np.float32, copy=True)
 
     def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
         self.llm.close()
 
 

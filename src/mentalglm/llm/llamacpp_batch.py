@@ -1,0 +1,310 @@
+"""Many sequences decoded together in one llama.cpp context: batched, continuous decoding on a CPU.
+
+On a CPU, generating one token of one sequence is bound by reading the weights from memory; a decode
+step that carries one token of each of N sequences reads them once for all N. The engine keeps N
+slots (llama.cpp sequence ids) in one context whose KV cache is unified, so sequences can share cells:
+
+- a job is a prompt (tokens) to evaluate, then a hidden state to read or tokens to generate;
+- a new job takes the free slot whose cached tokens share the longest prefix with its prompt, and if
+  another slot holds a longer one it copies those cells (``llama_memory_seq_cp``, no evaluation):
+  the task's instruction, or the post the heads prompt starts with, is evaluated once;
+- every step is one ``llama_decode`` call carrying the next prompt chunk of each job still reading
+  its prompt and one token of each job generating; a job submitted while others run joins at the
+  next step (continuous batching), and a finished job frees its slot at once (its cells stay cached
+  for the next job that shares them).
+
+A slot never holds more than ``slot_ctx`` tokens, so the ``slots x slot_ctx`` cells of the context
+always suffice. Greedy decoding picks the same tokens as one-at-a-time decoding up to float rounding
+(checked by the tests and by benchmarks/throughput.py).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .base import GenConfig, Generation
+
+# A job waits one step for another's prompt to be evaluated if that shares at least this many more tokens.
+SHARE_AT_LEAST = 16
+# Tokens before the end of a generation that llama.cpp's repeat penalty looks at (its default).
+REPEAT_WINDOW = 64
+
+
+@dataclass(eq=False)
+class Job:
+    tokens: list[int]  # the whole prompt
+    future: Future
+    config: GenConfig | None = None  # generate when set, else read the state at the prompt's end
+    mean_span: tuple[int, int] | None = None  # state: also average the states of tokens [start, end)
+    prefix: str = ""  # generation: text the answer starts with (already in the prompt)
+    slot: int = -1
+    pos: int = 0  # prompt tokens in the slot's cache
+    out: list[int] = field(default_factory=list)
+    total: np.ndarray | None = None
+    rng: np.random.Generator | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def prefilling(self) -> bool:
+        return self.pos < len(self.tokens)
+
+
+class BatchEngine:
+    """A decode loop on its own thread over ``slots`` sequences; ``submit`` may be called from any thread."""
+
+    def __init__(self, llm, slots: int, slot_ctx: int, n_batch: int = 512, threads: int = 1):
+        import llama_cpp
+        from llama_cpp import _internals
+
+        self.llm, self.slots, self.slot_ctx, self.n_batch = llm, slots, slot_ctx, n_batch
+        # The tokenizing context's settings (attention kernel, KV types, threads), so numbers match one at a time.
+        params = llama_cpp.llama_context_params.from_buffer_copy(llm.context_params)
+        params.n_ctx = slots * slot_ctx
+        params.n_batch = params.n_ubatch = n_batch
+        params.n_seq_max = slots
+        params.kv_unified = True  # sequences share the cells of a common prefix
+        params.n_threads = params.n_threads_batch = threads
+        self._ctx = _internals.LlamaContext(model=llm._model, params=params, verbose=False)
+        self._batch = _internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1, verbose=False)
+        self._vocab = llama_cpp.llama_model_get_vocab(llm._model.model)
+        self.n_vocab, self.n_embd = llm.n_vocab(), llm.n_embd()
+        self.cached: list[list[int]] = [[] for _ in range(slots)]  # tokens in each slot's cells
+        self.running: list[Job | None] = [None] * slots
+        self.queue: deque[Job] = deque()
+        self.steps = self.batch_tokens = self.prompt_tokens = 0  # statistics: decode calls, tokens, prompt tokens
+        self._wake = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="llama-batch", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ API
+    def generate(self, tokens: list[int], config: GenConfig, prefix: str = "") -> Future:
+        """A Future of the ``Generation`` continuing ``tokens``."""
+        return self._submit(Job(tokens, Future(), config=config, prefix=prefix,
+                                rng=np.random.default_rng(config.seed)), config.max_tokens)
+
+    def state(self, tokens: list[int], mean_span: tuple[int, int] | None = None) -> Future:
+        """A Future of the final-layer state of the last token (with ``mean_span``, then the span's mean state)."""
+        return self._submit(Job(tokens, Future(), mean_span=mean_span), 0)
+
+    def close(self) -> None:
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        self._thread.join()
+        self._batch.close()
+        self._ctx.close()
+
+    @property
+    def active(self) -> int:
+        return sum(job is not None for job in self.running)
+
+    def _submit(self, job: Job, max_tokens: int) -> Future:
+        if len(job.tokens) + max_tokens > self.slot_ctx:
+            raise ValueError(f"prompt of {len(job.tokens)} tokens + {max_tokens} to generate exceeds the "
+                             f"context of a sequence ({self.slot_ctx})")
+        if not job.tokens:
+            raise ValueError("empty prompt")
+        with self._wake:
+            if self._closed:
+                raise RuntimeError("the batch engine is closed")
+            self.queue.append(job)
+            self._wake.notify()
+        return job.future
+
+    # ------------------------------------------------------------------ loop
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self._closed and not self.queue and not self.active:
+                    self._wake.wait()
+                if self._closed:
+                    for job in [*self.queue, *filter(None, self.running)]:
+                        job.future.cancel() or job.future.set_exception(RuntimeError("the batch engine closed"))
+                    return
+                waiting = []
+                while self.queue and None in self.running:
+                    job = self.queue.popleft()
+                    (waiting.append if self._better_after_next_step(job) else self._admit)(job)
+                self.queue.extendleft(reversed(waiting))
+            try:
+                self._step()
+            except Exception as e:  # a failed decode fails the jobs it carried, not the engine
+                for slot, job in enumerate(self.running):
+                    if job is not None:
+                        job.future.set_exception(e)
+                        self._forget(slot)
+
+    def _better_after_next_step(self, job: Job) -> bool:
+        """Whether a running job still reading its prompt shares a longer prefix with ``job`` than any cache
+        holds: then ``job`` waits a step and copies those cells instead of evaluating them again."""
+        cached = max(_common(c, job.tokens) for c in self.cached)
+        return any(j.prefilling and _common(j.tokens, job.tokens) > cached + SHARE_AT_LEAST
+                   for j in self.running if j is not None)
+
+    def _admit(self, job: Job) -> None:
+        import llama_cpp
+
+        mem = self._ctx.memory
+        # Always evaluate the last prompt token (its logits or state are the point); a state job's
+        # mean span must be evaluated with states switched on.
+        limit = len(job.tokens) - 1
+        if job.mean_span:
+            limit = min(limit, job.mean_span[0])
+        free = [s for s in range(self.slots) if self.running[s] is None]
+        slot = max(free, key=lambda s: _common(self.cached[s], job.tokens))
+        keep = min(limit, _common(self.cached[slot], job.tokens))
+        llama_cpp.llama_memory_seq_rm(mem, slot, keep, -1)
+        donor = max(range(self.slots), key=lambda s: _common(self.cached[s], job.tokens))
+        shared = min(limit, _common(self.cached[donor], job.tokens))
+        if shared > keep:  # a longer prefix in another slot: share its cells instead of evaluating again
+            llama_cpp.llama_memory_seq_rm(mem, slot, -1, -1)
+            llama_cpp.llama_memory_seq_cp(mem, donor, slot, 0, shared)
+            keep = shared
+        self.cached[slot] = job.tokens[:keep]
+        job.slot, job.pos = slot, keep
+        if job.mean_span:
+            job.total = np.zeros(self.n_embd, dtype=np.float64)
+        self.running[slot] = job
+
+    def _step(self) -> None:
+        import llama_cpp
+
+        jobs = [j for j in self.running if j is not None]
+        generating = [j for j in jobs if not j.prefilling]
+        budget = self.n_batch - len(generating)
+        rows: list[tuple[Job, int, int, bool]] = []  # (job, token, position, output)
+        for job in generating:  # one token each: the one sampled last
+            rows.append((job, job.out[-1], len(self.cached[job.slot]), True))
+        for job in (j for j in jobs if j.prefilling):
+            take = min(budget, len(job.tokens) - job.pos)
+            for k in range(job.pos, job.pos + take):
+                rows.append((job, job.tokens[k], k, k == len(job.tokens) - 1 or self._in_span(job, k)))
+            budget -= take
+            if budget <= 0:
+                break
+        states = any(job.config is None for job, *_ in rows)
+        b = self._batch.batch
+        b.n_tokens = len(rows)
+        for i, (job, token, position, output) in enumerate(rows):
+            b.token[i], b.pos[i], b.n_seq_id[i], b.seq_id[i][0] = token, position, 1, job.slot
+            b.logits[i] = output or states  # with states on llama.cpp makes every token an output anyway
+        ctx = self._ctx.ctx
+        llama_cpp.llama_set_embeddings(ctx, states)
+        try:
+            code = llama_cpp.llama_decode(ctx, b)
+        finally:
+            if states:
+                llama_cpp.llama_set_embeddings(ctx, False)
+        if code != 0:
+            raise RuntimeError(f"llama_decode failed ({code}) on a batch of {len(rows)} tokens")
+        self.steps += 1
+        self.batch_tokens += len(rows)
+        for i, (job, token, position, output) in enumerate(rows):
+            self.cached[job.slot].append(token)
+            if job.prefilling:
+                job.pos += 1
+                self.prompt_tokens += 1
+            if job.config is None:
+                if self._in_span(job, position):
+                    job.total += self._row(llama_cpp.llama_get_embeddings_ith(ctx, i), self.n_embd)
+                if position == len(job.tokens) - 1:
+                    self._finish_state(job, self._row(llama_cpp.llama_get_embeddings_ith(ctx, i), self.n_embd))
+            elif output and not job.prefilling and position == len(self.cached[job.slot]) - 1:
+                self._next_token(job, self._row(llama_cpp.llama_get_logits_ith(ctx, i), self.n_vocab))
+
+    # ------------------------------------------------------------------ per job
+    @staticmethod
+    def _in_span(job: Job, k: int) -> bool:
+        return job.mean_span is not None and job.mean_span[0] <= k < job.mean_span[1]
+
+    @staticmethod
+    def _row(pointer, size: int) -> np.ndarray:
+        if not pointer:
+            raise RuntimeError("llama.cpp returned no output for a batch row")
+        return np.ctypeslib.as_array(pointer, shape=(size,)).astype(np.float32, copy=True)
+
+    def _finish_state(self, job: Job, last: np.ndarray) -> None:
+        if job.mean_span:
+            start, end = job.mean_span
+            last = np.concatenate([last, (job.total / max(1, end - start)).astype(np.float32)])
+        self._forget(job.slot, keep_cache=True)
+        job.future.set_result(last)
+
+    def _next_token(self, job: Job, logits: np.ndarray) -> None:
+        import llama_cpp
+
+        config = job.config
+        token = _sample(logits, config, job.rng, (job.tokens + job.out)[-REPEAT_WINDOW:])
+        reason = ""
+        if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+            reason = "stop"
+        else:
+            job.out.append(token)
+        raw = self.llm.detokenize(job.out)
+        text = raw.decode("utf-8", errors="ignore")
+        cut = min((i for i in (text.find(s) for s in config.stop if s) if i >= 0), default=-1)
+        if cut >= 0:
+            text, reason = text[:cut], "stop"
+        elif not reason and len(job.out) >= config.max_tokens and not _torn_utf8(raw):
+            reason = "length"  # as llama-cpp-python: a character split over tokens is completed first
+        if not reason:
+            return
+        self._forget(job.slot, keep_cache=True)
+        job.future.set_result(Generation(
+            text=job.prefix + text, prompt_tokens=len(job.tokens), completion_tokens=len(job.out),
+            latency_ms=(time.perf_counter() - job.started) * 1000, finish_reason=reason, prefilled=True))
+
+    def _forget(self, slot: int, keep_cache: bool = False) -> None:
+        """Free a slot; its cells stay for a later job sharing them, unless the job failed."""
+        import llama_cpp
+
+        self.running[slot] = None
+        if not keep_cache:
+            llama_cpp.llama_memory_seq_rm(self._ctx.memory, slot, -1, -1)
+            self.cached[slot] = []
+
+
+def _sample(logits: np.ndarray, config: GenConfig, rng: np.random.Generator, recent: list[int]) -> int:
+    """The next token: greedy at temperature 0, else llama.cpp's order (penalty, top-k, top-p, temperature)."""
+    if config.repeat_penalty != 1.0 and recent:
+        ids = np.unique(recent)
+        seen = logits[ids]
+        logits[ids] = np.where(seen > 0, seen / config.repeat_penalty, seen * config.repeat_penalty)
+    if config.temperature <= 0:
+        return int(np.argmax(logits))
+    order = np.argsort(-logits)
+    if config.top_k:
+        order = order[:config.top_k]
+    z = logits[order] / config.temperature
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    if config.top_p < 1.0:
+        keep = int(np.searchsorted(np.cumsum(p), config.top_p)) + 1
+        order, p = order[:keep], p[:keep] / p[:keep].sum()
+    return int(rng.choice(order, p=p))
+
+
+def _torn_utf8(raw: bytes) -> bool:
+    """Whether ``raw`` ends inside a multi-byte UTF-8 character."""
+    for back in range(1, min(4, len(raw)) + 1):
+        byte = raw[-back]
+        if byte & 0xC0 != 0x80:  # the lead byte: does the character need more than it has?
+            need = 2 if byte >> 5 == 0b110 else 3 if byte >> 4 == 0b1110 else 4 if byte >> 3 == 0b11110 else 1
+            return need > back
+    return False
+
+
+def _common(a, b) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n

@@ -82,6 +82,7 @@ def test_requests_from_many_threads_join_the_running_batch(tiny_llama, batched):
     assert got == want
     # Joined, not queued one after another: fewer decode steps than the sequences' tokens one by one.
     assert batched.engine.steps - steps < sum(16 for _ in POSTS)
+    assert batched.engine.peak_sequences == batched.batch_size
 
 
 def test_a_prompt_longer_than_a_sequence_context_is_refused_before_decoding(batched):
@@ -107,3 +108,24 @@ def test_label_heads_decide_the_same_over_parallel_sequences(tiny_llama, batched
         assert all(abs(a.scores[k] - b.scores[k]) < 1e-3 for k in a.scores)
     assert [r.parse_status for r in many][-3:] == ["error"] * 3
     assert sum(r.explanation == s.explanation for r, s in zip(one, many)) >= len(one) - 2  # near-ties aside
+
+
+def test_the_server_batches_concurrent_requests_and_answers_as_one_at_a_time(tiny_llama, batched, tmp_path):  # noqa: F811
+    from concurrent.futures import ThreadPoolExecutor
+
+    from serve_helpers import serve
+
+    def answers(backend, clients):
+        with serve(backend, tmp_path / str(clients), max_queue=16) as (server, client):
+            body = lambda p: {"text": p, "tasks": ["emotion"], "explain": True}  # noqa: E731
+            with ThreadPoolExecutor(clients) as pool:
+                replies = list(pool.map(lambda p: client.post("/v1/analyze", json=body(p)), POSTS))
+            assert all(r.status_code == 200 for r in replies), [r.text for r in replies]
+            return [r.json()["results"][0]["analyses"][0]["raw"] for r in replies], server.app.state.worker
+
+    want, _ = answers(tiny_llama, 1)
+    batched.engine.peak_sequences = 0
+    got, worker = answers(batched, len(POSTS))
+    assert got == want
+    assert worker._pool._max_workers == batched.batch_size  # requests reach the engine together...
+    assert batched.engine.peak_sequences > 1  # ...and share decode steps

@@ -77,7 +77,8 @@ class BatchEngine:
         self.cached: list[list[int]] = [[] for _ in range(slots)]  # tokens in each slot's cells
         self.running: list[Job | None] = [None] * slots
         self.queue: deque[Job] = deque()
-        self.steps = self.batch_tokens = self.prompt_tokens = 0  # statistics: decode calls, tokens, prompt tokens
+        # Statistics: decode calls, the tokens they carried, prompt tokens among them, most sequences in one call.
+        self.steps = self.batch_tokens = self.prompt_tokens = self.peak_sequences = 0
         self._wake = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="llama-batch", daemon=True)
@@ -206,6 +207,7 @@ class BatchEngine:
             raise RuntimeError(f"llama_decode failed ({code}) on a batch of {len(rows)} tokens")
         self.steps += 1
         self.batch_tokens += len(rows)
+        self.peak_sequences = max(self.peak_sequences, len({job.slot for job, *_ in rows}))
         for i, (job, token, position, output) in enumerate(rows):
             self.cached[job.slot].append(token)
             if job.prefilling:

@@ -1,8 +1,9 @@
 """One thread owns the model; requests wait for it in a bounded queue.
 
-llama.cpp is not thread-safe, and a CPU model gains nothing from concurrent calls, so every call into a local
-backend runs on a single worker thread, one unit of work at a time (an HTTP backend in front of a batching
-server may get more threads). Admission is bounded: when ``max_queue``
+A llama.cpp context is not thread-safe, so a local backend gets a single worker thread, one unit of work at a
+time, unless it batches itself: llama.cpp with ``--parallel N`` (its engine decodes the calls of N threads
+together, so a request that arrives while others run joins their batch) and an HTTP backend in front of a
+batching server get as many threads as they take at once. Admission is bounded: when ``max_queue``
 requests are already waiting for or holding the model, the next one is refused at once (``QueueFull`` → HTTP
 429 with a Retry-After estimate) instead of growing a queue without limit. A request that runs out of time
 gets ``WorkTimeout``; if its work had not started it never runs, and if it had, it finishes (a generation

@@ -179,18 +179,24 @@ class BatchEngine:
 
         jobs = [j for j in self.running if j is not None]
         generating = [j for j in jobs if not j.prefilling]
-        budget = self.n_batch - len(generating)
         rows: list[tuple[Job, int, int, bool]] = []  # (job, token, position, output)
         for job in generating:  # one token each: the one sampled last
             rows.append((job, job.out[-1], len(self.cached[job.slot]), True))
-        for job in (j for j in jobs if j.prefilling):
-            take = min(budget, len(job.tokens) - job.pos)
+        # States switched on make every token of the step an output (the vocabulary projection for each), so a
+        # step either reads states (with the generating tokens, outputs anyway) or evaluates prompts without them.
+        prefilling = [j for j in jobs if j.prefilling]
+        states = any(j.pos >= self._first_state(j) for j in prefilling)
+        budget = self.n_batch - len(rows)
+        for job in prefilling:
+            stop = len(job.tokens) if states or job.config is not None else self._first_state(job)
+            if states and job.pos < self._first_state(job):
+                continue
+            take = max(0, min(budget, stop - job.pos))
             for k in range(job.pos, job.pos + take):
                 rows.append((job, job.tokens[k], k, k == len(job.tokens) - 1 or self._in_span(job, k)))
             budget -= take
             if budget <= 0:
                 break
-        states = any(job.config is None for job, *_ in rows)
         b = self._batch.batch
         b.n_tokens = len(rows)
         for i, (job, token, position, output) in enumerate(rows):
@@ -222,6 +228,13 @@ class BatchEngine:
                 self._next_token(job, self._row(llama_cpp.llama_get_logits_ith(ctx, i), self.n_vocab))
 
     # ------------------------------------------------------------------ per job
+    @staticmethod
+    def _first_state(job: Job) -> int:
+        """The first prompt position whose state a job reads (past the prompt for a generation)."""
+        if job.config is not None:
+            return len(job.tokens)
+        return job.mean_span[0] if job.mean_span else len(job.tokens) - 1
+
     @staticmethod
     def _in_span(job: Job, k: int) -> bool:
         return job.mean_span is not None and job.mean_span[0] <= k < job.mean_span[1]

@@ -29,6 +29,7 @@ EXAMPLES = """examples:
   mentalglm analyze --file posts.csv --text-column content --out results.jsonl
   mentalglm analyze --file posts.csv --out results.jsonl --resume      # continue an interrupted run
   mentalglm analyze --file posts.jsonl --no-explain --tasks suicide_risk --out risk.jsonl  # labels only, fast
+  mentalglm analyze --file posts.csv --out results.jsonl --parallel 8 --n-ctx 2048  # 8 sequences decode together
   cat posts.txt | mentalglm analyze --redact --out results.jsonl         # one post per line from stdin
   mentalglm analyze --model openai:glm-4 --base-url http://127.0.0.1:8000/v1 "..."
 

@@ -15,6 +15,7 @@ log = logging.getLogger("mentalglm.serve")
 EXAMPLES = """examples:
   mentalglm serve                                   # default model on http://127.0.0.1:8000 (page at /, API docs at /docs)
   mentalglm serve --model qwen2.5-coder-0.5b-instruct-q4 --port 8080 --max-batch 16 --queue 4
+  mentalglm serve --parallel 8 --queue 16          # 8 requests decode together; later ones join the running batch
   export MENTALGLM_TOKEN=$(python -c "import secrets; print(secrets.token_urlsafe(32))")
   mentalglm serve --host 0.0.0.0 --token-env MENTALGLM_TOKEN   # reachable from other machines: always with a token
   mentalglm serve --model runs/stage2/merged.gguf --prompt-style instruction --served-model-name mentalglm

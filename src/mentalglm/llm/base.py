@@ -44,6 +44,15 @@ class Generation:
     prefilled: bool = False
 
 
+@dataclass(frozen=True)
+class Piece:
+    """One step of a streamed answer: the text added since the previous piece. The last piece also carries the
+    whole answer as ``generate`` would have returned it (its ``text`` is every piece's text joined)."""
+
+    text: str
+    generation: Generation | None = None
+
+
 class ModelUnavailable(RuntimeError):
     """A model that cannot be loaded here; the message says how to get it."""
 
@@ -71,6 +80,13 @@ class Backend(Protocol):
 
     def generate(self, requests: Sequence[Request], config: GenConfig) -> list[Generation]:
         """Answer every request, in order. Implementations batch or parallelise as they can."""
+
+    def stream(self, request: Request, config: GenConfig) -> Iterator[Piece]:
+        """Answer one request piece by piece as it is written (same stops and max_tokens as ``generate``). This
+        default yields the whole answer at once, so every backend can be streamed; backends that decode token by
+        token (llama.cpp) yield as they go. Closing the iterator early stops the generation."""
+        [generation] = self.generate([request], config)
+        yield Piece(generation.text, generation)
 
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` under this model's tokenizer (an estimate for HTTP backends)."""

@@ -12,14 +12,15 @@ without evaluating it again.
 
 from __future__ import annotations
 
+import codecs
 import os
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
-from .base import Backend, GenConfig, Generation, ModelUnavailable, Request
+from .base import Backend, GenConfig, Generation, ModelUnavailable, Piece, Request
 from .chat_template import render_chat
 
 
@@ -105,6 +106,65 @@ class LlamaCppBackend(Backend):
                 latency_ms=(time.perf_counter() - start) * 1000, finish_reason=choice.get("finish_reason") or "",
                 prefilled=True))
         return out
+
+    def stream(self, request: Request, config: GenConfig) -> Iterator[Piece]:
+        """``generate`` for one request, token by token, ending exactly where ``generate`` ends (same text, usage
+        and finish reason): llama-cpp-python's streaming completion with the same arguments drives the decoding,
+        so sampling, stops and max_tokens are its own. Its chunk texts are not used: they are decoded token by
+        token and drop characters whose UTF-8 bytes span two tokens. The pieces are decoded here from the tokens
+        it sampled instead, holding back text that could still become a stop string. The answer prefix is the
+        first piece. One stream at a time, and nothing else on this backend until it is exhausted or closed."""
+        prompt = self.render(request)
+        start = time.perf_counter()
+        sampled: dict = {"prompt": [], "tokens": []}
+        generate = self.llm.generate
+
+        def recording(prompt_tokens, *args, **kwargs):  # create_completion samples through Llama.generate
+            sampled["prompt"] = list(prompt_tokens)
+            for token in generate(prompt_tokens, *args, **kwargs):
+                sampled["tokens"].append(token)
+                yield token
+
+        stops = [s.encode("utf-8") for s in config.stop if s]
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="ignore")  # as generate's text: bad bytes dropped
+        parts, sent, finish = [request.answer_prefix], 0, ""
+        if request.answer_prefix:
+            yield Piece(request.answer_prefix)
+        self.llm.generate = recording
+        try:
+            for event in self.llm.create_completion(
+                    prompt, max_tokens=config.max_tokens, temperature=config.temperature, top_p=config.top_p,
+                    top_k=config.top_k or 0, stop=list(config.stop) or None, repeat_penalty=config.repeat_penalty,
+                    seed=config.seed, stream=True):
+                finish = event["choices"][0].get("finish_reason") or finish
+                answer, tokens = self._streamed_answer(sampled, stops, final=bool(finish))
+                piece = decoder.decode(answer[sent:], final=bool(finish))
+                sent = len(answer)
+                if piece:
+                    parts.append(piece)
+                    yield Piece(piece)
+        finally:
+            del self.llm.generate  # the class's method again
+        yield Piece("", Generation(
+            text="".join(parts), prompt_tokens=len(sampled["prompt"]), completion_tokens=len(tokens),
+            latency_ms=(time.perf_counter() - start) * 1000, finish_reason=finish, prefilled=True))
+
+    def _streamed_answer(self, sampled: dict, stops: list[bytes], final: bool) -> tuple[bytes, list[int]]:
+        """(answer bytes safe to show, completion tokens) from the tokens sampled so far, cut as create_completion
+        cuts its text: an end-of-generation token is not part of it, and it ends before the first stop string."""
+        import llama_cpp
+
+        tokens = sampled["tokens"]
+        if tokens and llama_cpp.llama_vocab_is_eog(self.llm._model.vocab, tokens[-1]):
+            tokens = tokens[:-1]
+        data = self.llm.detokenize(tokens, prev_tokens=sampled["prompt"])
+        found = [s for s in stops if s in data]
+        if final:
+            return (data[:data.index(found[0])] if found else data), tokens
+        if found:
+            return data[:min(data.index(s) for s in found)], tokens
+        held = max((i for s in stops for i in range(1, len(s)) if data.endswith(s[:i])), default=0)
+        return data[:len(data) - held], tokens
 
     def prompt_state(self, request: Request, mean_of: str | None = None) -> np.ndarray:
         """The final-layer hidden state of the last token of the rendered prompt (float32, n_embd).

@@ -28,7 +28,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 from .evidence import check_evidence
 from .inputs import Post
 from .jsonl import drop_lines, read_objects
-from .llm.base import Backend, GenConfig, Request, batches
+from .llm.base import Backend, GenConfig, Generation, Request, batches
 from .prompts import build_request, heads_request, label_only_stops
 from .safety import redact as redact_pii
 from .tasks import DEFAULT_TASKS, INVALID, OK, TaskSpec, get_task, parse_answer
@@ -57,6 +57,22 @@ class Analysis:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False)
+
+
+class Watcher:
+    """What a caller that shows an analysis while it is made is told (the service streams it to clients).
+    Each hook runs on the thread doing the analysis, between tokens. Under ``on_error=RAISE`` a hook that raises
+    stops the analysis (the service's way to stop generating for a client that went away)."""
+
+    def decided(self, analysis: Analysis) -> None:
+        """Label heads: the labels, scores and high-risk flag of a (post, task), known before its explanation is
+        written (``explanation`` is empty, ``raw`` the label sentence)."""
+
+    def text(self, post_id: str, task: str, piece: str) -> None:
+        """The next piece of a (post, task)'s answer (``raw``) as the model writes it."""
+
+    def finished(self, analysis: Analysis) -> None:
+        """A (post, task) row is complete."""
 
 
 @dataclass(frozen=True)
@@ -124,10 +140,28 @@ class Analyzer:
         log.error("task %s: backend failed on %d post(s): %s", spec.name, len(posts), e)
         return [self._error(post, spec, f"backend error: {e}") for post in posts]
 
-    def _group(self, spec: TaskSpec, posts: Sequence[Post]) -> list[Analysis]:
+    def _generate(self, requests: list[Request], config: GenConfig, keys: list[tuple[str, str]],
+                  watch: Watcher | None) -> list[Generation]:
+        """The answers to ``requests`` (``keys``: their (post id, task)). A watcher sees a lone answer's text as it
+        is written; answers decoded together (``--parallel``) reach it whole, each as soon as all are done."""
+        if watch is None:
+            return self.backend.generate(requests, config)
+        if len(requests) != 1:
+            generations = self.backend.generate(requests, config)
+            for (post_id, task), gen in zip(keys, generations):
+                watch.text(post_id, task, gen.text)
+            return generations
+        generation = None
+        for piece in self.backend.stream(requests[0], config):
+            if piece.text:
+                watch.text(*keys[0], piece.text)
+            generation = piece.generation or generation
+        return [generation]
+
+    def _group(self, spec: TaskSpec, posts: Sequence[Post], watch: Watcher | None = None) -> list[Analysis]:
         """One task over a group of posts the backend runs at once (one post with label heads)."""
         if self.headset is not None:
-            return self._by_heads([(post, spec) for post in posts])
+            return self._by_heads([(post, spec) for post in posts], watch)
         if self._post_budget(spec) < 16:
             message = (f"the context ({self.backend.context_length} tokens) cannot hold the {spec.name} prompt and "
                        f"an answer of {self.gen_config(spec).max_tokens} tokens; use a larger --n-ctx")
@@ -147,7 +181,8 @@ class Analyzer:
             notes.append(warnings)
         if requests:
             try:
-                generations = self.backend.generate(requests, self.gen_config(spec))
+                generations = self._generate(requests, self.gen_config(spec), [(posts[i].id, spec.name) for i in todo],
+                                             watch)
             except Exception as e:
                 for i, row in zip(todo, self._backend_failed([posts[i] for i in todo], spec, e)):
                     out[i] = row
@@ -165,7 +200,7 @@ class Analyzer:
                         label_en=[spec.label(n).en for n in parsed.labels],
                         evidence_ok=_evidence(spec, parsed.explanation, post.text, warnings))
 
-    def _by_heads(self, pairs: Sequence[tuple[Post, TaskSpec]]) -> list[Analysis]:
+    def _by_heads(self, pairs: Sequence[tuple[Post, TaskSpec]], watch: Watcher | None = None) -> list[Analysis]:
         """Label (post, task) pairs by the tasks' heads over their closed label sets, then (optionally) explain each
         chosen label. The backend reads every state, then writes every explanation, as one batch: a backend that
         decodes sequences together (llama.cpp with ``--parallel``) runs them at once."""
@@ -191,10 +226,19 @@ class Analyzer:
             probs = [h.probabilities(t, s) for h, t, s in zip(heads, texts, states)]
             labels = [h.decide(p) for h, p in zip(heads, probs)]
             raws, explanations = [pairs[i][1].label_sentence(lab) for i, lab in zip(live, labels)], [""] * len(live)
+            if watch is not None:  # the decisions are known before the explanations are written: tell them first
+                for k, i in enumerate(live):
+                    (post, spec), head = pairs[i], heads[k]
+                    watch.decided(Analysis(
+                        post.id, spec.name, list(labels[k]), "", raws[k], OK, self.backend.name, 0.0,
+                        head.flagged(probs[k], self.config.risk_threshold), list(notes[k]),
+                        label_en=[spec.label(n).en for n in labels[k]],
+                        scores={lab: round(float(x), 4) for lab, x in zip(head.labels, probs[k])}))
             if self.config.explain:
                 requests = [heads_request(pairs[i][1], t, tuple(lab)) for i, t, lab in zip(live, texts, labels)]
-                gens = self.backend.generate(requests, GenConfig(
-                    max_tokens=self.config.max_tokens, temperature=self.config.temperature, stop=("\n\n",)))
+                gens = self._generate(requests, GenConfig(
+                    max_tokens=self.config.max_tokens, temperature=self.config.temperature, stop=("\n\n",)),
+                    [(pairs[i][0].id, pairs[i][1].name) for i in live], watch)
                 raws = [g.text for g in gens]
                 explanations = [g.text[len(r.answer_prefix):].strip() for g, r in zip(gens, requests)]
         except Exception as e:
@@ -211,8 +255,8 @@ class Analyzer:
                 evidence_ok=_evidence(spec, explanations[k], texts[k], warnings) if self.config.explain else None)
         return out  # type: ignore[return-value]
 
-    def units(self, posts: Iterable[Post], done: set[tuple[str, str]] = frozenset(),
-              chunk: int = 16) -> Iterator[Callable[[], list[Analysis]]]:
+    def units(self, posts: Iterable[Post], done: set[tuple[str, str]] = frozenset(), chunk: int = 16,
+              watch: Watcher | None = None) -> Iterator[Callable[[], list[Analysis]]]:
         """The work for ``posts`` as small units in the order they run; calling one runs it and returns its rows.
 
         Posts are taken ``chunk`` at a time. Within a chunk, generated labels go task by task, so consecutive
@@ -221,7 +265,7 @@ class Analyzer:
         because their prompt puts the post first and a post's tasks share its evaluation. (id, task) pairs in
         ``done`` are skipped. Building the units calls no
         backend: the server's job runner builds them on its own thread and runs each one on the model worker,
-        so interactive requests get in between units."""
+        so interactive requests get in between units. ``watch`` sees each answer as it is written."""
         posts = iter(posts)
         while batch := list(islice(posts, chunk)):
             if self.headset is not None:
@@ -231,23 +275,27 @@ class Analyzer:
                     # left in the cache, before the next pair's prompt replaces it.
                     for unit in ([pairs] if self.backend.batch_size > 1 else [[pair] for pair in pairs]):
                         if unit:
-                            yield partial(self._by_heads, unit)
+                            yield partial(self._by_heads, unit, watch)
                 continue
             for spec in self.specs:
                 todo = [p for p in batch if (p.id, spec.name) not in done]
                 for group in batches(todo, self.backend.batch_size):
-                    yield partial(self._group, spec, group)
+                    yield partial(self._group, spec, group, watch)
 
     def stream(self, posts: Iterable[Post], done: set[tuple[str, str]] = frozenset(),
-               chunk: int = 16) -> Iterator[Analysis]:
+               chunk: int = 16, watch: Watcher | None = None) -> Iterator[Analysis]:
         """Analyses for many posts as they finish (the order of ``units``), for writing to a file as they come."""
-        for unit in self.units(posts, done, chunk):
-            yield from unit()
+        for unit in self.units(posts, done, chunk, watch):
+            for analysis in unit():
+                if watch is not None:
+                    watch.finished(analysis)
+                yield analysis
 
-    def run(self, posts: Sequence[Post]) -> list[Analysis]:
-        """Every task over a few posts, in input order: post by post, each post's tasks in order."""
+    def run(self, posts: Sequence[Post], watch: Watcher | None = None) -> list[Analysis]:
+        """Every task over a few posts, in input order: post by post, each post's tasks in order. ``watch`` is told
+        the labels, the answer's text and each finished row as they come (see ``Watcher``)."""
         posts = list(posts)
-        results = list(self.stream(posts, chunk=max(1, len(posts))))
+        results = list(self.stream(posts, chunk=max(1, len(posts)), watch=watch))
         if self.headset is not None:  # already post by post
             return results
         n = len(posts)  # one chunk, task by task: row t * n + p is task t of post p

@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
@@ -29,12 +29,14 @@ from ..llm.base import Request as ChatPrompt
 from ..llm.catalog import cache_dir
 from ..safety import resources_message
 from ..tasks import all_tasks, get_task
-from .errors import APIError, install_handlers
+from .errors import APIError, install_handlers, stream_error
 from .jobs import JobManager, encodable, parse_upload
+from .metrics import CONTENT_TYPE, MeteredBackend, RequestMetrics, ServiceMetrics
 from .middleware import BodyLimit, SafetyNet
 from .schemas import AnalyzeRequest, AnalyzeResponse, ChatRequest, ChatResponse, JobOut
 from .service import AnalysisService, PromptTooLong, fingerprint
 from .settings import ServeSettings
+from .streaming import FAILED, RESULT, SSE_HEADERS, model_events, sse
 from .worker import ModelWorker
 
 log = logging.getLogger("mentalglm.serve")
@@ -102,9 +104,11 @@ def create_app(backend: Backend, prompt_style: str = "zeroshot", settings: Serve
     for t in settings.tasks:
         get_task(t)
     model_id = settings.served_model_name or backend.name
-    service = AnalysisService(backend, prompt_style, settings)
     threads = settings.model_threads or (backend.batch_size if backend.thread_safe else 1)
     worker = ModelWorker(settings.max_queue, threads)
+    metrics = ServiceMetrics(lambda: worker.pending, settings.max_queue)
+    backend = MeteredBackend(backend, metrics)  # every generation the service asks for is counted
+    service = AnalysisService(backend, prompt_style, settings)
     jobs = JobManager(service, worker, Path(settings.jobs_dir or cache_dir() / "serve-jobs"), settings.max_jobs,
                       settings.keep_jobs, settings.job_chunk)
     resources_text = resources_message(settings.resources_path)
@@ -122,9 +126,11 @@ def create_app(backend: Backend, prompt_style: str = "zeroshot", settings: Serve
         description="Explainable mental-health analysis of Chinese social-media posts. " + DISCLAIMER +
                     "\n\nAuth (when the server was started with --token-env): `Authorization: Bearer <token>`.")
     app.state.worker, app.state.jobs, app.state.service, app.state.settings = worker, jobs, service, settings
+    app.state.metrics = metrics
     install_handlers(app)
     app.add_middleware(BodyLimit, default=settings.max_body_bytes, limits={"/v1/jobs": settings.max_upload_bytes})
-    app.add_middleware(SafetyNet)  # added last = outermost of ours: it sees every error and every response
+    app.add_middleware(SafetyNet)  # sees every error and every response of the app
+    app.add_middleware(RequestMetrics, metrics=metrics, fastapi_app=app)  # outermost: counts SafetyNet's 500s too
 
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(_bearer_check(token))])
 
@@ -148,6 +154,14 @@ def create_app(backend: Backend, prompt_style: str = "zeroshot", settings: Serve
             "text_columns": list(TEXT_COLUMNS), "disclaimer": DISCLAIMER,
         }
 
+    # Behind the token when there is one: request counts and timings tell who uses the service how much.
+    # Prometheus sends it with `authorization: {credentials_file: ...}` in its scrape config.
+    @app.get("/metrics", tags=["service"], dependencies=[Depends(_bearer_check(token))],
+             summary="requests, queue depth, batch size, tokens, latency (Prometheus text format)",
+             response_class=Response)
+    async def metrics_page():
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
     # ------------------------------------------------------------------ analysis
     @v1.get("/tasks", tags=["analysis"], summary="the tasks, their labels and the default set")
     async def tasks():
@@ -168,7 +182,15 @@ def create_app(backend: Backend, prompt_style: str = "zeroshot", settings: Serve
         log.info("analyze: %d post(s) [%s%s] tasks=%s explain=%s", len(posts),
                  "; ".join(fingerprint(p.text) for p in posts[:8]), "; ..." if len(posts) > 8 else "",
                  ",".join(config.tasks), config.explain)
+        if req.stream:
+            events = await model_events(worker, service.analyze_streamed, posts, config,
+                                        timeout=settings.request_timeout)
+            return StreamingResponse(_analysis_events(events, posts, config), media_type="text/event-stream",
+                                     headers=SSE_HEADERS)
         analyses = await worker.submit(service.analyze, posts, config, timeout=settings.request_timeout)
+        return _analyze_body(posts, config, analyses)
+
+    def _analyze_body(posts: list[Post], config, analyses) -> dict:
         results, n_tasks = [], len(config.tasks)
         for i, post in enumerate(posts):
             rows = analyses[i * n_tasks:(i + 1) * n_tasks]
@@ -178,6 +200,21 @@ def create_app(backend: Backend, prompt_style: str = "zeroshot", settings: Serve
         return {"model": model_id, "tasks": list(config.tasks), "explain": config.explain, "high_risk": high,
                 "resources": resources_text if high else None, "disclaimer": DISCLAIMER, "results": results}
 
+    async def _analysis_events(events, posts, config):
+        """The analysis as server-sent events. The crisis resources go out the moment a row is flagged (with label
+        heads, before its explanation is written); ``done`` carries exactly the unstreamed response."""
+        warned = False
+        async for kind, data in events:
+            if kind in ("decided", "analysis") and data["high_risk"] and not warned:
+                warned = True
+                yield sse({"high_risk": True, "resources": resources_text, "disclaimer": DISCLAIMER}, "resources")
+            if kind == RESULT:
+                yield sse(_analyze_body(posts, config, data), "done")
+            elif kind == FAILED:
+                yield sse(stream_error(data), "error")
+            else:
+                yield sse(data, kind)
+
     # ------------------------------------------------------------------ OpenAI-compatible
     @v1.get("/models", tags=["openai"], summary="the served model (OpenAI format)")
     async def models():
@@ -185,7 +222,7 @@ def create_app(backend: Backend, prompt_style: str = "zeroshot", settings: Serve
                                             "context_length": backend.context_length}]}
 
     @v1.post("/chat/completions", response_model=ChatResponse, tags=["openai"],
-             summary="OpenAI-compatible chat completion over the loaded model (non-streaming)")
+             summary="OpenAI-compatible chat completion over the loaded model (stream: true for server-sent events)")
     async def chat(req: ChatRequest):
         if req.model != model_id:
             raise APIError(404, f"model {req.model!r} is not served here; this server serves {model_id!r}",
@@ -202,6 +239,20 @@ def create_app(backend: Backend, prompt_style: str = "zeroshot", settings: Serve
         log.info("chat: %d message(s) [%s] max_tokens=%d", len(messages),
                  fingerprint("".join(m["content"] for m in messages)), config.max_tokens)
         question = service.cimhi_question(messages)
+        if req.stream:
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            try:
+                if question:
+                    task, post = question
+                    events = await model_events(worker, service.analyze_streamed, [Post("1", post)],
+                                                service.config([task], True, False), timeout=settings.request_timeout)
+                else:
+                    events = await model_events(worker, service.chat_streamed, ChatPrompt(messages), config,
+                                                timeout=settings.request_timeout)
+            except PromptTooLong as e:
+                raise APIError(400, str(e), field="messages", code="context_length_exceeded") from None
+            return StreamingResponse(_chat_chunks(events, question[0] if question else None, include_usage),
+                                     media_type="text/event-stream", headers=SSE_HEADERS)
         if question:  # a label-heads model answers the C-IMHI question with its heads, not free generation
             task, post = question
             [a] = await worker.submit(service.analyze, [Post("1", post)], service.config([task], True, False),
@@ -212,8 +263,7 @@ def create_app(backend: Backend, prompt_style: str = "zeroshot", settings: Serve
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": a.raw},
                                  "finish_reason": "stop"}],
                     "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
-                    "mentalglm": {"task": task, "labels": a.labels, "scores": a.scores, "high_risk": a.high_risk,
-                                  "evidence_ok": a.evidence_ok}}
+                    "mentalglm": _heads_extension(task, a.__dict__)}
         try:
             gen = await worker.submit(service.chat, ChatPrompt(messages), config, timeout=settings.request_timeout)
         except PromptTooLong as e:
@@ -223,6 +273,50 @@ def create_app(backend: Backend, prompt_style: str = "zeroshot", settings: Serve
                              "finish_reason": gen.finish_reason or "stop"}],
                 "usage": {"prompt_tokens": gen.prompt_tokens, "completion_tokens": gen.completion_tokens,
                           "total_tokens": gen.prompt_tokens + gen.completion_tokens}}
+
+    def _heads_extension(task: str, row: dict) -> dict:
+        return {"task": task, "labels": row["labels"], "scores": row["scores"], "high_risk": row["high_risk"],
+                "resources": resources_text if row["high_risk"] else None, "evidence_ok": row["evidence_ok"]}
+
+    async def _chat_chunks(events, task: str | None, include_usage: bool):
+        """OpenAI's chat.completion.chunk events. Label heads: the first chunk carries the ``mentalglm`` decision
+        (labels, scores, high_risk, resources) before any text; the last one carries it again with evidence_ok."""
+        cid, created = f"chatcmpl-{secrets.token_hex(12)}", int(time.time())
+
+        def chunk(delta: dict, finish: str | None = None, **extra) -> str:
+            return sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model_id,
+                        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra})
+
+        usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        started = False
+        async for kind, data in events:
+            if kind == "decided":
+                started = True
+                yield chunk({"role": "assistant", "content": ""}, mentalglm=_heads_extension(task, data))
+            elif kind == "text":
+                if not started:
+                    started = True
+                    yield chunk({"role": "assistant", "content": ""})
+                yield chunk({"content": data["text"] if isinstance(data, dict) else data})
+            elif kind == FAILED:
+                yield sse(stream_error(data))
+                return
+            elif kind == RESULT and task:
+                [a] = data
+                if a.error:
+                    yield sse(stream_error(APIError(502, f"the model failed on this post: {a.error}", "server_error")))
+                    return
+                yield chunk({}, "stop", mentalglm=_heads_extension(task, a.__dict__))
+            elif kind == RESULT:
+                if not started:  # an empty answer still opens the message
+                    yield chunk({"role": "assistant", "content": ""})
+                usage = {"prompt_tokens": data.prompt_tokens, "completion_tokens": data.completion_tokens,
+                         "total_tokens": data.prompt_tokens + data.completion_tokens}
+                yield chunk({}, data.finish_reason or "stop")
+        if include_usage:
+            yield sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model_id,
+                       "choices": [], "usage": usage})
+        yield sse("[DONE]")
 
     # ------------------------------------------------------------------ background jobs
     @v1.post("/jobs", response_model=JobOut, status_code=202, tags=["jobs"],

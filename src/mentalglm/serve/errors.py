@@ -8,6 +8,7 @@ echoes a post back or writes one to the log.
 from __future__ import annotations
 
 import logging
+import traceback
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -124,3 +125,22 @@ def install_handlers(app: FastAPI) -> None:
 def scrubbed(exc: BaseException) -> str:
     """Backend errors name servers and files, not posts; still, keep only the first line and 300 characters."""
     return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+
+
+def stream_error(exc: BaseException) -> dict:
+    """The error body sent inside a stream that has already started (its HTTP status was 200): the same message
+    an unstreamed request would have got as its status."""
+    if isinstance(exc, WorkTimeout):
+        return error_body(str(exc), "timeout_error")
+    if isinstance(exc, ModelUnavailable):
+        log.error("model unavailable: %s", scrubbed(exc))
+        return error_body(f"the model is unavailable: {exc}", "server_error", "model_unavailable")
+    if isinstance(exc, HTTPBackendError):
+        log.error("upstream model server refused a request: HTTP %s", exc.status)
+        return error_body(f"the model server refused the request: {exc}", "server_error", "upstream_error")
+    if isinstance(exc, APIError):
+        return error_body(exc.message, exc.kind, exc.code)
+    # As the SafetyNet middleware does: type and code locations only, since the message can quote the input.
+    log.error("internal error %s in a stream\n%s", type(exc).__name__,
+              "".join(traceback.format_tb(exc.__traceback__)).rstrip())
+    return error_body(f"internal error ({type(exc).__name__}); the server keeps running, see its log", "server_error")

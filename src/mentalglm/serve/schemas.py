@@ -40,6 +40,9 @@ class AnalyzeRequest(BaseModel):
     risk_threshold: float | None = Field(None, ge=0, le=1, description=(
         "P(high suicide risk) at which a post is flagged (label-heads models only; default: the model's operating "
         "point, chosen on held-out posts for high-risk recall of at least 0.90)"))
+    stream: bool = Field(False, description=(
+        "answer with server-sent events as the analysis is made (decided, resources, text, analysis, then done "
+        "with the whole response); see docs/service.md"))
 
     @field_validator("posts", mode="before")
     @classmethod
@@ -126,6 +129,11 @@ class ChatMessage(BaseModel):
         return "".join(parts)
 
 
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    include_usage: bool = False
+
+
 class ChatRequest(BaseModel):
     # OpenAI clients send many optional fields (user, logprobs, response_format...): unknown ones are ignored.
     model_config = ConfigDict(extra="ignore")
@@ -140,14 +148,8 @@ class ChatRequest(BaseModel):
     seed: int | None = None
     repetition_penalty: float = Field(1.0, gt=0.0)
     stream: bool = False
+    stream_options: StreamOptions | None = None
     n: int = 1
-
-    @field_validator("stream")
-    @classmethod
-    def _no_stream(cls, stream: bool) -> bool:
-        if stream:
-            raise ValueError("streaming is not supported by this server; send stream=false")
-        return stream
 
     @field_validator("n")
     @classmethod
@@ -183,8 +185,10 @@ class ChatResponse(BaseModel):
     usage: ChatUsage
     mentalglm: dict | None = Field(None, description=(
         "label-heads models, when the last user message is a C-IMHI question (考虑以下这个帖子：“…” 问题：…): "
-        "the task, the labels decided over the closed label set, their probabilities (scores), high_risk and "
-        "evidence_ok; the message content is the label sentence and the explanation"))
+        "the task, the labels decided over the closed label set, their probabilities (scores), high_risk, "
+        "resources (the crisis-resources message when high_risk, else null) and evidence_ok; the message content is "
+        "the label sentence and the explanation. Streamed, it comes in the first chunk (evidence_ok null: not known "
+        "before the explanation is written) and again, complete, in the last"))
 
 
 # ---------------------------------------------------------------------------- jobs

@@ -7,9 +7,10 @@ import hashlib
 import re
 import threading
 from collections import OrderedDict
-from typing import Sequence
+from dataclasses import asdict
+from typing import Callable, Sequence
 
-from ..analyze import RAISE, Analysis, AnalyzeConfig, Analyzer
+from ..analyze import RAISE, Analysis, AnalyzeConfig, Analyzer, Watcher
 from ..inputs import Post
 from ..llm.base import Backend, GenConfig, Generation, Request
 from ..tasks import all_tasks
@@ -60,6 +61,12 @@ class AnalysisService:
         """Every task over the posts, returned post by post."""
         return self.analyzer(config).run(posts)
 
+    def analyze_streamed(self, posts: Sequence[Post], config: AnalyzeConfig, emit: Callable) -> list[Analysis]:
+        """``analyze``, telling ``emit`` what happens as it happens: ("decided", row) when label heads have chosen
+        the labels (before the explanation), ("text", {id, task, text}) for each piece of an answer, ("analysis",
+        row) for each finished row."""
+        return self.analyzer(config).run(posts, _Emitter(emit))
+
     def cimhi_question(self, messages: Sequence[dict]) -> tuple[str, str] | None:
         """(task, post) when a label-heads model is asked a C-IMHI question about a post, else None."""
         if self.prompt_style != "heads" or not messages or messages[-1]["role"] != "user":
@@ -71,6 +78,18 @@ class AnalysisService:
         return (spec.name, m.group(1)) if spec and m.group(1).strip() else None
 
     def chat(self, request: Request, config: GenConfig) -> Generation:
+        return self.backend.generate([request], self._fitted(request, config))[0]
+
+    def chat_streamed(self, request: Request, config: GenConfig, emit: Callable) -> Generation:
+        """``chat``, emitting ("text", piece) as the answer is written; a prompt too long fails before any piece."""
+        generation = None
+        for piece in self.backend.stream(request, self._fitted(request, config)):
+            if piece.text:
+                emit("text", piece.text)
+            generation = piece.generation or generation
+        return generation
+
+    def _fitted(self, request: Request, config: GenConfig) -> GenConfig:
         # The exact prompt where the backend renders it (llama.cpp, transformers); an estimate from the messages
         # where a server applies the template.
         prompt = self.backend.render(request) or "\n".join(m["content"] for m in request.messages)
@@ -81,4 +100,20 @@ class AnalysisService:
         room = self.backend.context_length - n
         if config.max_tokens > room:
             config = GenConfig(**{**config.__dict__, "max_tokens": room})
-        return self.backend.generate([request], config)[0]
+        return config
+
+
+class _Emitter(Watcher):
+    """An analysis's progress as events, serialised on the model thread (the rows are not shared further)."""
+
+    def __init__(self, emit: Callable):
+        self.emit = emit
+
+    def decided(self, analysis: Analysis) -> None:
+        self.emit("decided", asdict(analysis))
+
+    def text(self, post_id: str, task: str, piece: str) -> None:
+        self.emit("text", {"id": post_id, "task": task, "text": piece})
+
+    def finished(self, analysis: Analysis) -> None:
+        self.emit("analysis", asdict(analysis))

@@ -1,0 +1,83 @@
+"""Server-sent events from work on the model thread.
+
+The work (an analysis, a chat answer) runs on the model worker like any request, through ``ModelWorker.submit``, so
+admission (429), the queue and the request timeout are the same as for a non-streamed answer. It reports progress
+by calling ``emit(kind, data)`` on the model thread; the events cross to the event loop through a queue. The HTTP
+status is decided by the first event: everything that goes wrong before it (queue full, prompt too long, timeout,
+the model unavailable) is an ordinary JSON error. After it, the stream is under way and a failure can only be told
+inside it. When the client goes away or the time runs out, the next ``emit`` raises ``StreamClosed`` on the model
+thread, which stops the generation at the next token and frees the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from typing import Any, AsyncIterator, Callable
+
+from .worker import ModelWorker
+
+RESULT, FAILED = "result", "failed"  # the last event: what the work returned, or the exception it raised
+
+
+class StreamClosed(Exception):
+    """Raised inside the work when nobody reads the stream any more."""
+
+
+class _Channel:
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop, self.queue, self.closed = loop, asyncio.Queue(), threading.Event()
+
+    def emit(self, kind: str, data: Any) -> None:  # on the model thread
+        if self.closed.is_set():
+            raise StreamClosed("the client stopped reading")
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, (kind, data))
+
+
+async def model_events(worker: ModelWorker, work: Callable, *args, timeout: float) -> AsyncIterator[tuple[str, Any]]:
+    """Run ``work(*args, emit)`` on the model thread; returns the events ``(kind, data)`` it emits, then
+    ``(RESULT, value)`` or ``(FAILED, exception)``. Anything that fails before the first event is raised here,
+    before a response has started (QueueFull, WorkTimeout, the work's own exception)."""
+    channel = _Channel(asyncio.get_running_loop())
+    done = asyncio.ensure_future(worker.submit(work, *args, channel.emit, timeout=timeout))
+    done.add_done_callback(lambda f: f.cancelled() or f.exception())  # read here: no "never retrieved" warnings
+    getter = asyncio.ensure_future(channel.queue.get())
+    await asyncio.wait({getter, done}, return_when=asyncio.FIRST_COMPLETED)
+    if done.done() and not getter.done() and done.exception() is not None:
+        getter.cancel()
+        channel.closed.set()
+        raise done.exception()
+    return _events(channel, getter, done)
+
+
+async def _events(channel: _Channel, getter: asyncio.Future, done: asyncio.Future) -> AsyncIterator[tuple[str, Any]]:
+    try:
+        while True:
+            # Events are queued before the work's end is signalled (both go through the loop, in order), so once
+            # the work is done, whatever it emitted is already waiting in the queue.
+            if not getter.done():
+                await asyncio.wait({getter, done}, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                yield getter.result()
+                getter = asyncio.ensure_future(channel.queue.get())
+                continue
+            getter.cancel()
+            error = done.exception()
+            yield (FAILED, error) if error is not None else (RESULT, done.result())
+            return
+    finally:  # the client went away (the response was cancelled), or the stream ended
+        channel.closed.set()
+        getter.cancel()
+        if not done.done():
+            done.cancel()  # stops waiting; the work itself stops at its next emit and then frees its place
+
+
+def sse(data: Any, event: str | None = None) -> str:
+    """One server-sent event; ``data`` as JSON (a string is sent as it is, e.g. OpenAI's ``[DONE]``)."""
+    body = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
+    return (f"event: {event}\n" if event else "") + f"data: {body}\n\n"
+
+
+# Proxies (nginx) buffer responses unless told not to; caches must not keep a stream.
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

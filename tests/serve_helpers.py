@@ -7,6 +7,7 @@ Test modules import what they use: ``from serve_helpers import serve, tiny_llama
 from __future__ import annotations
 
 import contextlib
+import time
 
 import httpx
 import pytest
@@ -28,6 +29,29 @@ def tiny_llama(tiny_gguf_path):
 def scripted_llama(tmp_path_factory):
     backend = LlamaCppBackend(build_scripted_gguf(tmp_path_factory.mktemp("scripted") / "scripted.gguf"),
                               n_ctx=4096, n_threads=1)
+    yield backend
+    backend.close()
+
+
+class PacedLlama(LlamaCppBackend):
+    """The real llama.cpp backend, writing no faster than one piece per ``delay`` seconds, as a real model on a busy
+    CPU does: the tiny models finish in milliseconds, before anyone could see a stream mid-way. Counts the pieces
+    it wrote (``pieces``), so a test can tell a stream that stopped early from one that ran to its end."""
+
+    delay = 0.05
+
+    def stream(self, request, config):
+        self.pieces = 0
+        for piece in super().stream(request, config):
+            self.pieces += 1
+            yield piece
+            time.sleep(self.delay)
+
+
+@pytest.fixture(scope="session")
+def paced_scripted_llama(tmp_path_factory):
+    backend = PacedLlama(build_scripted_gguf(tmp_path_factory.mktemp("paced") / "scripted.gguf"), n_ctx=4096,
+                         n_threads=1)
     yield backend
     backend.close()
 

@@ -234,9 +234,9 @@ def test_openai_endpoint_serves_the_projects_own_client(api, tiny_llama):  # noq
     with pytest.raises(HTTPBackendError, match="is not served here") as err:
         OpenAIBackend("gpt-4", base_url=server.url + "/v1", retries=0).generate([request], config)
     assert err.value.status == 404
-    streaming = client.post("/v1/chat/completions", json={"model": "tiny.gguf", "stream": True,
-                                                          "messages": [{"role": "user", "content": "a"}]})
-    assert streaming.status_code == 422 and "streaming is not supported" in error_of(streaming)["message"]
+    several = client.post("/v1/chat/completions", json={"model": "tiny.gguf", "n": 2,
+                                                        "messages": [{"role": "user", "content": "a"}]})
+    assert several.status_code == 422 and "only n=1" in error_of(several)["message"]  # streaming: test_serve_stream
     too_long = client.post("/v1/chat/completions", json={"model": "tiny.gguf",
                                                          "messages": [{"role": "user", "content": "难过" * 600}]})
     assert too_long.status_code == 400 and error_of(too_long)["code"] == "context_length_exceeded"

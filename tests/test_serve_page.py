@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from serve_helpers import scripted_llama, serve, tiny_llama  # noqa: F401  (fixtures)
+from serve_helpers import paced_scripted_llama, scripted_llama, serve, tiny_llama  # noqa: F401  (fixtures)
 from tiny_heads import build_tiny_heads
 
 CHROMIUM = os.environ.get("MENTALGLM_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -96,6 +96,42 @@ def test_upload_csv_choose_column_watch_progress_download_jsonl(page, tmp_path):
     assert len(rows) == 15 and {r["id"] for r in rows} == {f"r{i}" for i in range(5)}
     assert sum(r["high_risk"] for r in rows) == 5
     assert not [r for r in rows if r["parse_status"] == "error"]  # the title column was used
+
+
+@pytest.fixture(scope="module")
+def paced_server(paced_scripted_llama, tmp_path_factory):  # noqa: F811
+    with serve(paced_scripted_llama, tmp_path_factory.mktemp("paced-page"), tasks=("suicide_risk", "emotion"),
+               max_tokens=64) as (server, _client):
+        yield server
+
+
+def test_the_explanation_appears_as_it_is_written(browser, paced_server):
+    page = browser.new_context(viewport={"width": 1100, "height": 800}).new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(paced_server.url + "/")
+    page.wait_for_selector("body[data-ready=true]")
+    page.fill("#post", "最近总觉得活着没有意思")
+    page.click("#analyze")
+    # Mid-way: part of the first answer is on the page while the analysis is still running.
+    writing = page.wait_for_function("""() => {
+        const p = document.querySelector('.result[data-task=suicide_risk] .explanation.writing');
+        return p && document.querySelector('#analyze-status').textContent.includes('分析中') && p.textContent; }""")
+    partial = writing.json_value()
+    assert "这篇帖子" in partial and "没有希望" not in partial  # the beginning, not yet the end
+    page.wait_for_selector("#analyze-status:has-text('完成')", timeout=30000)
+    assert page.locator("#crisis").is_visible() and "12356" in page.locator("#crisis-text").inner_text()
+    streamed = page.locator("#results").inner_text()
+    assert "我不想活了，没有希望" in streamed and page.locator(".explanation.writing").count() == 0
+    # The same cards the unstreamed answer renders into.
+    unstreamed = page.evaluate("""async () => {
+        const r = await fetch('/v1/analyze', {method: 'POST', headers: {'Content-Type': 'application/json'},
+            body: JSON.stringify({text: '最近总觉得活着没有意思', tasks: chosenTasks(), explain: true})});
+        renderResults(await r.json());
+        return document.querySelector('#results').innerText; }""")
+    assert unstreamed == streamed
+    assert not errors, errors
+    page.context.close()
 
 
 @pytest.fixture(scope="module")

@@ -205,15 +205,15 @@ def create_app(backend: Backend, prompt_style: str = "zeroshot", settings: Serve
         heads, before its explanation is written); ``done`` carries exactly the unstreamed response."""
         warned = False
         async for kind, data in events:
-            if kind in ("decided", "analysis") and data["high_risk"] and not warned:
-                warned = True
-                yield sse({"high_risk": True, "resources": resources_text, "disclaimer": DISCLAIMER}, "resources")
             if kind == RESULT:
                 yield sse(_analyze_body(posts, config, data), "done")
             elif kind == FAILED:
                 yield sse(stream_error(data), "error")
             else:
                 yield sse(data, kind)
+            if kind in ("decided", "analysis") and data["high_risk"] and not warned:
+                warned = True
+                yield sse({"high_risk": True, "resources": resources_text, "disclaimer": DISCLAIMER}, "resources")
 
     # ------------------------------------------------------------------ OpenAI-compatible
     @v1.get("/models", tags=["openai"], summary="the served model (OpenAI format)")

@@ -96,60 +96,117 @@ function chosenTasks() {
 }
 
 // ------------------------------------------------------------------ one post
+function renderCard(a) {
+  const task = state.taskByName[a.task] || { title: a.task, title_en: "" };
+  const card = el("div", "result" + (a.high_risk ? " high" : ""));
+  card.dataset.task = a.task;
+  card.dataset.post = a.id;
+  const head = el("div", "result-head");
+  const title = el("span", "task", task.title + " ");
+  if (task.title_en !== task.title) title.appendChild(el("small", null, task.title_en));
+  head.appendChild(title);
+  head.appendChild(el("span", "status status-" + a.parse_status, a.parse_status));
+  card.appendChild(head);
+  const labels = el("div", "labels");
+  if (a.labels.length === 0) labels.appendChild(el("span", "chip none", "无标签 no label"));
+  const scores = a.scores || {};
+  a.labels.forEach((name, i) => {
+    const chip = el("span", "chip" + (a.high_risk ? " danger" : ""), name + " ");
+    chip.appendChild(el("small", null, a.label_en[i] || ""));
+    if (name in scores) chip.appendChild(el("b", "prob", " " + Math.round(100 * scores[name]) + "%"));
+    labels.appendChild(chip);
+  });
+  card.appendChild(labels);
+  const ranked = Object.entries(scores).sort((x, y) => y[1] - x[1]).slice(0, 4);
+  if (ranked.length) {  // label heads: the closed label set with calibrated probabilities
+    const bars = el("div", "scores");
+    bars.title = "各标签的概率 probability of each label";
+    for (const [name, p] of ranked) {
+      const row = el("div", "score-row");
+      row.appendChild(el("span", "score-name", name));
+      const bar = el("span", "score-bar");
+      const fill = el("span", "score-fill");
+      fill.style.width = Math.round(100 * p) + "%";
+      bar.appendChild(fill);
+      row.appendChild(bar);
+      row.appendChild(el("span", "score-value", (100 * p).toFixed(0) + "%"));
+      bars.appendChild(row);
+    }
+    card.appendChild(bars);
+  }
+  if (a.explanation) {
+    const p = el("p", "explanation");
+    p.appendChild(el("span", "muted", "理由 Explanation："));
+    p.appendChild(document.createTextNode(a.explanation));
+    card.appendChild(p);
+    if (a.evidence_ok === true) card.appendChild(el("p", "evidence ok", "✓ 引文均出自原帖 every quote is in the post"));
+    if (a.evidence_ok === false) card.appendChild(el("p", "evidence bad",
+      "⚠ 理由中的引文未在原帖中找到，或没有引用原文 a quote is not in the post, or nothing is quoted"));
+  }
+  for (const note of [a.error, ...a.warnings].filter(Boolean)) card.appendChild(el("p", "warning", note));
+  return card;
+}
+
+function showCrisis(highRisk, resources) {
+  $("crisis").hidden = !highRisk;
+  $("crisis-text").textContent = resources || "";
+}
+
 function renderResults(body) {
   const results = $("results");
   results.replaceChildren();
-  $("crisis").hidden = !body.high_risk;
-  $("crisis-text").textContent = body.resources || "";
+  showCrisis(body.high_risk, body.resources);
   for (const post of body.results) {
-    for (const a of post.analyses) {
-      const task = state.taskByName[a.task] || { title: a.task, title_en: "" };
-      const card = el("div", "result" + (a.high_risk ? " high" : ""));
-      card.dataset.task = a.task;
-      const head = el("div", "result-head");
-      const title = el("span", "task", task.title + " ");
-      if (task.title_en !== task.title) title.appendChild(el("small", null, task.title_en));
-      head.appendChild(title);
-      head.appendChild(el("span", "status status-" + a.parse_status, a.parse_status));
-      card.appendChild(head);
-      const labels = el("div", "labels");
-      if (a.labels.length === 0) labels.appendChild(el("span", "chip none", "无标签 no label"));
-      const scores = a.scores || {};
-      a.labels.forEach((name, i) => {
-        const chip = el("span", "chip" + (a.high_risk ? " danger" : ""), name + " ");
-        chip.appendChild(el("small", null, a.label_en[i] || ""));
-        if (name in scores) chip.appendChild(el("b", "prob", " " + Math.round(100 * scores[name]) + "%"));
-        labels.appendChild(chip);
-      });
-      card.appendChild(labels);
-      const ranked = Object.entries(scores).sort((x, y) => y[1] - x[1]).slice(0, 4);
-      if (ranked.length) {  // label heads: the closed label set with calibrated probabilities
-        const bars = el("div", "scores");
-        bars.title = "各标签的概率 probability of each label";
-        for (const [name, p] of ranked) {
-          const row = el("div", "score-row");
-          row.appendChild(el("span", "score-name", name));
-          const bar = el("span", "score-bar");
-          const fill = el("span", "score-fill");
-          fill.style.width = Math.round(100 * p) + "%";
-          bar.appendChild(fill);
-          row.appendChild(bar);
-          row.appendChild(el("span", "score-value", (100 * p).toFixed(0) + "%"));
-          bars.appendChild(row);
-        }
-        card.appendChild(bars);
+    for (const a of post.analyses) results.appendChild(renderCard(a));
+  }
+}
+
+// The card of one (post, task) while its answer is being written; created on first sight.
+function liveCard(id, task) {
+  const found = Array.from($("results").children).find((c) => c.dataset.post === id && c.dataset.task === task);
+  if (found) return found;
+  const card = renderCard({ id: id, task: task, labels: [], label_en: [], parse_status: "…", warnings: [],
+                            explanation: "", scores: {} });
+  $("results").appendChild(card);
+  return card;
+}
+
+function replaceCard(a) {
+  const old = liveCard(a.id, a.task);
+  old.replaceWith(renderCard(a));
+}
+
+function appendText(id, task, text) {
+  const card = liveCard(id, task);
+  let p = card.querySelector(".explanation.writing");
+  if (!p) {
+    p = el("p", "explanation writing");
+    p.appendChild(el("span", "muted", "正在生成 writing："));
+    p.appendChild(document.createTextNode(""));
+    card.appendChild(p);
+  }
+  p.lastChild.textContent += text;  // model output as text, never as HTML
+}
+
+// Server-sent events from a fetch body (EventSource cannot POST or send the token).
+async function readEvents(response, onEvent) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true });
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      let kind = "message", data = "";
+      for (const line of block.split("\n")) {
+        if (line.startsWith("event: ")) kind = line.slice(7);
+        else if (line.startsWith("data: ")) data += line.slice(6);
       }
-      if (a.explanation) {
-        const p = el("p", "explanation");
-        p.appendChild(el("span", "muted", "理由 Explanation："));
-        p.appendChild(document.createTextNode(a.explanation));
-        card.appendChild(p);
-        if (a.evidence_ok === true) card.appendChild(el("p", "evidence ok", "✓ 引文均出自原帖 every quote is in the post"));
-        if (a.evidence_ok === false) card.appendChild(el("p", "evidence bad",
-          "⚠ 理由中的引文未在原帖中找到，或没有引用原文 a quote is not in the post, or nothing is quoted"));
-      }
-      for (const note of [a.error, ...a.warnings].filter(Boolean)) card.appendChild(el("p", "warning", note));
-      results.appendChild(card);
+      if (data) onEvent(kind, JSON.parse(data));
     }
   }
 }
@@ -168,13 +225,23 @@ async function analyzeOne() {
   }
   $("analyze").disabled = true;
   $("analyze-status").textContent = "分析中… analyzing…";
+  $("results").replaceChildren();
+  showCrisis(false, "");
   const started = performance.now();
   try {
     const response = await api("/v1/analyze", {
       method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ text: text, tasks: tasks, explain: $("explain").checked }),
+      body: JSON.stringify({ text: text, tasks: tasks, explain: $("explain").checked, stream: true }),
     });
-    renderResults(await response.json());
+    let finished = false;
+    await readEvents(response, (kind, data) => {
+      if (kind === "decided" || kind === "analysis") replaceCard(data);  // labels first, then the whole row
+      else if (kind === "resources") showCrisis(true, data.resources);  // as soon as any row is high risk
+      else if (kind === "text") appendText(data.id, data.task, data.text);
+      else if (kind === "done") { renderResults(data); finished = true; }  // exactly the unstreamed answer
+      else if (kind === "error") throw new Error(data.error.message);
+    });
+    if (!finished) throw new Error("连接中断 the answer was cut off; try again");
     $("analyze-status").textContent = "完成 done in " + ((performance.now() - started) / 1000).toFixed(1) + " s";
   } catch (e) {
     $("analyze-status").textContent = "";

@@ -1,0 +1,199 @@
+"""Streaming (server-sent events) and /metrics of `mentalglm serve`: a real uvicorn on loopback over real llama.cpp
+models, read with the official `openai` client, httpx and prometheus_client's own parser."""
+
+import json
+import threading
+import time
+
+import httpx
+import pytest
+
+from mentalglm import DISCLAIMER
+from mentalglm.safety import resources_message
+from serve_helpers import error_of, paced_scripted_llama, serve, tiny_llama  # noqa: F401  (fixtures)
+from tiny_heads import build_tiny_heads
+
+openai = pytest.importorskip("openai", reason="pip install openai (the dev extra)")
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+HIGH_RISK_POST = "最近工作不想活了路上"  # the tiny heads read the cue 不想活了 as high suicide risk
+
+
+def _client(server, **kw):
+    return openai.OpenAI(base_url=server.url + "/v1", api_key=kw.pop("api_key", "unused"), max_retries=0, **kw)
+
+
+@pytest.fixture(scope="module")
+def heads_api(tiny_llama, tmp_path_factory):  # noqa: F811
+    folder = build_tiny_heads(tiny_llama, tmp_path_factory.mktemp("stream-heads") / "heads")
+    with serve(tiny_llama, tmp_path_factory.mktemp("stream"), prompt_style="heads", heads=str(folder),
+               max_tokens=32) as (server, client):
+        yield server, client
+
+
+def _cimhi(post: str, task: str, client) -> str:
+    question = next(t["question"] for t in client.get("/v1/tasks").json()["data"] if t["name"] == task)
+    return f"考虑以下这个帖子：“{post}” 问题：{question}"
+
+
+def test_openai_client_streams_a_plain_answer_equal_to_the_unstreamed_one(heads_api):
+    server, _ = heads_api
+    oa = _client(server)
+    messages = [{"role": "user", "content": "我最近很难过，怎么办？"}]
+    whole = oa.chat.completions.create(model="tiny.gguf", messages=messages, max_tokens=20)
+    chunks = list(oa.chat.completions.create(model="tiny.gguf", messages=messages, max_tokens=20, stream=True,
+                                             stream_options={"include_usage": True}))
+    assert {c.object for c in chunks} == {"chat.completion.chunk"} and len({c.id for c in chunks}) == 1
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content and text
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == whole.choices[0].finish_reason == "length"
+    assert chunks[-1].choices == [] and chunks[-1].usage == whole.usage  # include_usage: a last chunk with usage
+    assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) > 1  # pieces, not one lump
+
+
+def test_label_heads_stream_the_decision_first_then_the_explanation(heads_api):
+    server, client = heads_api
+    oa = _client(server)
+    messages = [{"role": "user", "content": _cimhi(HIGH_RISK_POST, "suicide_risk", client)}]
+    whole = oa.chat.completions.create(model="tiny.gguf", messages=messages)
+    chunks = list(oa.chat.completions.create(model="tiny.gguf", messages=messages, stream=True))
+    first, last = chunks[0].model_extra["mentalglm"], chunks[-1].model_extra["mentalglm"]
+    # The decision arrives before any text, with the crisis resources: a client can warn before the answer is read.
+    assert not chunks[0].choices[0].delta.content
+    assert first["labels"] == ["高自杀风险"] and first["high_risk"] is True and first["evidence_ok"] is None
+    assert first["resources"] == resources_message() and set(first["scores"]) == {"高自杀风险", "低自杀风险"}
+    assert last == whole.model_extra["mentalglm"]  # the complete extension, evidence_ok included, as unstreamed
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == whole.choices[0].message.content
+    assert whole.choices[0].message.content.startswith("这篇帖子体现了高自杀风险")
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    low = oa.chat.completions.create(model="tiny.gguf", messages=[
+        {"role": "user", "content": _cimhi("今天有点累路上", "suicide_risk", client)}], stream=True)
+    decision = next(iter(low)).model_extra["mentalglm"]
+    assert decision["high_risk"] is False and decision["resources"] is None
+
+
+def test_stream_errors_before_the_first_token_keep_their_status(heads_api):
+    server, _ = heads_api
+    oa = _client(server)
+    with pytest.raises(openai.BadRequestError, match="context"):
+        list(oa.chat.completions.create(model="tiny.gguf", stream=True,
+                                        messages=[{"role": "user", "content": "难过" * 600}]))
+    with pytest.raises(openai.NotFoundError, match="is not served here"):
+        oa.chat.completions.create(model="gpt-4", stream=True, messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.UnprocessableEntityError, match="n=1"):
+        oa.chat.completions.create(model="tiny.gguf", n=2, messages=[{"role": "user", "content": "hi"}])
+
+
+def _events(response: httpx.Response) -> list[tuple[str, dict]]:
+    events, kind = [], "message"
+    for line in response.iter_lines():
+        if line.startswith("event: "):
+            kind = line[len("event: "):]
+        elif line.startswith("data: "):
+            events.append((kind, json.loads(line[len("data: "):])))
+            kind = "message"
+    return events
+
+
+def _without_latency(body: dict) -> dict:
+    for post in body["results"]:
+        for a in post["analyses"]:
+            a.pop("latency_ms")
+    return body
+
+
+def test_analyze_stream_ends_with_the_unstreamed_response(heads_api):
+    _, client = heads_api
+    request = {"posts": [{"id": "p1", "text": HIGH_RISK_POST}, {"id": "p2", "text": "今天很开心路上"}],
+               "tasks": ["suicide_risk", "emotion"]}
+    whole = client.post("/v1/analyze", json=request).json()
+    with client.stream("POST", "/v1/analyze", json={**request, "stream": True}) as response:
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        events = _events(response)
+    kinds = [k for k, _ in events]
+    assert kinds[-1] == "done" and _without_latency(events[-1][1]) == _without_latency(whole)
+    # p1's risk decision, then the resources, come before p1's explanation is written.
+    decided = kinds.index("decided")
+    assert events[decided][1]["id"] == "p1" and events[decided][1]["high_risk"] is True
+    assert kinds[decided + 1] == "resources" and events[decided + 1][1]["resources"] == resources_message()
+    assert events[decided + 1][1]["disclaimer"] == DISCLAIMER and kinds.count("resources") == 1
+    assert kinds[decided + 2] == "text"
+    for post in whole["results"]:
+        for a in post["analyses"]:
+            pieces = [d["text"] for k, d in events if k == "text" and (d["id"], d["task"]) == (post["id"], a["task"])]
+            assert "".join(pieces) == a["raw"]  # the explanation as it was written, piece by piece
+    assert kinds.count("analysis") == 4
+
+
+def test_a_client_that_goes_away_stops_the_generation_and_frees_the_model(paced_scripted_llama, tmp_path):  # noqa: F811
+    backend = paced_scripted_llama
+    with serve(backend, tmp_path, max_queue=1) as (server, client):
+        body = {"model": "scripted.gguf", "stream": True, "messages": [{"role": "user", "content": "我好累"}]}
+        with client.stream("POST", "/v1/chat/completions", json=body) as response:
+            next(response.iter_lines())
+        deadline = time.monotonic() + 10
+        while server.app.state.worker.pending and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert server.app.state.worker.pending == 0  # a queue of one is free again
+        stopped_after = backend.pieces
+        with client.stream("POST", "/v1/chat/completions", json=body) as response:
+            assert "[DONE]" in response.read().decode()
+        assert stopped_after < backend.pieces / 2  # the first answer was not written to its end for nobody
+
+
+def _scrape(client, **kw) -> dict:
+    response = client.get("/metrics", **kw)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    return {f.name: f for f in text_string_to_metric_families(response.text)}
+
+
+def _value(families, name, sample=None, **labels) -> float:
+    family = families[name]
+    return sum(s.value for s in family.samples
+               if s.name == (sample or name) and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+def test_metrics_count_requests_tokens_queue_and_latency(tiny_llama, tmp_path):  # noqa: F811
+    with serve(tiny_llama, tmp_path) as (server, client):
+        before = _scrape(client)
+        assert _value(before, "mentalglm_generated_tokens", "mentalglm_generated_tokens_total") == 0
+        used = 0
+        for _ in range(2):
+            answer = client.post("/v1/chat/completions", json={
+                "model": "tiny.gguf", "max_tokens": 5, "messages": [{"role": "user", "content": "你好"}]})
+            assert answer.status_code == 200
+            used += answer.json()["usage"]["completion_tokens"]
+        assert client.post("/v1/analyze", json={"text": "", "tasks": ["emotion"]}).status_code == 422
+        assert client.get("/v1/jobs/nope").status_code == 404
+        after = _scrape(client)
+        requests = "mentalglm_requests_total"
+        assert _value(after, "mentalglm_requests", requests, route="/v1/chat/completions", status="200") == 2
+        assert _value(after, "mentalglm_requests", requests, route="/v1/analyze", status="422") == 1
+        assert _value(after, "mentalglm_requests", requests, route="/v1/jobs/{job_id}", status="404") == 1  # a template
+        assert _value(after, "mentalglm_generated_tokens", "mentalglm_generated_tokens_total") == used > 0
+        assert _value(after, "mentalglm_generation_seconds", "mentalglm_generation_seconds_total") > 0
+        assert _value(after, "mentalglm_batch_size", "mentalglm_batch_size_count") == 2
+        assert _value(after, "mentalglm_batch_size", "mentalglm_batch_size_sum") == 2  # one sequence at a time today
+        latency = "mentalglm_request_duration_seconds"
+        assert _value(after, latency, latency + "_count", route="/v1/chat/completions") == 2
+        assert _value(after, latency, latency + "_bucket", route="/v1/chat/completions", le="+Inf") == 2
+        assert _value(after, "mentalglm_queue_limit") == 8 and _value(after, "mentalglm_queue_depth") == 0
+        assert _value(after, "process_resident_memory_bytes") > 0
+        # Queue depth is live: it shows work waiting for the model while the model is held.
+        release, started = threading.Event(), threading.Event()
+        threading.Thread(target=server.app.state.worker.call,
+                         args=(lambda: (started.set(), release.wait(10)),), daemon=True).start()
+        assert started.wait(5)
+        assert _value(_scrape(client), "mentalglm_queue_depth") == 1
+        release.set()
+
+
+def test_metrics_need_the_token_when_the_server_has_one(tiny_llama, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("MENTALGLM_TEST_TOKEN", "s3cret-token")
+    with serve(tiny_llama, tmp_path, token_env="MENTALGLM_TEST_TOKEN") as (_, client):
+        refused = client.get("/metrics")
+        assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+        assert error_of(refused)["type"] == "authentication_error"
+        families = _scrape(client, headers={"Authorization": "Bearer s3cret-token"})
+        assert _value(families, "mentalglm_requests", "mentalglm_requests_total", route="/metrics", status="401") == 1

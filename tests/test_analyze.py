@@ -383,3 +383,15 @@ def test_run_returns_rows_in_input_order():
     analyzer = Analyzer(CountingBackend(batch_size=4), AnalyzeConfig(tasks=("emotion", "suicide_risk"), explain=False))
     rows = analyzer.run(POSTS5)
     assert [(r.id, r.task) for r in rows] == [(p.id, t) for p in POSTS5 for t in ("emotion", "suicide_risk")]
+
+
+def test_file_progress_shows_posts_per_second(tiny_gguf_path, tmp_path, capsys):
+    posts = tmp_path / "posts.csv"
+    posts.write_text("id,text\n" + "".join(f"p{i},今天有点累{i}\n" for i in range(4)), encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    main(["analyze", "--file", str(posts), "--out", str(out), "--model", str(tiny_gguf_path), "--n-ctx", "2048",
+          "--no-explain", "--tasks", "emotion,suicide_risk"])
+    bar = next(line for line in capsys.readouterr().err.splitlines() if "analyzing" in line)
+    assert "8/8" in bar  # (post, task) results
+    rate = float(bar.split(" posts/s")[0].split()[-1])
+    assert rate > 0

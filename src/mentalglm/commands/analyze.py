@@ -9,7 +9,9 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.panel import Panel
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+from rich.text import Text
 from rich.table import Table
 
 from .. import DISCLAIMER
@@ -126,8 +128,9 @@ def run(args) -> int:
     results: list[Analysis] = []
     stream = analyzer.stream(posts, done=set(kept), chunk=args.chunk)
     single = args.post is not None and not out
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=Console(stderr=True), disable=single, transient=False) as bar:
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), PostsPerSecond(len(tasks)),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True), disable=single,
+                  transient=False) as bar:
         job = bar.add_task(f"analyzing ({backend.name})", total=total)
 
         def tick(a: Analysis):
@@ -151,6 +154,25 @@ def run(args) -> int:
     if any(a.high_risk for a in results) and not single:
         console.print(Panel(resources_message(args.resources), title="high suicide risk in some posts", style="red"))
     return exit_code(results, kept, out)
+
+
+class PostsPerSecond(ProgressColumn):
+    """Throughput in posts/s. The bar counts (post, task) results; a post is done when all its tasks are, so the
+    rate is results/s over the tasks per post: recent speed while running (rich's 30 s window), the average at
+    the end."""
+
+    def __init__(self, tasks_per_post: int):
+        super().__init__()
+        self.tasks_per_post = max(1, tasks_per_post)
+
+    def render(self, task) -> Text:
+        if task.finished and task.elapsed:
+            speed = task.completed / task.elapsed
+        else:
+            speed = task.speed
+        if not speed:
+            return Text("– posts/s", style="progress.data.speed")
+        return Text(f"{speed / self.tasks_per_post:.2f} posts/s", style="progress.data.speed")
 
 
 def _usage(message: str) -> int:

@@ -45,3 +45,32 @@ def test_the_default_model_scores_every_label_and_explains_the_chosen_one(tmp_pa
     assert risk["model"] == DEFAULT_MODEL == "mentalglm-mini" and risk["labels"] == ["高自杀风险"] and risk["high_risk"]
     assert abs(sum(risk["scores"].values()) - 1) < 1e-3 and risk["raw"].startswith("这篇帖子体现了高自杀风险。理由：")
     assert re.search(r"[\u4e00-\u9fff]{6,}", risk["explanation"]) and risk["evidence_ok"] in (True, False)
+
+
+def test_the_default_model_streams_the_same_answer_token_by_token(tmp_path):
+    from mentalglm.analyze import AnalyzeConfig, Analyzer, Watcher
+    from mentalglm.inputs import Post
+    from mentalglm.llm.registry import open_backend
+
+    class Pieces(Watcher):
+        def __init__(self):
+            self.decided_first, self.pieces = None, []
+
+        def decided(self, analysis):
+            self.decided_first = self.decided_first is None and not self.pieces
+
+        def text(self, post_id, task, piece):
+            self.pieces.append(piece)
+
+    backend, style = open_backend(DEFAULT_MODEL)
+    try:
+        analyzer = Analyzer(backend, AnalyzeConfig(tasks=("suicide_risk",), style=style))
+        post = Post("1", "最近总觉得活着没有意思，每天都很累，不想再坚持了")
+        [whole] = analyzer.run([post])
+        watch = Pieces()
+        [streamed] = analyzer.run([post], watch)
+    finally:
+        backend.close()
+    assert watch.decided_first is True  # the labels are told before any text
+    assert "".join(watch.pieces) == streamed.raw == whole.raw and len(watch.pieces) > 10
+    assert (streamed.labels, streamed.scores, streamed.high_risk) == (whole.labels, whole.scores, whole.high_risk)

@@ -29,14 +29,14 @@ from ..llm.base import Request as ChatPrompt
 from ..llm.catalog import cache_dir
 from ..safety import resources_message
 from ..tasks import all_tasks, get_task
-from .errors import APIError, install_handlers, stream_error
+from .errors import APIError, install_handlers
 from .jobs import JobManager, encodable, parse_upload
 from .metrics import CONTENT_TYPE, MeteredBackend, RequestMetrics, ServiceMetrics
 from .middleware import BodyLimit, SafetyNet
 from .schemas import AnalyzeRequest, AnalyzeResponse, ChatRequest, ChatResponse, JobOut
 from .service import AnalysisService, PromptTooLong, fingerprint
 from .settings import ServeSettings
-from .streaming import FAILED, RESULT, SSE_HEADERS, model_events, sse
+from .streaming import SSE_HEADERS, analysis_events, chat_chunks, model_events
 from .worker import ModelWorker
 
 log = logging.getLogger("mentalglm.serve")
@@ -185,8 +185,9 @@ def create_app(backend: Backend, prompt_style: str = "zeroshot", settings: Serve
         if req.stream:
             events = await model_events(worker, service.analyze_streamed, posts, config,
                                         timeout=settings.request_timeout)
-            return StreamingResponse(_analysis_events(events, posts, config), media_type="text/event-stream",
-                                     headers=SSE_HEADERS)
+            return StreamingResponse(
+                analysis_events(events, lambda analyses: _analyze_body(posts, config, analyses), resources_text),
+                media_type="text/event-stream", headers=SSE_HEADERS)
         analyses = await worker.submit(service.analyze, posts, config, timeout=settings.request_timeout)
         return _analyze_body(posts, config, analyses)
 
@@ -199,21 +200,6 @@ def create_app(backend: Backend, prompt_style: str = "zeroshot", settings: Serve
         high = any(r["high_risk"] for r in results)
         return {"model": model_id, "tasks": list(config.tasks), "explain": config.explain, "high_risk": high,
                 "resources": resources_text if high else None, "disclaimer": DISCLAIMER, "results": results}
-
-    async def _analysis_events(events, posts, config):
-        """The analysis as server-sent events. The crisis resources go out the moment a row is flagged (with label
-        heads, before its explanation is written); ``done`` carries exactly the unstreamed response."""
-        warned = False
-        async for kind, data in events:
-            if kind == RESULT:
-                yield sse(_analyze_body(posts, config, data), "done")
-            elif kind == FAILED:
-                yield sse(stream_error(data), "error")
-            else:
-                yield sse(data, kind)
-            if kind in ("decided", "analysis") and data["high_risk"] and not warned:
-                warned = True
-                yield sse({"high_risk": True, "resources": resources_text, "disclaimer": DISCLAIMER}, "resources")
 
     # ------------------------------------------------------------------ OpenAI-compatible
     @v1.get("/models", tags=["openai"], summary="the served model (OpenAI format)")
@@ -251,7 +237,8 @@ def create_app(backend: Backend, prompt_style: str = "zeroshot", settings: Serve
                                                 timeout=settings.request_timeout)
             except PromptTooLong as e:
                 raise APIError(400, str(e), field="messages", code="context_length_exceeded") from None
-            return StreamingResponse(_chat_chunks(events, question[0] if question else None, include_usage),
+            extension = (lambda row: _heads_extension(question[0], row)) if question else None
+            return StreamingResponse(chat_chunks(events, model_id, include_usage, extension),
                                      media_type="text/event-stream", headers=SSE_HEADERS)
         if question:  # a label-heads model answers the C-IMHI question with its heads, not free generation
             task, post = question
@@ -277,46 +264,6 @@ def create_app(backend: Backend, prompt_style: str = "zeroshot", settings: Serve
     def _heads_extension(task: str, row: dict) -> dict:
         return {"task": task, "labels": row["labels"], "scores": row["scores"], "high_risk": row["high_risk"],
                 "resources": resources_text if row["high_risk"] else None, "evidence_ok": row["evidence_ok"]}
-
-    async def _chat_chunks(events, task: str | None, include_usage: bool):
-        """OpenAI's chat.completion.chunk events. Label heads: the first chunk carries the ``mentalglm`` decision
-        (labels, scores, high_risk, resources) before any text; the last one carries it again with evidence_ok."""
-        cid, created = f"chatcmpl-{secrets.token_hex(12)}", int(time.time())
-
-        def chunk(delta: dict, finish: str | None = None, **extra) -> str:
-            return sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model_id,
-                        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra})
-
-        usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-        started = False
-        async for kind, data in events:
-            if kind == "decided":
-                started = True
-                yield chunk({"role": "assistant", "content": ""}, mentalglm=_heads_extension(task, data))
-            elif kind == "text":
-                if not started:
-                    started = True
-                    yield chunk({"role": "assistant", "content": ""})
-                yield chunk({"content": data["text"] if isinstance(data, dict) else data})
-            elif kind == FAILED:
-                yield sse(stream_error(data))
-                return
-            elif kind == RESULT and task:
-                [a] = data
-                if a.error:
-                    yield sse(stream_error(APIError(502, f"the model failed on this post: {a.error}", "server_error")))
-                    return
-                yield chunk({}, "stop", mentalglm=_heads_extension(task, a.__dict__))
-            elif kind == RESULT:
-                if not started:  # an empty answer still opens the message
-                    yield chunk({"role": "assistant", "content": ""})
-                usage = {"prompt_tokens": data.prompt_tokens, "completion_tokens": data.completion_tokens,
-                         "total_tokens": data.prompt_tokens + data.completion_tokens}
-                yield chunk({}, data.finish_reason or "stop")
-        if include_usage:
-            yield sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model_id,
-                       "choices": [], "usage": usage})
-        yield sse("[DONE]")
 
     # ------------------------------------------------------------------ background jobs
     @v1.post("/jobs", response_model=JobOut, status_code=202, tags=["jobs"],

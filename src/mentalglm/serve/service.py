@@ -81,11 +81,11 @@ class AnalysisService:
         return self.backend.generate([request], self._fitted(request, config))[0]
 
     def chat_streamed(self, request: Request, config: GenConfig, emit: Callable) -> Generation:
-        """``chat``, emitting ("text", piece) as the answer is written; a prompt too long fails before any piece."""
+        """``chat``, emitting ("text", {text}) as the answer is written; a prompt too long fails before any piece."""
         generation = None
         for piece in self.backend.stream(request, self._fitted(request, config)):
             if piece.text:
-                emit("text", piece.text)
+                emit("text", {"text": piece.text})
             generation = piece.generation or generation
         return generation
 

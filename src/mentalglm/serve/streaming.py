@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import threading
+import time
 from typing import Any, AsyncIterator, Callable
 
+from .. import DISCLAIMER
+from .errors import APIError, stream_error
 from .worker import ModelWorker
 
 RESULT, FAILED = "result", "failed"  # the last event: what the work returned, or the exception it raised
@@ -81,3 +85,65 @@ def sse(data: Any, event: str | None = None) -> str:
 
 # Proxies (nginx) buffer responses unless told not to; caches must not keep a stream.
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+async def analysis_events(events, body: Callable[[list], dict], resources: str) -> AsyncIterator[str]:
+    """``POST /v1/analyze`` streamed: the work's events as named server-sent events. The crisis resources go out
+    the moment a row is flagged (with label heads, before its explanation is written); ``done`` carries
+    ``body(rows)``, exactly the unstreamed response."""
+    warned = False
+    async for kind, data in events:
+        if kind == RESULT:
+            yield sse(body(data), "done")
+        elif kind == FAILED:
+            yield sse(stream_error(data), "error")
+        else:
+            yield sse(data, kind)
+        if kind in ("decided", "analysis") and data["high_risk"] and not warned:
+            warned = True
+            yield sse({"high_risk": True, "resources": resources, "disclaimer": DISCLAIMER}, "resources")
+
+
+async def chat_chunks(events, model: str, include_usage: bool,
+                      extension: Callable[[dict], dict] | None = None) -> AsyncIterator[str]:
+    """``POST /v1/chat/completions`` streamed: OpenAI's ``chat.completion.chunk`` events, then ``[DONE]``.
+
+    ``extension`` (a C-IMHI question answered by label heads) turns a row into the ``mentalglm`` object: it goes in
+    the first chunk, from the decision made before any text (labels, scores, high_risk, resources), and again in
+    the last one, complete (evidence_ok). OpenAI clients keep unknown fields of a chunk (``chunk.model_extra``)."""
+    cid, created = f"chatcmpl-{secrets.token_hex(12)}", int(time.time())
+
+    def chunk(delta: dict, finish: str | None = None, **extra) -> str:
+        return sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra})
+
+    usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    opened = False  # the first chunk names the role, as OpenAI's do
+    async for kind, data in events:
+        if kind == "decided" and extension:
+            opened = True
+            yield chunk({"role": "assistant", "content": ""}, mentalglm=extension(data))
+        elif kind == "text":
+            if not opened:
+                opened = True
+                yield chunk({"role": "assistant", "content": ""})
+            yield chunk({"content": data["text"]})
+        elif kind == FAILED:
+            yield sse(stream_error(data))
+            return
+        elif kind == RESULT and extension:
+            [row] = data
+            if row.error:
+                yield sse(stream_error(APIError(502, f"the model failed on this post: {row.error}", "server_error")))
+                return
+            yield chunk({}, "stop", mentalglm=extension(row.__dict__))
+        elif kind == RESULT:
+            if not opened:  # an empty answer still opens the message
+                yield chunk({"role": "assistant", "content": ""})
+            usage = {"prompt_tokens": data.prompt_tokens, "completion_tokens": data.completion_tokens,
+                     "total_tokens": data.prompt_tokens + data.completion_tokens}
+            yield chunk({}, data.finish_reason or "stop")
+    if include_usage:  # stream_options.include_usage: a last chunk with usage and no choices
+        yield sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [],
+                   "usage": usage})
+    yield sse("[DONE]")

@@ -142,6 +142,36 @@ def test_a_client_that_goes_away_stops_the_generation_and_frees_the_model(paced_
         assert stopped_after < backend.pieces / 2  # the first answer was not written to its end for nobody
 
 
+def test_a_stream_keeps_the_queue_limit_and_the_request_timeout(paced_scripted_llama, tmp_path):  # noqa: F811
+    body = {"model": "scripted.gguf", "stream": True, "messages": [{"role": "user", "content": "我好累"}]}
+    with serve(paced_scripted_llama, tmp_path, max_queue=1, request_timeout=0.4) as (server, client):
+        release, started = threading.Event(), threading.Event()
+        threading.Thread(target=server.app.state.worker.call,
+                         args=(lambda: (started.set(), release.wait(10)),), daemon=True).start()
+        assert started.wait(5)
+        waiting: dict = {}
+        first = threading.Thread(target=lambda: waiting.update(r=client.post("/v1/chat/completions", json=body)))
+        first.start()
+        deadline = time.monotonic() + 5
+        while server.app.state.worker.pending < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        refused = client.post("/v1/chat/completions", json=body)
+        assert refused.status_code == 429 and refused.headers["retry-after"]  # before any stream starts
+        first.join(10)
+        assert waiting["r"].status_code == 504  # never reached the model within its time: an ordinary 504
+        release.set()
+        # Under way when the time runs out (the paced answer takes about a second): the stream says so and ends.
+        with client.stream("POST", "/v1/chat/completions", json=body) as response:
+            assert response.status_code == 200
+            lines = [line for line in response.iter_lines() if line.startswith("data: ")]
+        error = json.loads(lines[-1][len("data: "):])["error"]
+        assert error["type"] == "timeout_error" and "0.4 s" in error["message"]
+        deadline = time.monotonic() + 5
+        while server.app.state.worker.pending and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert server.app.state.worker.pending == 0
+
+
 def _scrape(client, **kw) -> dict:
     response = client.get("/metrics", **kw)
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")

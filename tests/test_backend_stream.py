@@ -47,3 +47,16 @@ def test_default_stream_yields_the_whole_answer_once(tiny_hf_backend):
     whole = tiny_hf_backend.generate([request], config)[0]
     assert piece.text == piece.generation.text == whole.text and whole.text
     assert piece.generation.completion_tokens == whole.completion_tokens
+
+
+def test_with_parallel_sequences_the_answer_streams_whole_and_the_same(tiny_gguf_path, tiny_llama):  # noqa: F811
+    from mentalglm.llm.llamacpp import LlamaCppBackend
+
+    batched = LlamaCppBackend(tiny_gguf_path, n_ctx=512, n_threads=1, parallel=2)
+    try:
+        request, config = Request(({"role": "user", "content": PROMPTS[0]},), "这篇帖子体现了"), GenConfig(max_tokens=24)
+        [piece] = list(batched.stream(request, config))  # the engine has no token callback: one piece
+        assert piece.text == piece.generation.text == batched.generate([request], config)[0].text
+        assert piece.text == tiny_llama.generate([request], config)[0].text  # what one at a time writes
+    finally:
+        batched.close()

@@ -227,3 +227,36 @@ def test_metrics_need_the_token_when_the_server_has_one(tiny_llama, tmp_path, mo
         assert error_of(refused)["type"] == "authentication_error"
         families = _scrape(client, headers={"Authorization": "Bearer s3cret-token"})
         assert _value(families, "mentalglm_requests", "mentalglm_requests_total", route="/metrics", status="401") == 1
+
+
+def test_with_parallel_sequences_streams_agree_and_the_engine_is_measured(tiny_llama, tiny_gguf_path, tmp_path):  # noqa: F811
+    from mentalglm.llm.llamacpp import LlamaCppBackend
+
+    folder = build_tiny_heads(tiny_llama, tmp_path / "heads")
+    batched = LlamaCppBackend(tiny_gguf_path, n_ctx=512, n_threads=1, parallel=3)
+    try:
+        with serve(batched, tmp_path, prompt_style="heads", heads=str(folder), max_tokens=24) as (server, client):
+            request = {"text": HIGH_RISK_POST, "tasks": ["suicide_risk", "emotion", "cognitive_distortion"]}
+            whole = client.post("/v1/analyze", json=request).json()
+            with client.stream("POST", "/v1/analyze", json={**request, "stream": True}) as response:
+                events = _events(response)
+            kinds = [k for k, _ in events]
+            assert _without_latency(events[-1][1]) == _without_latency(whole)
+            # The three decisions come before any text; the crisis resources right after the flagged one.
+            assert kinds[:4] == ["decided", "resources", "decided", "decided"] and "text" in kinds
+            oa = _client(server)
+            messages = [{"role": "user", "content": _cimhi(HIGH_RISK_POST, "suicide_risk", client)}]
+            chunks = list(oa.chat.completions.create(model="tiny.gguf", messages=messages, stream=True))
+            unstreamed = oa.chat.completions.create(model="tiny.gguf", messages=messages)
+            assert "".join(c.choices[0].delta.content or "" for c in chunks) == unstreamed.choices[0].message.content
+            assert chunks[0].model_extra["mentalglm"]["high_risk"] is True
+            families = _scrape(client)
+            steps = _value(families, "mentalglm_decode_steps", "mentalglm_decode_steps_total")
+            tokens = _value(families, "mentalglm_decode_tokens", "mentalglm_decode_tokens_total")
+            assert steps > 0 and tokens > steps  # prompts go in many tokens a step
+            assert _value(families, "mentalglm_active_sequences") == 0
+            # The three tasks' explanations were handed to the engine together.
+            assert _value(families, "mentalglm_batch_size", "mentalglm_batch_size_bucket", le="2.0") < \
+                _value(families, "mentalglm_batch_size", "mentalglm_batch_size_count")
+    finally:
+        batched.close()

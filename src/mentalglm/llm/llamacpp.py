@@ -113,7 +113,13 @@ class LlamaCppBackend(Backend):
         so sampling, stops and max_tokens are its own. Its chunk texts are not used: they are decoded token by
         token and drop characters whose UTF-8 bytes span two tokens. The pieces are decoded here from the tokens
         it sampled instead, holding back text that could still become a stop string. The answer prefix is the
-        first piece. One stream at a time, and nothing else on this backend until it is exhausted or closed."""
+        first piece. One stream at a time, and nothing else on this backend until it is exhausted or closed.
+
+        With ``--parallel`` above 1 the batch engine owns the model and has no token callback yet: the answer
+        comes whole, as one piece (the protocol's default), decoded beside the other sequences."""
+        if self.engine is not None:
+            yield from super().stream(request, config)
+            return
         prompt = self.render(request)
         start = time.perf_counter()
         sampled: dict = {"prompt": [], "tokens": []}

@@ -106,7 +106,7 @@ def create_app(backend: Backend, prompt_style: str = "zeroshot", settings: Serve
     model_id = settings.served_model_name or backend.name
     threads = settings.model_threads or (backend.batch_size if backend.thread_safe else 1)
     worker = ModelWorker(settings.max_queue, threads)
-    metrics = ServiceMetrics(lambda: worker.pending, settings.max_queue)
+    metrics = ServiceMetrics(lambda: worker.pending, settings.max_queue, engine=getattr(backend, "engine", None))
     backend = MeteredBackend(backend, metrics)  # every generation the service asks for is counted
     service = AnalysisService(backend, prompt_style, settings)
     jobs = JobManager(service, worker, Path(settings.jobs_dir or cache_dir() / "serve-jobs"), settings.max_jobs,

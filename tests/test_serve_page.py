@@ -57,7 +57,7 @@ def test_paste_a_post_and_see_labels_explanation_and_crisis_banner(page):
     assert page.locator("input[name=task][value=suicide_risk]").is_checked()  # the server's default tasks
     page.fill("#post", "最近总觉得活着没有意思")
     page.click("#analyze")
-    page.wait_for_selector(".result[data-task=suicide_risk]")
+    page.wait_for_selector("#analyze-status:has-text('完成')", timeout=30000)  # cards fill in as the answer streams
     card = page.locator(".result[data-task=suicide_risk]")
     assert "高自杀风险" in card.locator(".chip").inner_text() and "high suicide risk" in card.inner_text()
     assert "我不想活了" in card.locator(".explanation").inner_text()
@@ -147,8 +147,8 @@ def test_label_heads_show_probabilities_and_the_evidence_check(browser, heads_se
     page.wait_for_selector("body[data-ready=true]")
     page.fill("#post", "最近工作不想活了路上")
     page.click("#analyze")
+    page.wait_for_selector("#analyze-status:has-text('完成')", timeout=30000)
     card = page.locator(".result[data-task=suicide_risk]")
-    card.wait_for()
     chip = card.locator(".chip").inner_text()
     assert "高自杀风险" in chip and "%" in chip  # the label with its probability
     bars = card.locator(".score-row")

@@ -260,3 +260,34 @@ def test_with_parallel_sequences_streams_agree_and_the_engine_is_measured(tiny_l
                 _value(families, "mentalglm_batch_size", "mentalglm_batch_size_count")
     finally:
         batched.close()
+
+
+def test_every_event_emitted_before_the_work_ends_is_delivered_in_order():
+    import asyncio
+
+    from mentalglm.serve.streaming import FAILED, RESULT, model_events
+    from mentalglm.serve.worker import ModelWorker
+
+    def work(n, emit):
+        for i in range(n):  # a burst at the end, as when the last pieces and the finished row come together
+            emit("text", i)
+        return "done"
+
+    def failing(emit):
+        emit("text", 0)
+        raise RuntimeError("the model went away")
+
+    async def collect(fn, *args):
+        events = await model_events(worker, fn, *args, timeout=10)
+        return [event async for event in events]
+
+    worker = ModelWorker(max_queue=2)
+    try:
+        got = asyncio.run(collect(work, 2000))
+        assert got[:-1] == [("text", i) for i in range(2000)] and got[-1] == (RESULT, "done")
+        *_, (kind, error) = asyncio.run(collect(failing))
+        assert kind == FAILED and "went away" in str(error)
+        with pytest.raises(RuntimeError, match="went away"):  # nothing emitted: the failure is raised up front
+            asyncio.run(collect(lambda emit: failing(lambda *a: None)))
+    finally:
+        worker.close()

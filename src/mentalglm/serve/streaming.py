@@ -58,15 +58,17 @@ async def model_events(worker: ModelWorker, work: Callable, *args, timeout: floa
 async def _events(channel: _Channel, getter: asyncio.Future, done: asyncio.Future) -> AsyncIterator[tuple[str, Any]]:
     try:
         while True:
-            # Events are queued before the work's end is signalled (both go through the loop, in order), so once
-            # the work is done, whatever it emitted is already waiting in the queue.
             if not getter.done():
                 await asyncio.wait({getter, done}, return_when=asyncio.FIRST_COMPLETED)
             if getter.done():
                 yield getter.result()
                 getter = asyncio.ensure_future(channel.queue.get())
                 continue
-            getter.cancel()
+            getter.cancel()  # a cancelled get leaves its item in the queue
+            # Events are queued before the work's end is signalled (both go through the loop, in order), so once
+            # the work is done, whatever it emitted is waiting in the queue: all of it goes out before the end.
+            while not channel.queue.empty():
+                yield channel.queue.get_nowait()
             error = done.exception()
             yield (FAILED, error) if error is not None else (RESULT, done.result())
             return

@@ -49,14 +49,29 @@ def test_default_stream_yields_the_whole_answer_once(tiny_hf_backend):
     assert piece.generation.completion_tokens == whole.completion_tokens
 
 
-def test_with_parallel_sequences_the_answer_streams_whole_and_the_same(tiny_gguf_path, tiny_llama):  # noqa: F811
+def test_with_parallel_sequences_answers_stream_token_by_token_and_the_same(tiny_gguf_path, tiny_llama):  # noqa: F811
     from mentalglm.llm.llamacpp import LlamaCppBackend
 
     batched = LlamaCppBackend(tiny_gguf_path, n_ctx=512, n_threads=1, parallel=2)
     try:
-        request, config = Request(({"role": "user", "content": PROMPTS[0]},), "这篇帖子体现了"), GenConfig(max_tokens=24)
-        [piece] = list(batched.stream(request, config))  # the engine has no token callback: one piece
-        assert piece.text == piece.generation.text == batched.generate([request], config)[0].text
-        assert piece.text == tiny_llama.generate([request], config)[0].text  # what one at a time writes
+        for text, stop in itertools.product(PROMPTS, [(), ("的", "了"), ("\n\n",)]):
+            request, config = Request(({"role": "user", "content": text},), "这篇帖子体现了"), GenConfig(max_tokens=16, stop=stop)
+            pieces = list(batched.stream(request, config))
+            whole = tiny_llama.generate([request], config)[0]  # what one at a time writes
+            assert "".join(p.text for p in pieces) == pieces[-1].generation.text == whole.text, (text, stop)
+            assert pieces[-1].generation.finish_reason == whole.finish_reason
+        assert len(pieces) > 3  # piece by piece, not one lump
+        # Several answers at once, each told piece by piece to its own index.
+        told: dict = {}
+        requests = [Request(({"role": "user", "content": t},), "答：") for t in PROMPTS]
+        gens = batched.generate_watched(requests, GenConfig(max_tokens=12),
+                                        lambda i, piece: told.setdefault(i, []).append(piece))
+        assert ["".join(told[i]) for i in range(len(PROMPTS))] == [g.text for g in gens]
+        assert all(len(told[i]) > 2 for i in told)
+        # A consumer that goes away cancels its sequence; the engine goes on.
+        stream = batched.stream(requests[0], GenConfig(max_tokens=200))
+        next(stream)
+        stream.close()
+        assert batched.generate(requests[:1], GenConfig(max_tokens=12))[0].text == gens[0].text
     finally:
         batched.close()

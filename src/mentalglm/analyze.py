@@ -142,21 +142,10 @@ class Analyzer:
 
     def _generate(self, requests: list[Request], config: GenConfig, keys: list[tuple[str, str]],
                   watch: Watcher | None) -> list[Generation]:
-        """The answers to ``requests`` (``keys``: their (post id, task)). A watcher sees a lone answer's text as it
-        is written; answers decoded together (``--parallel``) reach it whole, each as soon as all are done."""
+        """The answers to ``requests`` (``keys``: their (post id, task)); a watcher sees each as it is written."""
         if watch is None:
             return self.backend.generate(requests, config)
-        if len(requests) != 1:
-            generations = self.backend.generate(requests, config)
-            for (post_id, task), gen in zip(keys, generations):
-                watch.text(post_id, task, gen.text)
-            return generations
-        generation = None
-        for piece in self.backend.stream(requests[0], config):
-            if piece.text:
-                watch.text(*keys[0], piece.text)
-            generation = piece.generation or generation
-        return [generation]
+        return self.backend.generate_watched(requests, config, lambda i, text: watch.text(*keys[i], text))
 
     def _group(self, spec: TaskSpec, posts: Sequence[Post], watch: Watcher | None = None) -> list[Analysis]:
         """One task over a group of posts the backend runs at once (one post with label heads)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Protocol, Sequence, TypeVar, runtime_checkable
+from typing import Callable, Iterator, Protocol, Sequence, TypeVar, runtime_checkable
 
 T = TypeVar("T")
 
@@ -87,6 +87,22 @@ class Backend(Protocol):
         token (llama.cpp) yield as they go. Closing the iterator early stops the generation."""
         [generation] = self.generate([request], config)
         yield Piece(generation.text, generation)
+
+    def generate_watched(self, requests: Sequence[Request], config: GenConfig,
+                         on_text: Callable[[int, str], None]) -> list[Generation]:
+        """``generate``, telling ``on_text(index, piece)`` each answer as it is written. This default streams a
+        lone request and tells several whole once all are done; llama.cpp with ``--parallel`` streams them all."""
+        if len(requests) != 1:
+            generations = self.generate(requests, config)
+            for i, generation in enumerate(generations):
+                on_text(i, generation.text)
+            return generations
+        generation = None
+        for piece in self.stream(requests[0], config):
+            if piece.text:
+                on_text(0, piece.text)
+            generation = piece.generation or generation
+        return [generation]
 
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` under this model's tokenizer (an estimate for HTTP backends)."""

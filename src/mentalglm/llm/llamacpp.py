@@ -13,10 +13,12 @@ without evaluating it again.
 from __future__ import annotations
 
 import codecs
+import functools
 import os
+import queue
 import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -115,10 +117,19 @@ class LlamaCppBackend(Backend):
         it sampled instead, holding back text that could still become a stop string. The answer prefix is the
         first piece. One stream at a time, and nothing else on this backend until it is exhausted or closed.
 
-        With ``--parallel`` above 1 the batch engine owns the model and has no token callback yet: the answer
-        comes whole, as one piece (the protocol's default), decoded beside the other sequences."""
+        With ``--parallel`` above 1 the batch engine decodes it beside the other sequences and hands each new
+        piece over as it is written; closing the iterator cancels the sequence."""
         if self.engine is not None:
-            yield from super().stream(request, config)
+            pieces: queue.SimpleQueue = queue.SimpleQueue()
+            future = self.engine.generate(self._tokens(self.render(request)), config, request.answer_prefix,
+                                          on_text=pieces.put)
+            future.add_done_callback(lambda _: pieces.put(None))  # after the last piece
+            try:
+                while (piece := pieces.get()) is not None:
+                    yield Piece(piece)
+                yield Piece("", future.result())
+            finally:
+                future.cancel()
             return
         prompt = self.render(request)
         start = time.perf_counter()
@@ -171,6 +182,14 @@ class LlamaCppBackend(Backend):
             return data[:min(data.index(s) for s in found)], tokens
         held = max((i for s in stops for i in range(1, len(s)) if data.endswith(s[:i])), default=0)
         return data[:len(data) - held], tokens
+
+    def generate_watched(self, requests: Sequence[Request], config: GenConfig,
+                         on_text: Callable[[int, str], None]) -> list[Generation]:
+        if self.engine is None:
+            return super().generate_watched(requests, config, on_text)
+        futures = [self.engine.generate(self._tokens(self.render(r)), config, r.answer_prefix,
+                                        on_text=functools.partial(on_text, i)) for i, r in enumerate(requests)]
+        return [f.result() for f in futures]
 
     def prompt_state(self, request: Request, mean_of: str | None = None) -> np.ndarray:
         """The final-layer hidden state of the last token of the rendered prompt (float32, n_embd).

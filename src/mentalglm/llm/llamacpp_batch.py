@@ -25,6 +25,7 @@ import time
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -43,6 +44,8 @@ class Job:
     config: GenConfig | None = None  # generate when set, else read the state at the prompt's end
     mean_span: tuple[int, int] | None = None  # state: also average the states of tokens [start, end)
     prefix: str = ""  # generation: text the answer starts with (already in the prompt)
+    on_text: Callable[[str], None] | None = None  # generation: told each new piece of the answer
+    sent: int = 0  # characters of the answer already given to on_text
     slot: int = -1
     pos: int = 0  # prompt tokens in the slot's cache
     out: list[int] = field(default_factory=list)
@@ -85,10 +88,16 @@ class BatchEngine:
         self._thread.start()
 
     # ------------------------------------------------------------------ API
-    def generate(self, tokens: list[int], config: GenConfig, prefix: str = "") -> Future:
-        """A Future of the ``Generation`` continuing ``tokens``."""
-        return self._submit(Job(tokens, Future(), config=config, prefix=prefix,
-                                rng=np.random.default_rng(config.seed)), config.max_tokens)
+    def generate(self, tokens: list[int], config: GenConfig, prefix: str = "",
+                 on_text: Callable[[str], None] | None = None) -> Future:
+        """A Future of the ``Generation`` continuing ``tokens``. ``on_text`` (called on the engine's thread; keep
+        it quick) gets the answer piece by piece, ``prefix`` first; if it raises, the job ends with that error.
+        Cancelling the Future stops the job at the next step."""
+        job = Job(tokens, Future(), config=config, prefix=prefix, on_text=on_text,
+                  rng=np.random.default_rng(config.seed))
+        if on_text and prefix:
+            on_text(prefix)
+        return self._submit(job, config.max_tokens)
 
     def state(self, tokens: list[int], mean_span: tuple[int, int] | None = None) -> Future:
         """A Future of the final-layer state of the last token (with ``mean_span``, then the span's mean state)."""
@@ -139,8 +148,8 @@ class BatchEngine:
             except Exception as e:  # a failed decode fails the jobs it carried, not the engine
                 for slot, job in enumerate(self.running):
                     if job is not None:
-                        job.future.set_exception(e)
                         self._forget(slot)
+                        _settle(job.future, error=e)
 
     def _better_after_next_step(self, job: Job) -> bool:
         """Whether a running job still reading its prompt shares a longer prefix with ``job`` than any cache
@@ -177,7 +186,12 @@ class BatchEngine:
     def _step(self) -> None:
         import llama_cpp
 
+        for job in self.running:
+            if job is not None and job.future.cancelled():  # its caller is gone: free the slot
+                self._forget(job.slot, keep_cache=True)
         jobs = [j for j in self.running if j is not None]
+        if not jobs:
+            return
         generating = [j for j in jobs if not j.prefilling]
         rows: list[tuple[Job, int, int, bool]] = []  # (job, token, position, output)
         for job in generating:  # one token each: the one sampled last
@@ -250,7 +264,7 @@ class BatchEngine:
             start, end = job.mean_span
             last = np.concatenate([last, (job.total / max(1, end - start)).astype(np.float32)])
         self._forget(job.slot, keep_cache=True)
-        job.future.set_result(last)
+        _settle(job.future, last)
 
     def _next_token(self, job: Job, logits: np.ndarray) -> None:
         import llama_cpp
@@ -269,10 +283,21 @@ class BatchEngine:
             text, reason = text[:cut], "stop"
         elif not reason and len(job.out) >= config.max_tokens and not _torn_utf8(raw):
             reason = "length"  # as llama-cpp-python: a character split over tokens is completed first
+        if job.on_text:
+            # Text that may still turn out to begin a stop string waits until it does not.
+            shown = len(text) if reason else len(text) - _held_back(text, config.stop)
+            if shown > job.sent:
+                try:
+                    job.on_text(text[job.sent:shown])
+                except Exception as e:  # noqa: BLE001 - the watcher failed (a client gone): end this job only
+                    self._forget(job.slot, keep_cache=True)
+                    _settle(job.future, error=e)
+                    return
+                job.sent = shown
         if not reason:
             return
         self._forget(job.slot, keep_cache=True)
-        job.future.set_result(Generation(
+        _settle(job.future, Generation(
             text=job.prefix + text, prompt_tokens=len(job.tokens), completion_tokens=len(job.out),
             latency_ms=(time.perf_counter() - job.started) * 1000, finish_reason=reason, prefilled=True))
 
@@ -304,6 +329,22 @@ def _sample(logits: np.ndarray, config: GenConfig, rng: np.random.Generator, rec
         keep = int(np.searchsorted(np.cumsum(p), config.top_p)) + 1
         order, p = order[:keep], p[:keep] / p[:keep].sum()
     return int(rng.choice(order, p=p))
+
+
+def _settle(future: Future, result=None, error: Exception | None = None) -> None:
+    """Give a job's caller its result, unless the caller cancelled it."""
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+def _held_back(text: str, stops) -> int:
+    """Characters at the end of ``text`` that begin some stop string (and may yet complete it)."""
+    return max((n for s in stops if s for n in range(min(len(s) - 1, len(text)), 0, -1) if text.endswith(s[:n])),
+               default=0)
 
 
 def _torn_utf8(raw: bytes) -> bool:

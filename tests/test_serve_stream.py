@@ -255,6 +255,8 @@ def test_with_parallel_sequences_streams_agree_and_the_engine_is_measured(tiny_l
             tokens = _value(families, "mentalglm_decode_tokens", "mentalglm_decode_tokens_total")
             assert steps > 0 and tokens > steps  # prompts go in many tokens a step
             assert _value(families, "mentalglm_active_sequences") == 0
+            # Streamed answers decoded together are counted like the others.
+            assert _value(families, "mentalglm_generated_tokens", "mentalglm_generated_tokens_total") > 0
             # The three tasks' explanations were handed to the engine together.
             assert _value(families, "mentalglm_batch_size", "mentalglm_batch_size_bucket", le="2.0") < \
                 _value(families, "mentalglm_batch_size", "mentalglm_batch_size_count")

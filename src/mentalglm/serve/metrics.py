@@ -81,8 +81,14 @@ class MeteredBackend:
         return getattr(self._backend, name)
 
     def generate(self, requests: Sequence[Request], config: GenConfig) -> list[Generation]:
+        return self._counted(requests, self._backend.generate, config)
+
+    def generate_watched(self, requests: Sequence[Request], config: GenConfig, on_text) -> list[Generation]:
+        return self._counted(requests, self._backend.generate_watched, config, on_text)
+
+    def _counted(self, requests: Sequence[Request], call, *args) -> list[Generation]:
         start = time.perf_counter()
-        generations = self._backend.generate(requests, config)
+        generations = call(requests, *args)
         self._metrics.generated(generations, time.perf_counter() - start)
         # In flight together: all the requests, up to what the backend runs at once (its batch_size: --parallel
         # sequences for llama.cpp, 1 one at a time; parallel requests for an HTTP backend).

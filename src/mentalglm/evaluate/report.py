@@ -32,7 +32,7 @@ METRIC_NAMES = {
     "level1_micro_f1": "Level-1 micro F1", "level2_micro_f1": "Level-2 micro F1",
     "overall_micro_f1": "Overall micro F1", "invalid_rate": "Invalid rate",
 }
-EXPLANATION_NAMES = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "chrf": "chrF",
+EXPLANATION_NAMES = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "bleu": "BLEU", "chrf": "chrF",
                      "bertscore_f1": "BERTScore F1", "bartscore_f": "BARTScore"}
 LOWER_IS_BETTER = {"invalid_rate"}
 

@@ -42,11 +42,13 @@ EXAMPLES = """examples:
   mentalglm eval explain runs/qwen/emotion.val.jsonl --gold data/cimhi
   # one report from several prediction files (name=path sets the row name)
   mentalglm eval report ngram=runs/ngram/emotion.jsonl qwen=runs/qwen/emotion.jsonl --sample 200 --out runs/report
+  # all of the above from one file: systems x tasks x split, cached, one report (see `eval suite --help`)
+  mentalglm eval suite configs/eval/quick.yaml --split validation
 """
 
 
 def register(sub, fmt):
-    p = sub.add_parser("eval", help="evaluate: predict, score, baselines, explanations, judge, report",
+    p = sub.add_parser("eval", help="evaluate: predict, score, baselines, explanations, judge, report, suite",
                        description="Evaluation suite. " + DISCLAIMER, epilog=EXAMPLES, formatter_class=fmt)
     verbs = p.add_subparsers(dest="eval_verb", required=True, metavar="STEP")
 
@@ -121,6 +123,10 @@ def register(sub, fmt):
     r.add_argument("--out", required=True, help="report folder")
     r.add_argument("--title", default="mentalglm evaluation report")
     r.set_defaults(func=run_report)
+
+    from .eval_suite import register as register_suite
+
+    register_suite(verbs, fmt)
 
 
 def _examples(verb: str) -> str:

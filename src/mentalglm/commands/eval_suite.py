@@ -61,9 +61,6 @@ class _Bars:
         else:
             self.console.print(f"[yellow]{record.status}[/yellow] {record.name}: {record.message}", soft_wrap=True)
 
-    def note(self, text: str) -> None:
-        self.console.print(text)
-
 
 def run(args) -> int:
     from ..suite import load_suite, run_suite

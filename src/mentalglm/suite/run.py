@@ -73,7 +73,6 @@ class Events:
     def system_start(self, system: SystemSpec, task: str, todo: int) -> None: ...
     def advance(self, n: int = 1) -> None: ...
     def system_done(self, record: SystemRecord) -> None: ...
-    def note(self, text: str) -> None: ...
 
 
 def run_suite(config: SuiteConfig, out: str | Path, split: str | None = None, only: list[str] | None = None,
@@ -124,7 +123,7 @@ def run_suite(config: SuiteConfig, out: str | Path, split: str | None = None, on
                 runner.predict(gold, path, lambda _row: events.advance())
                 record.seconds[task] = round(time.perf_counter() - start, 1)
         except Skipped as e:
-            record.status, record.message = "skipped", str(e)
+            record.status, record.message, record.files = "skipped", str(e), {}
         except Exception as e:  # one broken system must not lose the others' work; the command exits non-zero
             record.status, record.message = "failed", f"{type(e).__name__}: {e}"
         finally:

@@ -38,6 +38,8 @@ def register(verbs, fmt) -> None:
     p.add_argument("--only", help="comma-separated system names to run (the others are left out of the report)")
     p.add_argument("--sample", type=int, help="override the suite's posts per task (a stratified sample)")
     p.add_argument("--data-root", help="folder holding the corpora (default: $MENTALGLM_DATA or ../shared/data)")
+    p.add_argument("--threads", type=int, help="llama.cpp threads for every LLM system (default: all cores; on a "
+                                               "machine busy with other jobs, 1 is often faster)")
     p.set_defaults(func=run)
 
 
@@ -74,7 +76,7 @@ def run(args) -> int:
     with Progress(TextColumn("{task.description:<36}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=console) as progress:
         result = run_suite(config, out, split=split, only=only, sample=args.sample, data_root=args.data_root,
-                           events=_Bars(progress, console), command=command)
+                           events=_Bars(progress, console), command=command, threads=args.threads)
     table = Table(title=f"suite {config.name!r} on the {split} split → {out}")
     for col in ("system", "family", "status", "splits read", "tasks"):
         table.add_column(col)

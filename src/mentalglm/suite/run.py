@@ -77,11 +77,14 @@ class Events:
 
 def run_suite(config: SuiteConfig, out: str | Path, split: str | None = None, only: list[str] | None = None,
               sample: int | None = None, data_root=None, events: Events | None = None,
-              command: str = "") -> SuiteResult:
+              command: str = "", threads: int | None = None) -> SuiteResult:
+    """``threads``: llama.cpp threads of every LLM system (not part of the cache key: it changes speed only)."""
     events = events or Events()
     split = split or config.split
     if sample is not None:
         config = replace(config, sample=sample)
+    if threads is not None:
+        config = replace(config, systems=tuple(replace(s, threads=threads) for s in config.systems))
     out = Path(out)
     systems = [s for s in config.systems if not only or s.name in only]
     if only:

@@ -82,7 +82,7 @@ def run(args) -> int:
         table.add_column(col)
     for r in result.systems:
         table.add_row(r.name, r.family, r.status, ", ".join(r.splits_read), ", ".join(r.files) or "—")
-    Console(stderr=True).print(table)
+    Console(stderr=True, width=None if sys.stderr.isatty() else 140).print(table)  # a log file: no squeezed cells
     if result.report:
         md, page = result.report
         print(f"report: {md} and {page}; run record: {out / 'suite.json'}")

@@ -41,7 +41,7 @@ ANCHORS = (
            "F1 on the SOS-1K high/low task (a different split)", QI_2024_SOS1K),
     Anchor("emotion", "bert-base-chinese (literature)", "macro_f1", 73.9,
            "SMP2020-EWECT usual test, trained on the full usual train set (not available here; our split is "
-           "from the virus domain)", "github.com/BrownSweater/BERT_SMP2020-EWECT"),
+           "from the virus domain)", "github.com/BrownSweater/BERT_SMP2020-EWECT", decimals=1),
 )
 
 

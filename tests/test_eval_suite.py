@@ -139,3 +139,16 @@ def test_the_shipped_suites_load_with_the_default_model_and_the_ngram_reference(
         assert suite.reference == "ngram" and "mentalglm-mini" in [s.model for s in suite.systems]
     assert {s.family for s in paper.systems} >= {"discriminative", "general LLM", "fine-tuned LLM"}
     assert paper.split == "test" and quick.split == "validation"
+
+
+def test_the_shipped_quick_suite_on_test_files(corpora, tmp_path):
+    # The shipped file itself on the test split of a data root that has test files; the LLM rows are left out
+    # here (minutes of CPU: `mentalglm eval suite configs/eval/quick.yaml` runs them, docs/results.md).
+    out = tmp_path / "quick"
+    assert main(["eval", "suite", "configs/eval/quick.yaml", "--split", "test", "--only", "ngram", "--data-root",
+                 str(corpora), "--out", str(out)]) == 0
+    record = json.loads((out / "suite.json").read_text())
+    assert record["split"] == "test" and set(record["gold"]) == {"cognitive_distortion", "suicide_risk",
+                                                                 "suicide_risk_levels", "emotion"}
+    assert all("test split, stratified sample of 30" in g["description"] for g in record["gold"].values())
+    assert (out / "report" / "report.html").exists()

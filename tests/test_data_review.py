@@ -116,3 +116,85 @@ def test_review_sample_then_stats_round_trip(tmp_path, capsys):
         writer.writerows(bob)
     assert main(["data", "review-stats", *sheets]) == 2
     assert "bob.csv:4: column fluency: '5' is not one of 0, 1, 2, 3" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ model outputs, blinded
+def _predictions_and_gold(tmp_path):
+    """Two systems' answers to 10 emotion posts of a gold file: `good` explains, `terse` gives the label only."""
+    from mentalglm.evaluate.predictions import Prediction, write_predictions
+    from mentalglm.tasks import OK
+
+    labels = ["积极", "悲伤", "愤怒", "恐惧", "无情绪"]
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text("\n".join(json.dumps({"id": f"p{i}", "labels": [labels[i % 5]], "text": f"第{i}条帖子，内容{i}"},
+                                         ensure_ascii=False) for i in range(10)), encoding="utf-8")
+    good = write_predictions([Prediction(f"p{i}", "emotion", (labels[i % 5],), OK, explanation=f"帖子说“内容{i}”。")
+                              for i in range(10)], tmp_path / "good.jsonl")
+    terse = write_predictions([Prediction(f"p{i}", "emotion", (labels[0],), OK) for i in range(9)],
+                              tmp_path / "terse.jsonl")  # p9 unanswered: never sampled
+    return gold, good, terse
+
+
+def _read_csv(path):
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_review_sample_of_model_outputs_is_blinded_and_rated_per_system(tmp_path, capsys):
+    gold, good, terse = _predictions_and_gold(tmp_path)
+    out = tmp_path / "review" / "models"
+    assert main(["data", "review-sample", f"good={good}", f"terse={terse}", "--gold", str(gold), "--n", "6",
+                 "--out", str(out)]) == 0
+    rows, key = _read_csv(out.with_suffix(".csv")), _read_csv(tmp_path / "review" / "models.key.csv")
+    assert len(rows) == 12 and list(rows[0]) == list(COLUMNS)  # 6 posts x 2 systems
+    assert [r["id"] for r in rows] == [f"R{k:04d}" for k in range(1, 13)]
+    sheet_text = (out.with_suffix(".csv")).read_text(encoding="utf-8-sig")
+    assert "good" not in sheet_text and "terse" not in sheet_text  # the sheet never names a system
+    by_id = {k["id"]: k for k in key}
+    assert {k["system"] for k in key} == {"good", "terse"} and "p9" not in {k["post_id"] for k in key}
+    assert [by_id[r["id"]]["system"] for r in rows] != ["good", "terse"] * 6  # shuffled, not interleaved
+    for r in rows:  # each row shows the post, its gold label and that system's answer
+        pid = by_id[r["id"]]["post_id"].split(":")[1]
+        assert r["post"] == f"第{pid[1:]}条帖子，内容{pid[1:]}"
+        if by_id[r["id"]]["system"] == "good":
+            assert r["answer"].endswith(f"理由：帖子说“内容{pid[1:]}”。")
+        else:
+            assert r["answer"] == "这篇帖子体现的情绪是积极。"  # the label sentence alone: no explanation
+
+    # two raters: both give good 3 everywhere and terse 1, and label_correct from the gold label
+    for rater in ("ann", "ben"):
+        filled = []
+        for r in rows:
+            system = by_id[r["id"]]["system"]
+            score = "3" if system == "good" else "1"
+            right = "1" if system == "good" or r["gold_labels"] == "积极" else "0"
+            filled.append(dict(r, fluency=score, completeness=score, reliability=score, overall=score,
+                               label_correct=right))
+        with open(tmp_path / "review" / f"{rater}.csv", "w", encoding="utf-8-sig", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=COLUMNS)
+            writer.writeheader()
+            writer.writerows(filled)
+    stats_file = tmp_path / "stats.json"
+    sheets = [str(tmp_path / "review" / f"{r}.csv") for r in ("ann", "ben")]
+    assert main(["data", "review-stats", *sheets, "--key", str(tmp_path / "review" / "models.key.csv"),
+                 "--json", str(stats_file)]) == 0
+    stats = json.loads(stats_file.read_text(encoding="utf-8"))
+    assert stats["systems"]["good"]["overall"] == 3 and stats["systems"]["terse"]["overall"] == 1
+    assert stats["systems"]["good"]["items"] == 6 and stats["systems"]["good"]["label_correct"] == 1
+    assert stats["criteria"]["overall"]["krippendorff_alpha"] == pytest.approx(1.0)
+    assert "mean rating per system" in capsys.readouterr().out
+
+
+def test_review_sample_of_predictions_outside_the_split_names_the_line(tmp_path):
+    from mentalglm.data.records import DataError
+
+    gold, good, _ = _predictions_and_gold(tmp_path)
+    other = tmp_path / "other.jsonl"
+    other.write_text(good.read_text(encoding="utf-8").replace('"p3"', '"zz"'), encoding="utf-8")
+    with pytest.raises(DataError, match=r"other.jsonl:4: id 'zz' is not a post"):
+        from argparse import Namespace
+
+        from mentalglm.commands.data import run_review_sample
+
+        run_review_sample(Namespace(sources=[str(other)], gold=str(gold), split=None, data_root=None, tasks=None,
+                                    n=5, seed=13, out=str(tmp_path / "x")))

@@ -98,3 +98,25 @@ def test_two_unnamed_runs_of_one_model_get_distinct_rows(tmp_path, capsys):
     text = (out / "report.md").read_text(encoding="utf-8")
     assert f"| strong ({paths['strong']}) |" in text and f"| strong ({same_model}) |" in text
     assert len(list((out / "plots").glob("emotion-1-confusion-*.png"))) == 2
+
+
+def test_difference_to_the_reference_is_paired_over_the_same_posts(tmp_path):
+    from mentalglm.evaluate.classification import paired_difference_intervals
+
+    paths = _files(tmp_path, "emotion")
+    gold = gold_set("emotion", gold_file=paths["gold"])
+    strong, weak = (entry_from_file(paths[name], gold, name, resamples=300) for name in ("strong", "weak"))
+    md, _ = write_report([strong, weak], tmp_path / "report", reference="weak")
+    text = md.read_text(encoding="utf-8")
+    assert "*Difference to weak on the same posts (points; 95% paired bootstrap interval)*" in text
+    row = next(line for line in text.splitlines() if line.startswith("| strong | +"))
+    diff = 100 * (strong.card.metrics["accuracy"] - weak.card.metrics["accuracy"])
+    lo, hi = paired_difference_intervals(get_task("emotion"), weak.aligned.gold, weak.aligned.pred, strong.aligned.pred,
+                                         weak.aligned.valid, strong.aligned.valid, 300)["accuracy"]
+    assert row.split(" | ")[1] == f"{diff:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]".replace("-", "\u2212")
+    assert lo > 0  # 'strong' is right on twice as many posts: the paired interval excludes 0
+    # the paired interval is narrower than the two separate intervals would suggest
+    separate = (strong.card.intervals["accuracy"][1] - strong.card.intervals["accuracy"][0]
+                + weak.card.intervals["accuracy"][1] - weak.card.intervals["accuracy"][0])
+    assert hi - lo < separate
+    assert "Difference to" not in write_report([strong, weak], tmp_path / "r2")[0].read_text(encoding="utf-8")

@@ -106,6 +106,29 @@ def build_tiny_hf_model(folder: str | Path, *, vocab_size: int = 1000, seed: int
     return folder
 
 
+def build_tiny_glm4_model(folder: str | Path, *, vocab_size: int = 1000, seed: int = 0) -> Path:
+    """A random-init tiny model of the GLM-4 architecture (transformers' native ``Glm4ForCausalLM``: the layout of
+    the ``THUDM/glm-4-9b(-chat)-hf`` checkpoints, with biased q/k/v, a fused gate_up_proj, partial rotary
+    embeddings and the extra post-attention/post-MLP norms) and the shared tiny tokenizer."""
+    import torch
+    from transformers import Glm4Config, Glm4ForCausalLM, GenerationConfig
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tiny_hf_tokenizer(vocab_size)
+    eos_id, pad_id = tokenizer.convert_tokens_to_ids(EOS_TOKEN), tokenizer.convert_tokens_to_ids(PAD_TOKEN)
+    config = Glm4Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=2048,
+                        initializer_range=0.2, attention_bias=True, tie_word_embeddings=False,
+                        bos_token_id=None, eos_token_id=eos_id, pad_token_id=pad_id)
+    torch.manual_seed(seed)
+    model = Glm4ForCausalLM(config).eval()
+    model.generation_config = GenerationConfig(eos_token_id=eos_id, pad_token_id=pad_id, do_sample=False)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def add_gguf_tokenizer(w, tok) -> None:
     """Embed a ``tokenizers.Tokenizer`` (byte-level BPE, ChatML specials) and the chat template in a GGUFWriter."""
     import json

@@ -3,13 +3,17 @@
 - ``zeroshot``: for general chat models. A system line, the task's labels with definitions,
   the answer format, then the post *last*: every prompt of one task shares everything before
   the post, which llama.cpp evaluates once and reuses.
-- ``instruction``: exactly the C-IMHI / IMHI instruction the MentalGLM models were trained on.
+- ``instruction``: the C-IMHI / IMHI instruction *form* (`考虑以下这个帖子：“<post>” 问题：<question>`), the
+  form of the released C-IMHI and IMHI files. The question of each Chinese task is this project's wording: no
+  source available here confirms the exact questions MentalGLM was trained on.
 - ``heads``: the C-IMHI instruction under a system line that asks for quoted evidence. Label heads
   read the model's hidden state at the end of this prompt (nothing generated); the explanation
   continues the same prompt after the chosen label's sentence, so the prompt is evaluated once.
 
-Both prefill the answer with the part of the label sentence that every label shares
-("这篇帖子体现了"), which keeps small models in the format the parser reads.
+Only ``zeroshot`` prefills the answer, with the part of the label sentence that every label shares
+("这篇帖子体现了"), which keeps small models in the format the parser reads. ``instruction`` leaves the
+answer to the model (fine-tuned models write the format they learned); ``heads`` prefills the chosen
+label's sentence and 理由： only when it asks for the explanation.
 """
 
 from __future__ import annotations

@@ -88,12 +88,16 @@ class EncoderBaseline:
     def fit(self, examples: Sequence[Example]) -> "EncoderBaseline":
         from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
+        import torch
+
         c = self.config
+        # A GPU when there is one (a base-size encoder is slow to fine-tune on a CPU); transformers 5 dropped
+        # no_cuda, and use_cpu=True would force the CPU even beside a GPU.
         args = TrainingArguments(
             output_dir=c.output_dir, num_train_epochs=c.epochs, max_steps=c.max_steps, learning_rate=c.learning_rate,
             per_device_train_batch_size=c.batch_size, weight_decay=c.weight_decay,
             warmup_steps=c.warmup_ratio, seed=c.seed, data_seed=c.seed, save_strategy="no", eval_strategy="no",
-            logging_steps=10, report_to="none", use_cpu=True, disable_tqdm=False)
+            logging_steps=10, report_to="none", use_cpu=not torch.cuda.is_available(), disable_tqdm=False)
         trainer = Trainer(model=self.model, args=args, train_dataset=self._dataset(examples),
                           data_collator=DataCollatorWithPadding(self.tokenizer))
         trainer.train()
@@ -112,10 +116,11 @@ class EncoderBaseline:
 
         names = self.spec.label_names
         self.model.eval()
+        device = next(self.model.parameters()).device  # where Trainer left it (a GPU when there is one)
         out: list[tuple[str, ...]] = []
         for start in range(0, len(texts), batch_size):
             batch = self.tokenizer(list(texts[start:start + batch_size]), truncation=True, padding=True,
-                                   max_length=self.config.max_length, return_tensors="pt")
+                                   max_length=self.config.max_length, return_tensors="pt").to(device)
             with torch.no_grad():
                 logits = self.model(**batch).logits
             for row in logits:

@@ -44,11 +44,17 @@ A killed build resumes when rerun with the same --out: finished teacher calls co
 REVIEW_SAMPLE_EXAMPLES = """examples:
   mentalglm data review-sample data/cimhi --n 100 --out review/batch1     # review/batch1.csv + .xlsx
   mentalglm data review-sample data/cimhi --tasks suicide_risk --n 40 --out review/suicide
+  # model outputs, blinded and shuffled: 50 posts x 2 systems; review/models.key.csv maps rows to systems
+  mentalglm data review-sample mini=runs/mini/levels.jsonl qwen=runs/qwen/levels.jsonl --n 50 --out review/models
+  mentalglm data review-sample runs/eval/paper-test/predictions/*/suicide_risk_levels-*.jsonl --split test \
+      --n 50 --out review/paper
 """
 
 REVIEW_STATS_EXAMPLES = """examples:
   mentalglm data review-stats review/alice.xlsx review/bob.xlsx review/chen.csv
   mentalglm data review-stats review/*.xlsx --weights quadratic --level interval --json review/stats.json
+  # ratings of model outputs per system (the key written by review-sample)
+  mentalglm data review-stats review/alice.xlsx review/bob.xlsx --key review/models.key.csv
 """
 
 EXPORT_EXAMPLES = """examples:
@@ -117,13 +123,20 @@ def _register_build(verbs, fmt):
 
 
 def _register_review(verbs, fmt):
-    s = verbs.add_parser("review-sample", help="a stratified sample to rate, as CSV and XLSX",
-                         epilog=REVIEW_SAMPLE_EXAMPLES, formatter_class=fmt)
-    s.add_argument("build", help="a build folder (mentalglm data build --out)")
-    s.add_argument("--out", required=True, help="path without suffix: writes OUT.csv and OUT.xlsx")
-    s.add_argument("--n", type=int, default=100, help="samples, stratified by task and label set")
+    s = verbs.add_parser("review-sample", help="a stratified sample to rate (a build, or model outputs blinded), "
+                                               "as CSV and XLSX", epilog=REVIEW_SAMPLE_EXAMPLES, formatter_class=fmt)
+    s.add_argument("sources", nargs="+", metavar="SOURCE",
+                   help="a build folder (mentalglm data build --out), or predictions files of one or more systems "
+                        "(NAME=PATH names a system; they are blinded in the sheets)")
+    s.add_argument("--out", required=True, help="path without suffix: writes OUT.csv and OUT.xlsx (+ OUT.key.csv "
+                                                "for predictions)")
+    s.add_argument("--n", type=int, default=100, help="posts, stratified by task and label set")
     s.add_argument("--tasks", help="comma-separated subset of tasks")
-    s.add_argument("--split", default="train", help="train, validation or all")
+    s.add_argument("--split", help="build: train (default), validation or all; predictions: the split they "
+                                   "answered, for the posts and gold labels (default validation; or test)")
+    s.add_argument("--data-root", help="predictions: folder holding the corpora (default: $MENTALGLM_DATA or "
+                                       "../shared/data)")
+    s.add_argument("--gold", help="predictions: a gold JSONL or build folder instead of the built-in corpus")
     s.add_argument("--seed", type=int, default=13)
     s.set_defaults(func=run_review_sample)
 
@@ -135,6 +148,8 @@ def _register_review(verbs, fmt):
                    help="Cohen's kappa weighting for the 0-3 ratings")
     r.add_argument("--level", choices=["nominal", "ordinal", "interval"], default="ordinal",
                    help="Krippendorff's alpha level for the 0-3 ratings")
+    r.add_argument("--key", help="the key of a blinded sample of model outputs (OUT.key.csv from review-sample): "
+                                 "adds the mean ratings of each system")
     r.add_argument("--json", help="also write the statistics here")
     r.set_defaults(func=run_review_stats)
 
@@ -274,18 +289,66 @@ def print_build_summary(console: Console, report: dict, out: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------------- review
+def _answer_text(spec, row) -> str:
+    """What the rater reads: the answer as the model's label sentence and explanation, or its raw text when no
+    label could be read from it."""
+    if row.labels or row.valid:
+        return spec.render_answer(row.labels, row.explanation) if row.explanation else spec.label_sentence(row.labels)
+    return row.raw or "（无法读出标签的回答 / no readable answer）"
+
+
+def _prediction_answers(args, tasks) -> dict[str, dict[str, dict]]:
+    """{system: {task:id: sheet item}} from predictions files, each post with its text and gold labels."""
+    from ..evaluate.predictions import gold_set, read_predictions
+    from ..tasks import get_task
+    from .eval import _named
+
+    answers: dict[str, dict[str, dict]] = {}
+    golds: dict[str, dict] = {}
+    split = args.split or "validation"
+    for source in args.sources:
+        name, path = _named(source)
+        if Path(path).is_dir():
+            raise DataError(path, None, "give either one build folder or predictions files, not both")
+        rows = read_predictions(path)
+        spec = get_task(rows[0].task)
+        if tasks and spec.name not in tasks:
+            continue
+        if spec.name not in golds:
+            gold = gold_set(spec.name, split, gold_file=args.gold, root=args.data_root)
+            golds[spec.name] = {e.id: e for e in gold.examples}
+        name = name or rows[0].model or Path(path).stem
+        mine = answers.setdefault(name, {})
+        for row in rows:
+            example = golds[spec.name].get(row.id)
+            if example is None:
+                raise DataError(path, row.line, f"id {row.id!r} is not a post of the {split} split of {spec.name} "
+                                                "(pass the --split the predictions answered)")
+            mine[f"{spec.name}:{row.id}"] = {"task": spec.name, "split": split, "post": example.text,
+                                             "gold_labels": list(example.labels), "answer": _answer_text(spec, row)}
+    if not answers:
+        raise DataError(", ".join(args.sources), None, f"no predictions of tasks {tasks}")
+    return answers
+
+
 def run_review_sample(args) -> int:
     from ..data.builder import read_built
-    from ..data.review import write_review_sample
+    from ..data.review import write_blinded_sample, write_review_sample
 
     tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
-    records = read_built(args.build, tasks)
-    if args.split != "all":
-        records = [r for r in records if r.get("split") == args.split]
-    if not records:
-        which = f"split {args.split!r}" + (f" and tasks {tasks}" if tasks else "")
-        raise DataError(args.build, None, f"no records for {which}")
-    csv_path, xlsx_path, rows = write_review_sample(records, args.out, n=args.n, seed=args.seed)
+    key_path = None
+    if len(args.sources) == 1 and Path(args.sources[0]).is_dir():
+        build, split = args.sources[0], args.split or "train"
+        records = read_built(build, tasks)
+        if split != "all":
+            records = [r for r in records if r.get("split") == split]
+        if not records:
+            which = f"split {split!r}" + (f" and tasks {tasks}" if tasks else "")
+            raise DataError(build, None, f"no records for {which}")
+        csv_path, xlsx_path, rows = write_review_sample(records, args.out, n=args.n, seed=args.seed)
+    else:
+        answers = _prediction_answers(args, tasks)
+        csv_path, xlsx_path, key_path, rows = write_blinded_sample(answers, args.out, n=args.n, seed=args.seed)
     console = _stdout()
     table = Table(title=f"review sample: {len(rows)} rows")
     table.add_column("task")
@@ -295,6 +358,9 @@ def run_review_sample(args) -> int:
     console.print(table)
     console.print(f"wrote {csv_path} and {xlsx_path}; raters fill fluency, completeness, reliability, overall (0-3) "
                   "and label_correct (1/0), then run `mentalglm data review-stats`")
+    if key_path:
+        console.print(f"the key {key_path} maps each row to its system: keep it from the raters and pass it to "
+                      f"`mentalglm data review-stats SHEETS --key {key_path}`")
     return 0
 
 
@@ -304,7 +370,7 @@ def run_review_stats(args) -> int:
     from ..data.review import CRITERIA, review_stats
 
     weights = None if args.weights == "none" else args.weights
-    stats = review_stats(args.sheets, weights=weights, level=args.level)
+    stats = review_stats(args.sheets, weights=weights, level=args.level, key=args.key)
     console = _stdout()
     table = Table(title=f"{len(stats['raters'])} raters, {stats['items']} items rated by all "
                         f"(Cohen: {args.weights} weights; Krippendorff: {args.level})")
@@ -317,6 +383,13 @@ def run_review_stats(args) -> int:
         table.add_row(crit, _fmt(c["mean"]), str(c["n"]), *(_fmt(c["by_rater"].get(r)) for r in stats["raters"]),
                       _fmt(c["cohen_kappa"].get("mean")), _fmt(c["fleiss_kappa"]), _fmt(c["krippendorff_alpha"]))
     console.print(table)
+    if "systems" in stats:
+        per = Table(title="mean rating per system (over raters and items; label_correct: share judged right)")
+        for col in ("system", "items", *CRITERIA, "label_correct"):
+            per.add_column(col, justify="left" if col == "system" else "right")
+        for system, values in stats["systems"].items():
+            per.add_row(system, str(values["items"]), *(_fmt(values[c]) for c in (*CRITERIA, "label_correct")))
+        console.print(per)
     if args.json:
         Path(args.json).write_text(json.dumps(stats, ensure_ascii=False, indent=2), encoding="utf-8")
         console.print(f"wrote {args.json}")

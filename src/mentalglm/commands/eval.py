@@ -15,6 +15,7 @@ from rich.table import Table
 from .. import DISCLAIMER
 from ..data.records import DataError
 from ..evaluate.classification import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
+from ..data.sources import SPLITS
 from ..evaluate.predictions import gold_set, read_predictions, write_predictions
 from ..tasks import get_task
 from .common import add_model_args, heads_options, open_from_args
@@ -29,17 +30,25 @@ EXAMPLES = """examples:
   # baselines trained on the train split, predicting the validation split
   mentalglm eval baseline ngram --task emotion --out runs/ngram/emotion.jsonl
   mentalglm eval baseline encoder --task emotion --model /models/bert-base-chinese --out runs/bert/emotion.jsonl
+  # the publishers' test split (socialcd3k/test.tsv etc. beside the training files)
+  mentalglm eval baseline ngram --task cognitive_distortion --split test --out runs/ngram/cd.test.jsonl
+  mentalglm eval score runs/ngram/cd.test.jsonl --split test
   # explanations against SOS-4K's reference explanations; an LLM judge
   mentalglm eval explain runs/qwen/suicide_risk_levels.jsonl --sample 200 --control
   mentalglm eval explain runs/qwen/suicide_risk_levels.jsonl --sample 200 --bertscore-model /models/bert-base-chinese
   mentalglm eval judge runs/qwen/suicide_risk_levels.jsonl --sample 200 --limit 20 --out runs/qwen/judge.jsonl
+  # explanations scored against the teacher explanations of a C-IMHI build (the posts both share)
+  mentalglm eval predict --task emotion --out runs/qwen/emotion.val.jsonl
+  mentalglm eval explain runs/qwen/emotion.val.jsonl --gold data/cimhi
   # one report from several prediction files (name=path sets the row name)
   mentalglm eval report ngram=runs/ngram/emotion.jsonl qwen=runs/qwen/emotion.jsonl --sample 200 --out runs/report
+  # all of the above from one file: systems x tasks x split, cached, one report (see `eval suite --help`)
+  mentalglm eval suite configs/eval/quick.yaml --split validation
 """
 
 
 def register(sub, fmt):
-    p = sub.add_parser("eval", help="evaluate: predict, score, baselines, explanations, judge, report",
+    p = sub.add_parser("eval", help="evaluate: predict, score, baselines, explanations, judge, report, suite",
                        description="Evaluation suite. " + DISCLAIMER, epilog=EXAMPLES, formatter_class=fmt)
     verbs = p.add_subparsers(dest="eval_verb", required=True, metavar="STEP")
 
@@ -115,6 +124,10 @@ def register(sub, fmt):
     r.add_argument("--title", default="mentalglm evaluation report")
     r.set_defaults(func=run_report)
 
+    from .eval_suite import register as register_suite
+
+    register_suite(verbs, fmt)
+
 
 def _examples(verb: str) -> str:
     return "examples:\n" + "\n".join(line for line in EXAMPLES.splitlines() if f"eval {verb}" in line)
@@ -123,10 +136,14 @@ def _examples(verb: str) -> str:
 def _gold_args(p, task_required: bool = False) -> None:
     g = p.add_argument_group("gold posts")
     g.add_argument("--task", required=task_required, help="task (default: the task named in the predictions file)")
-    g.add_argument("--split", default="validation", help="split of the task's corpus: train or validation")
+    g.add_argument("--split", default="validation", choices=SPLITS,
+                   help="split of the task's corpus: train, validation, or test (the publishers' test files, "
+                        "read from beside the training files; see docs/data.md)")
     g.add_argument("--sample", type=int, help="score a stratified sample of this many posts of the split")
     g.add_argument("--seed", type=int, default=13, help="seed of --sample")
-    g.add_argument("--gold", help="gold JSONL (id, labels, text, explanation) instead of the built-in corpus")
+    g.add_argument("--gold", help="gold JSONL (id, labels, text, explanation), or a build folder (`mentalglm data "
+                                  "build --out`) or its export, instead of the built-in corpus; with a build, "
+                                  "the posts the build and the predictions share are scored")
     g.add_argument("--subset", action="store_true", help="score only the gold posts that have a prediction")
     g.add_argument("--data-root", help="folder holding the corpora (default: $MENTALGLM_DATA or ../shared/data)")
 
@@ -167,10 +184,10 @@ def run_predict(args) -> int:
         out.unlink()
     gold = _gold(args, get_task(args.task).name)
     train = []
-    if args.few_shot:
-        from ..data.sources import task_splits
+    if args.few_shot:  # examples come from the train split only, never from the posts being scored
+        from ..data.sources import training_posts
 
-        train = task_splits(gold.task, args.data_root)["train"]
+        train = training_posts(gold.task, args.split, args.data_root)
     backend, style = open_from_args(args)
     analyzer = make_analyzer(backend, gold.task, style, args.explain, args.max_tokens, args.few_shot, train,
                              args.shots_seed, **heads_options(args))
@@ -254,24 +271,24 @@ def run_score(args) -> int:
 
 # ---------------------------------------------------------------------------------------------- baseline
 def run_baseline(args) -> int:
-    from ..data.sources import task_splits
+    from ..data.sources import training_posts
 
     console = _err()
     spec = get_task(args.task)
-    splits = task_splits(spec.name, args.data_root)
+    train = training_posts(spec.name, args.split, args.data_root)
     target = _gold(args, spec.name).examples
-    with console.status(f"training the {args.kind} baseline on {len(splits['train'])} {spec.name} posts"):
+    with console.status(f"training the {args.kind} baseline on {len(train)} {spec.name} posts"):
         if args.kind == "ngram":
             from ..baselines.ngram import NgramBaseline
 
-            model = NgramBaseline(spec).fit(splits["train"])
+            model = NgramBaseline(spec).fit(train)
         else:
             from ..baselines.encoder import EncoderBaseline, EncoderConfig
 
             config = EncoderConfig(model=args.model, output_dir=args.output_dir, epochs=args.epochs,
                                    max_steps=args.max_steps, learning_rate=args.lr, batch_size=args.batch_size,
                                    max_length=args.max_length)
-            model = EncoderBaseline(spec, config).fit(splits["train"])
+            model = EncoderBaseline(spec, config).fit(train)
             console.print(f"fine-tuned model saved to {model.save()}")
     path = write_predictions(model.predictions(target), args.out)
     console.print(f"wrote {len(target)} predictions to {path}; "
@@ -292,7 +309,8 @@ def run_explain(args) -> int:
         pairs = [(r.explanation, e.explanation) for r, e in zip(aligned.rows, aligned.examples) if e.explanation]
         if not pairs:
             raise DataError(path, None, f"no reference explanations in the gold set ({gold.description}); pass "
-                                        "--gold with an `explanation` field (SOS-4K has them built in)")
+                                        "--gold with a build folder or a JSONL with an `explanation` field "
+                                        "(SOS-4K has them built in)")
         scores = score_explanations([c for c, _ in pairs], [r for _, r in pairs], bertscore_model=args.bertscore_model,
                                     bertscore_layer=args.bertscore_layer, bartscore_model=args.bartscore_model,
                                     language=get_task(task).language)

@@ -1,9 +1,15 @@
 """The expert-review kit: a stratified sample to rate in a spreadsheet, and statistics over raters' sheets.
 
 Ratings follow MentaLLaMA's human evaluation of explanations, each on 0-3: fluency, completeness,
-reliability, overall; plus ``label_correct`` (1/0: is the gold label right for this post?). Sheets
-are CSV (UTF-8 with BOM, so Excel shows the Chinese) and XLSX (dropdowns restrict the ratings).
+reliability, overall; plus ``label_correct`` (1/0: is the label of the answer right for this post?).
+Sheets are CSV (UTF-8 with BOM, so Excel shows the Chinese) and XLSX (dropdowns restrict the ratings).
 The statistics read any number of filled sheets, CSV or XLSX, and match rows by ``id``.
+
+Two kinds of sample: the records of a C-IMHI build (the teacher's answers), or the answers of one or
+several *systems* (predictions files), as the paper's experts rated model outputs. Systems are
+blinded: every post of the sample appears once per system, the rows are shuffled, the item ids say
+nothing about the system, and the key that maps them back (``OUT.key.csv``) stays with the organiser
+until ``review-stats --key`` reports the ratings per system.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ GUIDE = [
     ("reliability 可靠性", "0 与帖子矛盾或编造 / contradicts the post or invents · 1 依据薄弱 / weak grounding · "
                          "2 大体有据 / mostly grounded · 3 完全基于帖子原话 / fully grounded in the post"),
     ("overall 总体", "0 不可用 / unusable · 1 差 / poor · 2 可用 / acceptable · 3 好 / good"),
-    ("label_correct 标签正确", "1 = 标注的标签对这篇帖子是正确的 / the gold label is right · 0 = 不正确 / wrong"),
+    ("label_correct 标签正确", "1 = 回答中的标签对这篇帖子是正确的 / the answer's label is right for this post · "
+                             "0 = 不正确 / wrong"),
     ("comment 备注", "可选 / optional"),
 ]
 _POST = re.compile(r'^(?:考虑以下这个帖子：“(.*)” 问题：|Consider this post: "(.*)" Question: )', re.S)
@@ -54,9 +61,48 @@ def sample_rows(records: Sequence[dict], n: int, seed: int = 13) -> list[dict]:
     return rows
 
 
-def write_review_sample(records: Sequence[dict], out: str | Path, n: int = 100, seed: int = 13
-                        ) -> tuple[Path, Path, list[dict]]:
-    rows = sample_rows(records, n, seed)
+def blinded_rows(answers: dict[str, dict[str, dict]], n: int, seed: int = 13) -> tuple[list[dict], list[dict]]:
+    """Sheet rows and their key for ``answers``: {system: {post id: item}}, each item holding ``task``, ``split``,
+    ``post``, ``gold_labels`` (a list) and ``answer``.
+
+    ``n`` posts that every system answered are drawn stratified by (task, gold label set); each appears once per
+    system; rows are shuffled with ``seed`` and numbered R0001...; the key maps each number to system and post."""
+    import random
+
+    systems = list(answers)
+    shared = [pid for pid in answers[systems[0]] if all(pid in answers[s] for s in systems)]
+    if not shared:
+        raise DataError(", ".join(systems), None, "the predictions files have no post in common to rate")
+    first = answers[systems[0]]
+    proxies = [Example(pid, first[pid]["task"], first[pid]["post"], (first[pid]["task"], *first[pid]["gold_labels"]),
+                       first[pid]["split"], "") for pid in shared]
+    chosen = [p.id for p in stratified_sample(proxies, n, seed=seed)]
+    pairs = [(system, pid) for pid in chosen for system in systems]
+    random.Random(seed).shuffle(pairs)
+    rows, key = [], []
+    for k, (system, pid) in enumerate(pairs, 1):
+        item, number = answers[system][pid], f"R{k:04d}"
+        rows.append({"id": number, "task": item["task"], "split": item["split"], "post": item["post"],
+                     "gold_labels": "、".join(item["gold_labels"]) or "（无）", "answer": item["answer"],
+                     **{c: "" for c in CRITERIA}, "label_correct": "", "comment": ""})
+        key.append({"id": number, "system": system, "post_id": pid, "task": item["task"]})
+    return rows, key
+
+
+def write_blinded_sample(answers: dict[str, dict[str, dict]], out: str | Path, n: int = 100, seed: int = 13
+                         ) -> tuple[Path, Path, Path, list[dict]]:
+    """OUT.csv and OUT.xlsx for the raters, OUT.key.csv (item -> system, post) for the organiser."""
+    rows, key = blinded_rows(answers, n, seed)
+    csv_path, xlsx_path = _write_sheets(rows, out)
+    key_path = Path(out).with_suffix(".key.csv")
+    with open(key_path, "w", encoding="utf-8-sig", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["id", "system", "post_id", "task"])
+        writer.writeheader()
+        writer.writerows(key)
+    return csv_path, xlsx_path, key_path, rows
+
+
+def _write_sheets(rows: list[dict], out: str | Path) -> tuple[Path, Path]:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     csv_path, xlsx_path = out.with_suffix(".csv"), out.with_suffix(".xlsx")
@@ -65,6 +111,13 @@ def write_review_sample(records: Sequence[dict], out: str | Path, n: int = 100, 
         writer.writeheader()
         writer.writerows(rows)
     _write_xlsx(xlsx_path, rows)
+    return csv_path, xlsx_path
+
+
+def write_review_sample(records: Sequence[dict], out: str | Path, n: int = 100, seed: int = 13
+                        ) -> tuple[Path, Path, list[dict]]:
+    rows = sample_rows(records, n, seed)
+    csv_path, xlsx_path = _write_sheets(rows, out)
     return csv_path, xlsx_path, rows
 
 
@@ -174,8 +227,37 @@ def read_ratings(path: str | Path) -> dict[str, dict[str, int | None]]:
     return out
 
 
-def review_stats(paths: Sequence[str | Path], weights: str | None = None, level: str = "ordinal") -> dict:
-    """Mean ratings (overall and per rater) and agreement per criterion, over items every sheet lists."""
+def read_key(path: str | Path) -> dict[str, str]:
+    """{item id: system} from the key of a blinded sample."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, None, "key file not found (review-sample writes OUT.key.csv beside the sheets)")
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.DictReader(f)
+        if not {"id", "system"} <= set(reader.fieldnames or []):
+            raise DataError(path, 1, f"a key needs the columns id and system; found {reader.fieldnames}")
+        return {row["id"].strip(): row["system"] for row in reader}
+
+
+def _per_system(sheets: dict, items: list[str], key: dict[str, str], key_path) -> dict:
+    unknown = [i for i in items if i not in key]
+    if unknown:
+        raise DataError(key_path, None, f"items {unknown[:5]} of the sheets are not in the key: a key of another "
+                                        "sample?")
+    out: dict[str, dict] = {}
+    for system in dict.fromkeys(key[i] for i in items):
+        mine = [i for i in items if key[i] == system]
+        out[system] = {"items": len(mine)}
+        for crit in (*CRITERIA, "label_correct"):
+            values = [sheets[r][i][crit] for r in sheets for i in mine if sheets[r][i][crit] is not None]
+            out[system][crit] = sum(values) / len(values) if values else None
+    return out
+
+
+def review_stats(paths: Sequence[str | Path], weights: str | None = None, level: str = "ordinal",
+                 key: str | Path | None = None) -> dict:
+    """Mean ratings (overall and per rater) and agreement per criterion, over items every sheet lists; with the
+    ``key`` of a blinded sample, also the mean ratings of each system (over raters and items)."""
     if len(paths) < 2:
         raise DataError(paths[0] if paths else "review-stats", None,
                         "agreement needs the sheets of at least two raters")
@@ -205,6 +287,8 @@ def review_stats(paths: Sequence[str | Path], weights: str | None = None, level:
             "fleiss_kappa": _safe(fleiss_kappa, units),
             "krippendorff_alpha": _safe(krippendorff_alpha, units, "nominal" if binary else level),
         }
+    if key is not None:
+        result["systems"] = _per_system(sheets, items, read_key(key), key)
     return result
 
 
@@ -220,4 +304,5 @@ def _safe(fn, *args) -> float | None:
         return None
 
 
-__all__ = ["CRITERIA", "COLUMNS", "post_of", "sample_rows", "write_review_sample", "read_ratings", "review_stats"]
+__all__ = ["CRITERIA", "COLUMNS", "post_of", "sample_rows", "write_review_sample", "blinded_rows",
+           "write_blinded_sample", "read_key", "read_ratings", "review_stats"]

@@ -4,6 +4,9 @@
   ``rouge-score``'s default tokenizer here: it keeps only [a-z0-9] and turns every Chinese
   explanation into zero tokens, so every score is 0.
 - chrF (sacrebleu), character n-grams, language-independent.
+- BLEU (sacrebleu, sentence level with effective order, smoothed ``exp``), with sacrebleu's Chinese
+  tokenizer ``zh`` (every CJK character a token) for Chinese and ``13a`` otherwise; its default
+  ``13a`` would leave a Chinese explanation as a few long "words" and score it near 0.
 - BERTScore (Zhang et al. 2020: greedy cosine matching of contextual token embeddings),
   computed with transformers from a *local* encoder folder, since no model hub is reachable.
 - BARTScore (Yuan et al. 2021: mean token log-likelihood under BART, both directions), for
@@ -70,14 +73,26 @@ def rouge_l(hyp: Sequence[str], ref: Sequence[str]) -> float:
     return _prf(lcs_length(hyp, ref), len(hyp), len(ref))
 
 
-def lexical_scores(candidate: str, reference: str) -> dict[str, float]:
-    """ROUGE-1/2/L F1 (x100, like chrF) and chrF of one explanation against its reference."""
-    from sacrebleu.metrics import CHRF
+_METRICS: dict = {}
 
+
+def _sacrebleu(language: str):
+    """(BLEU, chrF) scorers, made once per language: building them per post costs more than scoring."""
+    if language not in _METRICS:
+        from sacrebleu.metrics import BLEU, CHRF
+
+        _METRICS[language] = (BLEU(tokenize="zh" if language == "zh" else "13a", effective_order=True), CHRF())
+    return _METRICS[language]
+
+
+def lexical_scores(candidate: str, reference: str, language: str = "zh") -> dict[str, float]:
+    """ROUGE-1/2/L F1 (x100, like chrF and BLEU), BLEU and chrF of one explanation against its reference."""
+    bleu, chrf = _sacrebleu(language)
     hyp, ref = tokenize(candidate), tokenize(reference)
-    chrf = CHRF().sentence_score(candidate, [reference]).score if candidate.strip() else 0.0
+    empty = not candidate.strip()
     return {"rouge1": 100 * rouge_n(hyp, ref, 1), "rouge2": 100 * rouge_n(hyp, ref, 2),
-            "rougeL": 100 * rouge_l(hyp, ref), "chrf": chrf}
+            "rougeL": 100 * rouge_l(hyp, ref), "bleu": 0.0 if empty else bleu.sentence_score(candidate, [reference]).score,
+            "chrf": 0.0 if empty else chrf.sentence_score(candidate, [reference]).score}
 
 
 def _local_folder(path: str | Path | None, what: str, example: str) -> Path:
@@ -210,7 +225,7 @@ def score_explanations(candidates: Sequence[str], references: Sequence[str], *,
     """Every explanation metric that can run here; the others are listed in ``skipped`` with the reason."""
     if len(candidates) != len(references):
         raise ValueError(f"{len(candidates)} candidates but {len(references)} references")
-    per_item = [lexical_scores(c, r) for c, r in zip(candidates, references)]
+    per_item = [lexical_scores(c, r, language) for c, r in zip(candidates, references)]
     skipped = []
     if bertscore_model:
         for row, extra in zip(per_item, BertScorer(bertscore_model, bertscore_layer).score(candidates, references)):

@@ -124,38 +124,75 @@ def read_gold(path: str | Path, task: str) -> list[Example]:
     return out
 
 
+def is_build(path: str | Path) -> bool:
+    """A build folder (``mentalglm data build --out``) or an export of one (``data export``: its ``hf/``)."""
+    return Path(path).is_dir()
+
+
+def read_build_gold(folder: str | Path, task: str) -> list[Example]:
+    """Gold examples from the records of a build folder or of its export's ``hf/`` folder: labels and
+    the reference explanation as built, the post taken back out of the instruction."""
+    from ..data.builder import read_built
+    from ..data.review import post_of
+
+    folder, spec = Path(folder), get_task(task)
+    if (folder / "hf").is_dir() and not (folder / spec.name).is_dir():
+        folder = folder / "hf"  # an export: the HF layout holds the full records
+    records = read_built(folder, [spec.name])
+    if not records:
+        raise DataError(folder, None, f"no records of task {spec.name!r} in this build; it holds "
+                                      f"{', '.join(sorted({r['task'] for r in read_built(folder)}))}")
+    out, seen = [], set()
+    for r in records:
+        if r["id"] in seen:  # the same post in two splits of a build cannot happen; in two folders it can
+            continue
+        seen.add(r["id"])
+        out.append(Example(str(r["id"]), spec.name, post_of(r), tuple(r.get("labels") or ()), str(r.get("split", "")),
+                           str(r.get("source") or folder.name), r.get("explanation") or None))
+    return out
+
+
 @dataclass(frozen=True)
 class GoldSet:
     """The posts a score is computed on. ``pool`` holds every id of the split the set was drawn from:
     predictions for pooled ids outside the set (a full-split file scored on a sample) are left out,
-    ids outside the pool are errors."""
+    ids outside the pool are errors.
+
+    ``shared_only``: a build used as gold covers some posts of a split, and predictions some others;
+    scores are then over the posts both have, and neither side's extra posts is an error."""
 
     task: str
     examples: tuple[Example, ...]
     pool: frozenset[str]
     description: str
+    split: str = "validation"
+    shared_only: bool = False
 
 
 def gold_set(task: str, split: str = "validation", sample: int | None = None, seed: int = 13,
              gold_file: str | Path | None = None, root=None) -> GoldSet:
-    """The gold posts of a task: a split of its built-in corpus (``task_splits``) or a gold JSONL,
-    optionally a stratified sample of ``sample`` posts drawn with ``seed``."""
-    from ..data.sources import task_splits
+    """The gold posts of a task: a split of its built-in corpus (``task_splits``; ``test`` reads the
+    publishers' test files), a gold JSONL, or a build folder (or export), optionally a stratified
+    sample of ``sample`` posts drawn with ``seed``."""
+    from ..data.sources import SPLITS, task_splits
     from ..data.splits import stratified_sample
 
     spec = get_task(task)
-    if gold_file:
-        examples, where = read_gold(gold_file, spec.name), str(gold_file)
+    shared = False
+    if gold_file and is_build(gold_file):
+        examples, where, shared = read_build_gold(gold_file, spec.name), f"build {gold_file}", True
+        split = "gold"
+    elif gold_file:
+        examples, where, split = read_gold(gold_file, spec.name), str(gold_file), "gold"
     else:
-        splits = task_splits(spec.name, root)
-        if split not in splits:
-            raise KeyError(f"unknown split {split!r}; use one of {', '.join(splits)}")
-        examples, where = splits[split], f"{split} split"
+        if split not in SPLITS:
+            raise DataError(f"--split {split}", None, f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+        examples, where = task_splits(spec.name, root, test=split == "test")[split], f"{split} split"
     pool = frozenset(e.id for e in examples)
     if sample:
         examples = stratified_sample(examples, sample, seed=seed)
         where += f", stratified sample of {len(examples)} (seed {seed})"
-    return GoldSet(spec.name, tuple(examples), pool, f"{spec.name}: {where}")
+    return GoldSet(spec.name, tuple(examples), pool, f"{spec.name}: {where}", split, shared)
 
 
 @dataclass(frozen=True)
@@ -174,6 +211,9 @@ def align(gold: GoldSet, preds: Sequence[Prediction], path: str | Path, subset: 
     ``subset``: score only the gold posts that have a prediction (a partial run) instead of
     failing on the missing ones."""
     path = Path(path)
+    if gold.shared_only:  # a build as gold: the posts both sides have
+        preds = [p for p in preds if p.id in gold.pool or p.task != gold.task]
+        subset = True
     by_id = {p.id: p for p in preds}
     for p in preds:
         if p.task != gold.task:
@@ -189,7 +229,8 @@ def align(gold: GoldSet, preds: Sequence[Prediction], path: str | Path, subset: 
                                     f"the predicted posts")
     examples = [e for e in gold.examples if e.id in by_id]
     if not examples:
-        raise DataError(path, None, f"no prediction matches a post of the gold set ({gold.description})")
+        hint = " (a build's ids are those of the split it was built from: predict that split)" if gold.shared_only else ""
+        raise DataError(path, None, f"no prediction matches a post of the gold set ({gold.description}){hint}")
     rows = [by_id[e.id] for e in examples]
     return Aligned([e.id for e in examples], [e.labels for e in examples], [r.labels for r in rows],
                    [r.valid for r in rows], rows, examples)

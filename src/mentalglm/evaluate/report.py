@@ -3,8 +3,9 @@
 
 Per task: a comparison table per gold set (systems scored on the same posts; the best value
 of each column in bold; 95% bootstrap intervals in brackets; the literature anchors of
-DESIGN.md §5 as reference rows with their sources), per-class F1 bars, confusion matrices,
-explanation scores and LLM-judge scores where present.
+DESIGN.md §5 as reference rows with their sources), paired differences against a reference
+system when one is named, per-class F1 bars, confusion matrices, explanation scores and
+LLM-judge scores where present.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from typing import Sequence
 from .. import DISCLAIMER
 from ..tasks import get_task
 from .anchors import anchors_for
-from .classification import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, ScoreCard, evaluate
+from .classification import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, ScoreCard, evaluate, paired_difference_intervals
 from .explanations import ExplanationScores, score_explanations
 from .plots import confusion_png, per_class_f1_png
-from .predictions import GoldSet, align, read_predictions
+from .predictions import Aligned, GoldSet, align, read_predictions
 
 METRIC_NAMES = {
     "accuracy": "Accuracy", "weighted_f1": "Weighted F1", "macro_f1": "Macro F1", "micro_f1": "Micro F1",
@@ -32,7 +33,7 @@ METRIC_NAMES = {
     "level1_micro_f1": "Level-1 micro F1", "level2_micro_f1": "Level-2 micro F1",
     "overall_micro_f1": "Overall micro F1", "invalid_rate": "Invalid rate",
 }
-EXPLANATION_NAMES = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "chrf": "chrF",
+EXPLANATION_NAMES = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "bleu": "BLEU", "chrf": "chrF",
                      "bertscore_f1": "BERTScore F1", "bartscore_f": "BARTScore"}
 LOWER_IS_BETTER = {"invalid_rate"}
 
@@ -48,6 +49,8 @@ class Entry:
     explanations: ExplanationScores | None = None
     judge: dict | None = None  # judge.summarize(...)
     source: str = ""
+    family: str = ""  # the paper's grouping of systems (discriminative, general LLM, fine-tuned LLM)
+    aligned: Aligned | None = None  # the posts and answers scored, for paired differences
 
 
 def entry_from_file(path: str | Path, gold: GoldSet, system: str | None = None, subset: bool = False,
@@ -67,7 +70,8 @@ def entry_from_file(path: str | Path, gold: GoldSet, system: str | None = None, 
     where = gold.description
     if len(aligned.ids) < len(gold.examples):
         where += f"; only the {len(aligned.ids)} predicted posts"
-    return Entry(system or rows[0].model or Path(path).stem, spec.name, where, card, explanations, source=str(path))
+    return Entry(system or rows[0].model or Path(path).stem, spec.name, where, card, explanations, source=str(path),
+                 aligned=aligned)
 
 
 # ---------------------------------------------------------------------------------------------- layout
@@ -119,14 +123,24 @@ def metric_columns(entries: Sequence[Entry]) -> list[str]:
     return keys + extra + ["invalid_rate"]
 
 
-def _comparison(entries: Sequence[Entry], anchors) -> Table:
+def _anchor_note(split: str | None) -> str:
+    if split == "test":
+        return ("Published on the official test split: comparable with a row above only if your test file is the "
+                "publishers' and the system was trained on the same data")
+    return "A reference point on another split, not comparable row for row"
+
+
+def _comparison(entries: Sequence[Entry], anchors, split: str | None = None) -> Table:
     keys = metric_columns(entries)
-    headers = ["System", *[METRIC_NAMES.get(k, k) for k in keys], "n"]
+    family = any(e.family for e in entries)
+    lead = ["System", "Family"] if family else ["System"]
+    headers = [*lead, *[METRIC_NAMES.get(k, k) for k in keys], "n"]
     rows, bold = [], []
     for e in entries:
-        rows.append([e.system, *[_cell(e.card, k) for k in keys], str(e.card.n)])
+        rows.append([e.system, *([e.family or "—"] if family else []), *[_cell(e.card, k) for k in keys],
+                     str(e.card.n)])
         bold.append([False] * len(headers))
-    for col, key in enumerate(keys, start=1):
+    for col, key in enumerate(keys, start=len(lead)):
         values = [round(100 * e.card.metrics[key], 1) for e in entries if key in e.card.metrics]
         if len(values) < 2:
             continue  # nothing to compare against
@@ -139,11 +153,52 @@ def _comparison(entries: Sequence[Entry], anchors) -> Table:
         if a.metric not in keys:
             continue
         table.italic_rows.add(len(table.rows))
-        table.rows.append([f"{a.system} [{k}]", *[a.shown if key == a.metric else "—" for key in keys], "—"])
+        table.rows.append([f"{a.system} [{k}]", *(["literature"] if family else []),
+                           *[a.shown if key == a.metric else "—" for key in keys], "—"])
         table.bold.append([False] * len(headers))
-        table.notes.append(f"[{k}] {a.note}. Source: {a.source}. A reference point on another split, not comparable "
-                           "row for row.")
+        table.notes.append(f"[{k}] {a.note}. Source: {a.source}. {_anchor_note(split)}.")
     return table
+
+
+def _signed(x: float) -> str:
+    return f"{100 * x:+.1f}".replace("-", "−")
+
+
+def _difference_table(entries: Sequence[Entry], reference: str) -> Table | None:
+    """Each system minus the reference on the same posts, with a paired bootstrap interval: the resamples draw
+    the same posts for both systems, so the interval is much narrower than two overlapping separate ones."""
+    ref = next((e for e in entries if e.system == reference), None)
+    if ref is None or ref.aligned is None:
+        return None
+    spec = get_task(ref.task)
+    keys = [k for k in metric_columns(entries) if k != "invalid_rate" and k in ref.card.metrics]
+    rows, notes = [], []
+    boot = ref.card.bootstrap
+    for e in entries:
+        if e is ref or e.aligned is None:
+            continue
+        if e.aligned.ids != ref.aligned.ids:
+            notes.append(f"{e.system}: not on the same posts as {reference}; no paired difference")
+            continue
+        intervals = paired_difference_intervals(spec, ref.aligned.gold, ref.aligned.pred, e.aligned.pred,
+                                                ref.aligned.valid, e.aligned.valid,
+                                                boot.get("resamples", BOOTSTRAP_RESAMPLES),
+                                                boot.get("seed", BOOTSTRAP_SEED))
+        cells = []
+        for k in keys:
+            if k not in e.card.metrics:
+                cells.append("—")
+                continue
+            diff = e.card.metrics[k] - ref.card.metrics[k]
+            lo, hi = intervals.get(k, (None, None))
+            cells.append(_signed(diff) + (f" [{_signed(lo)}, {_signed(hi)}]" if lo is not None else ""))
+        rows.append([e.system, *cells])
+    if not rows:
+        return None
+    notes.append("An interval that excludes 0 is a difference the posts support at the 95% level "
+                 "(paired percentile bootstrap over posts).")
+    return Table(f"Difference to {reference} on the same posts (points; 95% paired bootstrap interval)",
+                 ["System", *[METRIC_NAMES.get(k, k) for k in keys]], rows, notes=notes)
 
 
 def _per_class_table(e: Entry) -> Table:
@@ -192,7 +247,8 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()[:60]
 
 
-def build_sections(entries: Sequence[Entry]) -> list[Section]:
+def build_sections(entries: Sequence[Entry], reference: str | None = None, split: str | None = None
+                   ) -> list[Section]:
     sections = []
     for task in dict.fromkeys(e.task for e in entries):
         spec = get_task(task)
@@ -200,8 +256,9 @@ def build_sections(entries: Sequence[Entry]) -> list[Section]:
         section = Section(f"{spec.title_en} ({spec.name}, {spec.title})")
         for k, gold in enumerate(dict.fromkeys(e.gold for e in mine), start=1):
             group = [e for e in mine if e.gold == gold]
-            section.tables.append(_comparison(group, anchors_for(task)))
-            for extra in (_explanation_table(group), _judge_table(group)):
+            section.tables.append(_comparison(group, anchors_for(task), split))
+            difference = _difference_table(group, reference) if reference else None
+            for extra in (difference, _explanation_table(group), _judge_table(group)):
                 if extra:
                     section.tables.append(extra)
             name = f"{task}-{k}"
@@ -239,7 +296,7 @@ def _intro(command: str, notes: Sequence[str], resamples: int, seed: int) -> lis
         lines.append(f"Command: `{command}`")
     lines.append(f"Scores in percent; brackets: 95% percentile bootstrap interval over posts ({resamples} resamples, "
                  f"seed {seed}). Invalid (unparseable) answers count as wrong. Bold: best of the systems scored "
-                 "on the same posts. Italic rows: published numbers on other splits, for orientation.")
+                 "on the same posts. Italic rows: published numbers, for orientation (their notes say on which posts).")
     return [*lines, *notes]
 
 
@@ -315,16 +372,18 @@ def to_html(sections: Sequence[Section], title: str, intro: Sequence[str]) -> st
 
 
 def write_report(entries: Sequence[Entry], out_dir: str | Path, title: str = "mentalglm evaluation report",
-                 command: str = "", notes: Sequence[str] = ()) -> tuple[Path, Path]:
+                 command: str = "", notes: Sequence[str] = (), reference: str | None = None,
+                 split: str | None = None) -> tuple[Path, Path]:
     """Write report.md, plots/*.png (replacing earlier ones) and report.html into ``out_dir``;
-    returns (md path, html path)."""
+    returns (md path, html path). ``reference``: the system the others are compared with, pair by pair;
+    ``split``: the split every entry was scored on, when it is one (the anchors' notes depend on it)."""
     if not entries:
         raise ValueError("no entries to report")
     out = Path(out_dir)
     (out / "plots").mkdir(parents=True, exist_ok=True)
     for stale in (out / "plots").glob("*.png"):  # plots of an earlier report in this folder would linger unlinked
         stale.unlink()
-    sections = build_sections(entries)
+    sections = build_sections(entries, reference, split)
     boot = entries[0].card.bootstrap
     intro = _intro(command, notes, boot.get("resamples", BOOTSTRAP_RESAMPLES), boot.get("seed", BOOTSTRAP_SEED))
     for s in sections:

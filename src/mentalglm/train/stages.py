@@ -107,7 +107,9 @@ def _data_info(data, records, items, dropped) -> dict:
     info = {"records": len(records), "dropped_for_length": dropped, "records_sha256": records_hash(records),
             "per_task": dict(Counter(r.task for r in records)),
             "tokens": sum(len(i["input_ids"]) for i in items),
-            "answer_tokens": sum(sum(1 for x in i["labels"] if x != -100) for i in items)}
+            "answer_tokens": sum(sum(1 for x in i["labels"] if x != -100) for i in items),
+            # Which splits the stage read: records from these, held-out evaluation from validation; never test.
+            "splits_read": {"training": list(data.splits), "evaluation": ["validation"]}}
     if data.path:
         info["files"] = {str(p): file_sha256(p) for p in instruction_files(Path(data.path))}
     else:

@@ -1,0 +1,152 @@
+"""Running one system of a suite on one task: fit (n-gram, encoder) or prompt (LLM) and write a predictions file.
+
+Whether a system can run here is decided before anything loads, without touching the network: a model that is
+neither a local folder nor in the Hugging Face cache, a missing adapter or GGUF, an `openai:` model without a
+server address, or vLLM without its package make the system *skipped*, with the reason and how to get it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Callable
+
+from ..data.records import Example
+from ..data.sources import training_posts
+from ..evaluate.predictions import GoldSet, write_predictions
+from ..llm.base import ModelUnavailable
+from ..llm.catalog import REGISTRY
+from ..llm.registry import scheme_of
+from .config import SystemSpec
+
+
+class Skipped(Exception):
+    """The system cannot run here; the message says why and how to get what it needs."""
+
+
+def _in_hf_cache(model_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(model_id, "config.json"), str)
+    except Exception:  # not a valid repo id
+        return False
+
+
+def _hf_download(model_id: str, field: str) -> str:
+    return (f"on a machine with internet run `hf download {model_id} --local-dir DIR`, copy DIR here and set "
+            f"`{field}: DIR` for this system")
+
+
+def availability(system: SystemSpec) -> str | None:
+    """None when the system can run here, else why not (and how to get what it needs)."""
+    advice = f" {system.how_to_get}" if system.how_to_get else ""
+    if system.adapter and not Path(system.adapter).exists():
+        return f"adapter {system.adapter} not found (train it with `mentalglm train`).{advice}"
+    if system.kind == "ngram":
+        return None
+    model = system.model or ""
+    if system.kind == "encoder":
+        if Path(model).is_dir() or _in_hf_cache(model):
+            return None
+        return f"encoder {model!r} is neither a local folder nor in the Hugging Face cache: {_hf_download(model, 'model')}."
+    scheme = scheme_of(model, system.base_url)
+    if scheme == "openai":
+        if not (system.base_url or os.environ.get("OPENAI_BASE_URL")):
+            return (f"{model} needs an OpenAI-compatible server: set `base_url` for this system (or $OPENAI_BASE_URL) "
+                    f"and the key in $OPENAI_API_KEY.{advice}")
+        return None
+    if scheme == "vllm":
+        return None if importlib.util.find_spec("vllm") else f"vLLM is not installed (GPU machines: pip install " \
+                                                                f"'mentalglm[vllm]').{advice}"
+    entry = REGISTRY.get(model)
+    if scheme == "gguf":
+        if entry or Path(model).exists():
+            return None  # packaged GGUFs assemble from installed parts; a missing part is reported when opening
+        return f"GGUF file {model} not found.{advice}"
+    if system.weights:
+        return None if Path(system.weights).is_dir() else f"weights folder {system.weights} not found.{advice}"
+    hf_id = entry.hf_id if entry else model
+    if Path(model).is_dir() or _in_hf_cache(hf_id):
+        return None
+    if entry and entry.how_to_get:
+        how = f"{entry.how_to_get} In a suite file: `weights: DIR` for this system."
+    else:
+        how = _hf_download(hf_id, "weights" if entry else "model") + "."
+    return f"{model!r}: weights are not on this machine. {how}{advice}"
+
+
+def _backend_options(system: SystemSpec) -> dict:
+    return {"openai": {"concurrency": system.concurrency},
+            "gguf": {"n_ctx": system.n_ctx, "n_threads": system.threads}}.get(scheme_of(system.model, system.base_url), {})
+
+
+class SystemRunner:
+    """Predicts every task of one system; an LLM backend is opened once, on first use, and shared by the tasks."""
+
+    def __init__(self, system: SystemSpec, data_root=None, work_dir: Path | None = None):
+        self.system, self.data_root, self.work_dir = system, data_root, work_dir
+        self.backend, self.style = None, None
+
+    def _train(self, task: str, split: str) -> list[Example]:
+        return training_posts(task, split, self.data_root)
+
+    def predict(self, gold: GoldSet, out: Path, on_result: Callable[[object], None] | None = None) -> None:
+        """Write (or, for an LLM, finish) the predictions of ``gold``'s posts into ``out``."""
+        s = self.system
+        if s.kind == "llm":
+            self._predict_llm(gold, out, on_result)
+            return
+        from ..tasks import get_task
+
+        spec = get_task(gold.task)
+        train = self._train(gold.task, gold.split)
+        if s.kind == "ngram":
+            from ..baselines.ngram import NgramBaseline
+
+            model = NgramBaseline(spec).fit(train)
+        else:
+            from ..baselines.encoder import EncoderBaseline, EncoderConfig
+
+            folder = (self.work_dir or Path("runs/suite")) / "encoder" / gold.task
+            config = EncoderConfig(model=s.model, output_dir=str(folder), epochs=s.epochs, max_steps=s.max_steps,
+                                   learning_rate=s.learning_rate, batch_size=s.batch_size, max_length=s.max_length)
+            model = EncoderBaseline(spec, config).fit(train)
+        rows = model.predictions(list(gold.examples))
+        partial = out.with_suffix(".partial")  # whole or absent: a stopped fit leaves nothing that looks finished
+        write_predictions(rows, partial)
+        partial.replace(out)
+        if on_result:
+            for row in rows:
+                on_result(row)
+
+    def _open(self) -> None:
+        from ..llm.registry import open_backend
+
+        s = self.system
+        try:
+            self.backend, self.style = open_backend(s.model, adapter=s.adapter, base_url=s.base_url,
+                                                    prompt_style=s.prompt_style, weights=s.weights,
+                                                    **_backend_options(s))
+        except ModelUnavailable as e:
+            raise Skipped(str(e) + (f" {s.how_to_get}" if s.how_to_get else "")) from None
+
+    def _predict_llm(self, gold: GoldSet, out: Path, on_result) -> None:
+        from ..baselines.llm import make_analyzer, predict_to_file
+
+        s = self.system
+        if self.backend is None:
+            self._open()
+        train = self._train(gold.task, gold.split) if s.few_shot else []
+        analyzer = make_analyzer(self.backend, gold.task, self.style, s.explain, s.max_tokens, s.few_shot, train,
+                                 s.shots_seed, heads=s.heads, risk_threshold=None)
+        predict_to_file(analyzer, gold.examples, out, on_result)
+
+    def close(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
+            self.backend = None
+
+
+__all__ = ["SystemRunner", "Skipped", "availability"]

@@ -193,7 +193,7 @@ class Analyzer:
         """Label (post, task) pairs by the tasks' heads over their closed label sets, then (optionally) explain each
         chosen label. The backend reads every state, then writes every explanation, as one batch: a backend that
         decodes sequences together (llama.cpp with ``--parallel``) runs them at once."""
-        from .heads.features import POST_CHARS, head_text, read_states
+        from .heads.features import POST_CHARS, head_text, mean_of
 
         out: list[Analysis | None] = [None] * len(pairs)
         live, texts, notes = [], [], []
@@ -209,27 +209,35 @@ class Analyzer:
             return out  # type: ignore[return-value]
         start = time.perf_counter()
         heads = [self.headset.head(pairs[i][1].name) for i in live]
-        try:
-            states = read_states(self.backend, [heads_request(pairs[i][1], t) for i, t in zip(live, texts)], texts,
-                                 [h.pool for h in heads])
-            probs = [h.probabilities(t, s) for h, t, s in zip(heads, texts, states)]
-            labels = [h.decide(p) for h, p in zip(heads, probs)]
-            raws, explanations = [pairs[i][1].label_sentence(lab) for i, lab in zip(live, labels)], [""] * len(live)
-            if watch is not None:  # the decisions are known before the explanations are written: tell them first
-                for k, i in enumerate(live):
-                    (post, spec), head = pairs[i], heads[k]
-                    watch.decided(Analysis(
-                        post.id, spec.name, list(labels[k]), "", raws[k], OK, self.backend.name, 0.0,
-                        head.flagged(probs[k], self.config.risk_threshold), list(notes[k]),
-                        label_en=[spec.label(n).en for n in labels[k]],
-                        scores={lab: round(float(x), 4) for lab, x in zip(head.labels, probs[k])}))
+        probs: list = [None] * len(live)
+        labels: list = [None] * len(live)
+        asked: list = [None] * len(live)
+
+        def decide(k: int, state) -> Request | None:
+            """The head's decision from the state; then the explanation to write, if asked for. A watcher hears
+            the decision before the explanation is written (the crisis banner need not wait for it)."""
+            (post, spec), head = pairs[live[k]], heads[k]
+            probs[k] = head.probabilities(texts[k], state)
+            labels[k] = head.decide(probs[k])
+            if watch is not None:
+                watch.decided(Analysis(
+                    post.id, spec.name, list(labels[k]), "", spec.label_sentence(labels[k]), OK, self.backend.name,
+                    0.0, head.flagged(probs[k], self.config.risk_threshold), list(notes[k]),
+                    label_en=[spec.label(n).en for n in labels[k]],
+                    scores={lab: round(float(x), 4) for lab, x in zip(head.labels, probs[k])}))
             if self.config.explain:
-                requests = [heads_request(pairs[i][1], t, tuple(lab)) for i, t, lab in zip(live, texts, labels)]
-                gens = self._generate(requests, GenConfig(
-                    max_tokens=self.config.max_tokens, temperature=self.config.temperature, stop=("\n\n",)),
-                    [(pairs[i][0].id, pairs[i][1].name) for i in live], watch)
-                raws = [g.text for g in gens]
-                explanations = [g.text[len(r.answer_prefix):].strip() for g, r in zip(gens, requests)]
+                asked[k] = heads_request(spec, texts[k], tuple(labels[k]))
+            return asked[k]
+
+        keys = [(pairs[i][0].id, pairs[i][1].name) for i in live]
+        try:
+            _, gens = self.backend.states_then_generate(
+                [heads_request(pairs[i][1], t) for i, t in zip(live, texts)],
+                [mean_of(t, h.pool) for t, h in zip(texts, heads)], decide,
+                GenConfig(max_tokens=self.config.max_tokens, temperature=self.config.temperature, stop=("\n\n",)),
+                (lambda k, text: watch.text(*keys[k], text)) if watch is not None else None)
+            raws = [g.text if g else pairs[i][1].label_sentence(lab) for i, g, lab in zip(live, gens, labels)]
+            explanations = [g.text[len(r.answer_prefix):].strip() if g else "" for g, r in zip(gens, asked)]
         except Exception as e:
             for i in live:
                 out[i] = self._backend_failed([pairs[i][0]], pairs[i][1], e)[0]

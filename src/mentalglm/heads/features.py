@@ -38,12 +38,16 @@ class CacheMismatch(RuntimeError):
 POOLS = ("last", "last+mean")
 
 
+def mean_of(text: str, pool: str) -> str | None:
+    """What ``prompt_state`` averages for a post read with ``pool``: the post, or nothing."""
+    if pool not in POOLS:
+        raise ValueError(f"unknown pool {pool!r}; use one of {POOLS}")
+    return text if pool == "last+mean" else None
+
+
 def read_states(backend, requests, texts: Sequence[str], pools: Sequence[str]) -> list[np.ndarray]:
     """The state of each heads request, read as its pool says (``texts``: the posts in them)."""
-    unknown = set(pools) - set(POOLS)
-    if unknown:
-        raise ValueError(f"unknown pool {sorted(unknown)}; use one of {POOLS}")
-    return backend.prompt_states(list(requests), [t if p == "last+mean" else None for t, p in zip(texts, pools)])
+    return backend.prompt_states(list(requests), [mean_of(t, p) for t, p in zip(texts, pools)])
 
 
 class StateCache:

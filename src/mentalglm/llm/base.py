@@ -120,6 +120,25 @@ class Backend(Protocol):
         """``prompt_state`` of several prompts; backends that decode sequences together read them at once."""
         return [self.prompt_state(r, m) for r, m in zip(requests, mean_of)]
 
+    def states_then_generate(self, requests: Sequence[Request], mean_of: Sequence[str | None],
+                             follow_up: Callable[[int, object], Request | None], config: GenConfig,
+                             on_text: Callable[[int, str], None] | None = None) -> tuple[list, list]:
+        """Each request's state, then for each the request ``follow_up(index, state)`` returns (None: nothing)
+        generated: (states, generations or None). How label heads decide and then explain. This default reads
+        every state, then generates; llama.cpp with ``--parallel`` continues each sequence right after its state,
+        while its prompt is still cached. ``follow_up`` may run on another thread: keep it quick."""
+        states = self.prompt_states(requests, mean_of)
+        follow = [follow_up(i, s) for i, s in enumerate(states)]
+        todo = [i for i, r in enumerate(follow) if r is not None]
+        gens: list = [None] * len(requests)
+        if todo:
+            asked = [follow[i] for i in todo]
+            done = (self.generate_watched(asked, config, lambda k, text: on_text(todo[k], text)) if on_text
+                    else self.generate(asked, config))
+            for i, generation in zip(todo, done):
+                gens[i] = generation
+        return states, gens
+
     def close(self) -> None:
         return None
 

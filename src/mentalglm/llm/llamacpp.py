@@ -191,6 +191,29 @@ class LlamaCppBackend(Backend):
                                         on_text=functools.partial(on_text, i)) for i, r in enumerate(requests)]
         return [f.result() for f in futures]
 
+    def states_then_generate(self, requests, mean_of, follow_up, config, on_text=None):
+        if self.engine is None:
+            return super().states_then_generate(requests, mean_of, follow_up, config, on_text)
+
+        def then(i: int):
+            def next_job(state):
+                request = follow_up(i, state)
+                if request is None:
+                    return None
+                return (self._tokens(self.render(request)), config, request.answer_prefix,
+                        functools.partial(on_text, i) if on_text else None)
+            return next_job
+
+        futures = [self.engine.state(tokens, (start, end) if mean else None, then=then(i))
+                   for i, ((tokens, start, end), mean) in enumerate(
+                       (self._state_prompt(r, m), m) for r, m in zip(requests, mean_of))]
+        states, gens = [], []
+        for future in futures:
+            state, follow = future.result()
+            states.append(state)
+            gens.append(follow.result() if follow is not None else None)
+        return states, gens
+
     def prompt_state(self, request: Request, mean_of: str | None = None) -> np.ndarray:
         """The final-layer hidden state of the last token of the rendered prompt (float32, n_embd).
 

@@ -45,6 +45,7 @@ class Job:
     mean_span: tuple[int, int] | None = None  # state: also average the states of tokens [start, end)
     prefix: str = ""  # generation: text the answer starts with (already in the prompt)
     on_text: Callable[[str], None] | None = None  # generation: told each new piece of the answer
+    then: Callable | None = None  # state: the generation to run next in the same sequence (see ``state``)
     sent: int = 0  # characters of the answer already given to on_text
     slot: int = -1
     pos: int = 0  # prompt tokens in the slot's cache
@@ -99,9 +100,14 @@ class BatchEngine:
             on_text(prefix)
         return self._submit(job, config.max_tokens)
 
-    def state(self, tokens: list[int], mean_span: tuple[int, int] | None = None) -> Future:
-        """A Future of the final-layer state of the last token (with ``mean_span``, then the span's mean state)."""
-        return self._submit(Job(tokens, Future(), mean_span=mean_span), 0)
+    def state(self, tokens: list[int], mean_span: tuple[int, int] | None = None, then: Callable | None = None) -> Future:
+        """A Future of the final-layer state of the last token (with ``mean_span``, then the span's mean state).
+
+        With ``then``: it is called with the state on the engine's thread (keep it quick) and returns None or
+        ``(tokens, config, prefix, on_text)`` of a generation that continues in the same sequence at once, while
+        the prompt is still in its cells (an explanation written after the label the state decided); the Future
+        is then of ``(state, Future of that Generation or None)``."""
+        return self._submit(Job(tokens, Future(), mean_span=mean_span, then=then), 0)
 
     def close(self) -> None:
         with self._wake:
@@ -159,6 +165,11 @@ class BatchEngine:
                    for j in self.running if j is not None)
 
     def _admit(self, job: Job) -> None:
+        free = [s for s in range(self.slots) if self.running[s] is None]
+        self._place(job, max(free, key=lambda s: _common(self.cached[s], job.tokens)))
+
+    def _place(self, job: Job, slot: int) -> None:
+        """Start ``job`` in the free ``slot``, keeping or copying the longest cached prefix of its prompt."""
         import llama_cpp
 
         mem = self._ctx.memory
@@ -167,8 +178,6 @@ class BatchEngine:
         limit = len(job.tokens) - 1
         if job.mean_span:
             limit = min(limit, job.mean_span[0])
-        free = [s for s in range(self.slots) if self.running[s] is None]
-        slot = max(free, key=lambda s: _common(self.cached[s], job.tokens))
         keep = min(limit, _common(self.cached[slot], job.tokens))
         llama_cpp.llama_memory_seq_rm(mem, slot, keep, -1)
         donor = max(range(self.slots), key=lambda s: _common(self.cached[s], job.tokens))
@@ -263,8 +272,27 @@ class BatchEngine:
         if job.mean_span:
             start, end = job.mean_span
             last = np.concatenate([last, (job.total / max(1, end - start)).astype(np.float32)])
-        self._forget(job.slot, keep_cache=True)
-        _settle(job.future, last)
+        slot = job.slot
+        self._forget(slot, keep_cache=True)
+        if job.then is None:
+            _settle(job.future, last)
+            return
+        try:
+            follow = job.then(last)
+            if follow is not None:
+                tokens, config, prefix, on_text = follow
+                follow = Job(tokens, Future(), config=config, prefix=prefix, on_text=on_text,
+                             rng=np.random.default_rng(config.seed))
+                if len(tokens) + config.max_tokens > self.slot_ctx:
+                    raise ValueError(f"prompt of {len(tokens)} tokens + {config.max_tokens} to generate exceeds "
+                                     f"the context of a sequence ({self.slot_ctx})")
+                if on_text and prefix:
+                    on_text(prefix)
+                self._place(follow, slot)  # the slot it just read, before any other job can take it
+        except Exception as e:  # noqa: BLE001 - the caller's decision failed: this job fails, not the engine
+            _settle(job.future, error=e)
+            return
+        _settle(job.future, (last, follow.future if follow is not None else None))
 
     def _next_token(self, job: Job, logits: np.ndarray) -> None:
         import llama_cpp

@@ -86,6 +86,15 @@ class MeteredBackend:
     def generate_watched(self, requests: Sequence[Request], config: GenConfig, on_text) -> list[Generation]:
         return self._counted(requests, self._backend.generate_watched, config, on_text)
 
+    def states_then_generate(self, requests, mean_of, follow_up, config, on_text=None):
+        start = time.perf_counter()
+        states, generations = self._backend.states_then_generate(requests, mean_of, follow_up, config, on_text)
+        done = [g for g in generations if g is not None]
+        if done:
+            self._metrics.generated(done, time.perf_counter() - start)
+            self._metrics.observe_batch(min(len(done), max(1, self._backend.batch_size)))
+        return states, generations
+
     def _counted(self, requests: Sequence[Request], call, *args) -> list[Generation]:
         start = time.perf_counter()
         generations = call(requests, *args)

@@ -281,8 +281,14 @@ class Analyzer:
 
     def stream(self, posts: Iterable[Post], done: set[tuple[str, str]] = frozenset(),
                chunk: int = 16, watch: Watcher | None = None) -> Iterator[Analysis]:
-        """Analyses for many posts as they finish (the order of ``units``), for writing to a file as they come."""
-        for unit in self.units(posts, done, chunk, watch):
+        """Analyses for many posts as they finish (the order of ``units``), for writing to a file as they come.
+
+        A backend that batches calls from several threads (llama.cpp with ``--parallel``) gets the next unit while
+        the current one finishes, so its sequences do not idle while the last answers of a unit are written."""
+        units = self.units(posts, done, chunk, watch)
+        if self.backend.thread_safe and self.backend.batch_size > 1:
+            units = _one_ahead(units)
+        for unit in units:
             for analysis in unit():
                 if watch is not None:
                     watch.finished(analysis)
@@ -301,6 +307,25 @@ class Analyzer:
     def analyze(self, text: str, post_id: str = "1") -> list[Analysis]:
         post = Post(post_id, text.strip(), None if text.strip() else "empty post")
         return self.run([post])
+
+
+def _one_ahead(units: Iterator[Callable[[], list[Analysis]]]) -> Iterator[Callable[[], list[Analysis]]]:
+    """``units`` in order, each started on a thread as soon as the one before it is taken."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="mentalglm-unit") as pool:
+        ahead = None
+        try:
+            for unit in units:
+                running = pool.submit(unit)
+                if ahead is not None:
+                    yield ahead.result
+                ahead = running
+            if ahead is not None:
+                yield ahead.result
+        finally:
+            if ahead is not None:
+                ahead.cancel()
 
 
 def _evidence(spec: TaskSpec, explanation: str, post: str, warnings: list[str]) -> bool | None:

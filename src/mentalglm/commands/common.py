@@ -49,7 +49,7 @@ def backend_options(model: str, base_url: str | None, *, concurrency: int, n_ctx
 
     return {"openai": {"concurrency": concurrency},
             "vllm": {"tensor_parallel_size": tensor_parallel_size},
-            "gguf": {"n_ctx": n_ctx, "n_threads": threads, "parallel": parallel or default_parallel()},
+            "gguf": {"n_ctx": n_ctx, "n_threads": threads, "parallel": parallel or default_parallel(n_ctx)},
             }.get(scheme_of(model, base_url), {})
 
 

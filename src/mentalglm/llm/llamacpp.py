@@ -33,10 +33,21 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
-def default_parallel() -> int:
-    """Sequences decoded together by default: measured on 2 cores (docs/results-service.md), where more than this
-    adds KV memory without adding throughput."""
-    return 4
+# KV cache a token costs, f16, for the GGUF models the project runs (Qwen2.5 1.5B: 28 KB; GLM-4-9B: 40 KB).
+KV_BYTES_PER_TOKEN = 32 * 1024
+
+
+def default_parallel(n_ctx: int = 4096) -> int:
+    """Sequences decoded together unless ``--parallel`` says: as many as a tenth of the available memory holds a
+    KV cache of ``n_ctx`` tokens for, as a power of two from 1 to 32. On a CPU a step of one token for each of
+    16-32 sequences costs little more than reading the weights once (docs/results-service.md), so more is faster
+    up to there, while each sequence holds its cache."""
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not Linux
+        return 4
+    fits = int(available / 10 / (max(1, n_ctx) * KV_BYTES_PER_TOKEN))
+    return max(1, min(32, 1 << max(0, fits.bit_length() - 1)))
 
 
 class LlamaCppBackend(Backend):

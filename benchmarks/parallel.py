@@ -58,14 +58,14 @@ class Variant:
 
 
 MEMORY_PROBE = """
-import resource, sys
+import re, sys
 from mentalglm.analyze import AnalyzeConfig, Analyzer
 from mentalglm.inputs import Post
 from mentalglm.llm.registry import open_backend
 backend, style = open_backend(sys.argv[1], n_ctx=int(sys.argv[2]), parallel=int(sys.argv[3]))
 Analyzer(backend, AnalyzeConfig(style=style, max_tokens=32)).run(
     [Post("1", "最近总觉得自己什么都做不好"), Post("2", "今天和朋友出去玩，很开心")])
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))  # peak RSS of this process
 """
 
 

@@ -84,6 +84,9 @@ def test_cli_judge_writes_and_resumes(tmp_path, tiny_hf_model_dir, capsys):
     assert [r["id"] for r in rows] == ["p0", "p1", "p2"]
     assert all(r["status"] == "invalid" and r["error"] for r in rows)
     assert "invalid 100.0%" in capsys.readouterr().out.replace("\n", " ")
+    other = tmp_path / "other.jsonl"
+    other.write_text(preds.read_text(encoding="utf-8"), encoding="utf-8")
+    assert main([str(other) if a == str(preds) else a for a in args]) == 2  # judgements of another file
     report = tmp_path / "report"
     assert main(["eval", "report", f"tiny={preds}", "--gold", str(gold), "--judge", f"tiny={out}", "--out",
                  str(report), "--resamples", "0"]) == 0

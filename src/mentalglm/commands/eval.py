@@ -18,7 +18,7 @@ from ..evaluate.classification import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
 from ..data.sources import SPLITS
 from ..evaluate.predictions import gold_set, read_predictions, write_predictions
 from ..tasks import get_task
-from .common import add_model_args, heads_options, open_from_args
+from .common import add_model_args, heads_options, model_settings, open_from_args
 
 EXAMPLES = """examples:
   # an LLM over the 200-post stratified validation sample (seed 13), labels only, resumable
@@ -175,14 +175,21 @@ def run_predict(args) -> int:
     from ..analyze import completed_pairs
     from ..baselines.llm import make_analyzer, predict_to_file
 
+    from ..jsonl import check_settings, remove, save_settings
+
     console = _err()
     out = Path(args.out)
     if out.exists() and out.stat().st_size and not (args.resume or args.overwrite):
         console.print(f"[red]error:[/red] {out} exists; pass --resume to continue it or --overwrite to replace it")
         return 2
-    if args.overwrite and out.exists():
-        out.unlink()
-    gold = _gold(args, get_task(args.task).name)
+    if args.overwrite:
+        remove(out)
+    task = get_task(args.task).name
+    # What makes rows of one file comparable: a resumed run with other settings would mix two systems.
+    settings = {**model_settings(args), "tasks": [task], "split": args.split, "explain": args.explain,
+                "few_shot": args.few_shot, "shots_seed": args.shots_seed if args.few_shot else None}
+    check_settings(out, settings)  # before the model loads: a DataError naming the setting, exit 2
+    gold = _gold(args, task)
     train = []
     if args.few_shot:  # examples come from the train split only, never from the posts being scored
         from ..data.sources import training_posts
@@ -191,6 +198,7 @@ def run_predict(args) -> int:
     backend, style = open_from_args(args)
     analyzer = make_analyzer(backend, gold.task, style, args.explain, args.max_tokens, args.few_shot, train,
                              args.shots_seed, **heads_options(args))
+    save_settings(out, settings)
     remaining = len(gold.examples) - len({i for i, _ in completed_pairs(out)} & {e.id for e in gold.examples})
     with _progress(console) as bar:
         job = bar.add_task(f"{gold.task} ({backend.name})", total=remaining)
@@ -337,6 +345,7 @@ def run_explain(args) -> int:
 # ------------------------------------------------------------------------------------------------- judge
 def run_judge(args) -> int:
     from ..evaluate.judge import CRITERIA, Judge, read_judgements, summarize
+    from ..jsonl import check_settings, save_settings
     from ..evaluate.predictions import align
     from ..jsonl import write_rows
 
@@ -348,9 +357,13 @@ def run_judge(args) -> int:
     items = [(e.id, e.text, r.labels, r.explanation) for r, e in zip(aligned.rows, aligned.examples)]
     items = items[: args.limit] if args.limit else items
     out = Path(args.out)
+    # Judgements by another judge model, or of another predictions file, must not be mixed into one file.
+    settings = {**model_settings(args), "judged_file": str(Path(args.file).resolve()), "tasks": [task]}
+    check_settings(out, settings)
     done = read_judgements(out)
     todo = [it for it in items if it[0] not in done]
     backend, _ = open_from_args(args)
+    save_settings(out, settings)
     judge = Judge(backend, args.judge_max_tokens)
     with _progress(console) as bar:
         job = bar.add_task(f"judging with {backend.name}", total=len(todo))

@@ -24,6 +24,7 @@ import numpy as np
 
 from .base import Backend, GenConfig, Generation, ModelUnavailable, Piece, Request
 from .chat_template import render_chat
+from .llamacpp_batch import common_prefix
 
 
 def default_threads() -> int:
@@ -255,8 +256,8 @@ class LlamaCppBackend(Backend):
             at = rendered.rfind(mean_of)
             if at < 0:
                 raise ValueError("mean_of is not part of the rendered prompt")
-            start = _common_prefix(tokens, self._tokens(rendered[:at]))
-            end = max(start + 1, _common_prefix(tokens, self._tokens(rendered[:at + len(mean_of)])))
+            start = common_prefix(tokens, self._tokens(rendered[:at]))
+            end = max(start + 1, common_prefix(tokens, self._tokens(rendered[:at + len(mean_of)])))
         return tokens, start, end
 
     def _read_state(self, tokens: list[int], start: int, end: int, mean: bool) -> np.ndarray:
@@ -265,7 +266,7 @@ class LlamaCppBackend(Backend):
         import llama_cpp
 
         llm = self.llm
-        same = min(_common_prefix(llm.input_ids[:llm.n_tokens], tokens), start)
+        same = min(common_prefix(llm.input_ids[:llm.n_tokens], tokens), start)
         llm.n_tokens = same  # eval() drops the cache beyond n_tokens
         if start > same:
             llm.eval(tokens[same:start])
@@ -307,15 +308,6 @@ class LlamaCppBackend(Backend):
         if self.engine is not None:
             self.engine.close()
         self.llm.close()
-
-
-def _common_prefix(a, b) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def _gguf_adapter(adapter: str) -> Path:

@@ -160,13 +160,13 @@ class BatchEngine:
     def _better_after_next_step(self, job: Job) -> bool:
         """Whether a running job still reading its prompt shares a longer prefix with ``job`` than any cache
         holds: then ``job`` waits a step and copies those cells instead of evaluating them again."""
-        cached = max(_common(c, job.tokens) for c in self.cached)
-        return any(j.prefilling and _common(j.tokens, job.tokens) > cached + SHARE_AT_LEAST
+        cached = max(common_prefix(c, job.tokens) for c in self.cached)
+        return any(j.prefilling and common_prefix(j.tokens, job.tokens) > cached + SHARE_AT_LEAST
                    for j in self.running if j is not None)
 
     def _admit(self, job: Job) -> None:
         free = [s for s in range(self.slots) if self.running[s] is None]
-        self._place(job, max(free, key=lambda s: _common(self.cached[s], job.tokens)))
+        self._place(job, max(free, key=lambda s: common_prefix(self.cached[s], job.tokens)))
 
     def _place(self, job: Job, slot: int) -> None:
         """Start ``job`` in the free ``slot``, keeping or copying the longest cached prefix of its prompt."""
@@ -178,10 +178,10 @@ class BatchEngine:
         limit = len(job.tokens) - 1
         if job.mean_span:
             limit = min(limit, job.mean_span[0])
-        keep = min(limit, _common(self.cached[slot], job.tokens))
+        keep = min(limit, common_prefix(self.cached[slot], job.tokens))
         llama_cpp.llama_memory_seq_rm(mem, slot, keep, -1)
-        donor = max(range(self.slots), key=lambda s: _common(self.cached[s], job.tokens))
-        shared = min(limit, _common(self.cached[donor], job.tokens))
+        donor = max(range(self.slots), key=lambda s: common_prefix(self.cached[s], job.tokens))
+        shared = min(limit, common_prefix(self.cached[donor], job.tokens))
         if shared > keep:  # a longer prefix in another slot: share its cells instead of evaluating again
             llama_cpp.llama_memory_seq_rm(mem, slot, -1, -1)
             llama_cpp.llama_memory_seq_cp(mem, donor, slot, 0, shared)
@@ -385,7 +385,8 @@ def _torn_utf8(raw: bytes) -> bool:
     return False
 
 
-def _common(a, b) -> int:
+def common_prefix(a, b) -> int:
+    """How many leading tokens two token lists share."""
     n = 0
     for x, y in zip(a, b):
         if x != y:

@@ -60,7 +60,8 @@ class Job:
 
 
 class BatchEngine:
-    """A decode loop on its own thread over ``slots`` sequences; ``submit`` may be called from any thread."""
+    """A decode loop on its own thread over ``slots`` sequences; ``generate`` and ``state`` may be called from any
+    thread."""
 
     def __init__(self, llm, slots: int, slot_ctx: int, n_batch: int = 512, threads: int = 1):
         import llama_cpp
@@ -96,7 +97,8 @@ class BatchEngine:
         Cancelling the Future stops the job at the next step."""
         job = Job(tokens, Future(), config=config, prefix=prefix, on_text=on_text,
                   rng=np.random.default_rng(config.seed))
-        if on_text and prefix:
+        self._check(job, config.max_tokens)
+        if on_text and prefix:  # before the job is queued: nothing of its answer can come first
             on_text(prefix)
         return self._submit(job, config.max_tokens)
 
@@ -121,12 +123,15 @@ class BatchEngine:
     def active(self) -> int:
         return sum(job is not None for job in self.running)
 
-    def _submit(self, job: Job, max_tokens: int) -> Future:
+    def _check(self, job: Job, max_tokens: int) -> None:
         if len(job.tokens) + max_tokens > self.slot_ctx:
             raise ValueError(f"prompt of {len(job.tokens)} tokens + {max_tokens} to generate exceeds the "
                              f"context of a sequence ({self.slot_ctx})")
         if not job.tokens:
             raise ValueError("empty prompt")
+
+    def _submit(self, job: Job, max_tokens: int) -> Future:
+        self._check(job, max_tokens)
         with self._wake:
             if self._closed:
                 raise RuntimeError("the batch engine is closed")
@@ -283,9 +288,7 @@ class BatchEngine:
                 tokens, config, prefix, on_text = follow
                 follow = Job(tokens, Future(), config=config, prefix=prefix, on_text=on_text,
                              rng=np.random.default_rng(config.seed))
-                if len(tokens) + config.max_tokens > self.slot_ctx:
-                    raise ValueError(f"prompt of {len(tokens)} tokens + {config.max_tokens} to generate exceeds "
-                                     f"the context of a sequence ({self.slot_ctx})")
+                self._check(follow, config.max_tokens)
                 if on_text and prefix:
                     on_text(prefix)
                 self._place(follow, slot)  # the slot it just read, before any other job can take it

@@ -7,19 +7,19 @@ The post is PII-redacted first: explanations must not quote phone numbers or han
 teacher need not see them.
 
 Any ``Backend`` works: ``OpenAIBackend`` (GPT-4-class, GLM-4, DeepSeek, Qwen behind an
-OpenAI-compatible server; its HTTP client retries with backoff), llama.cpp or transformers. Calls
-run ``concurrency`` at a time for HTTP backends, and every finished call goes to the cache at once.
+OpenAI-compatible server; its HTTP client retries with backoff), llama.cpp or transformers. Calls go
+through ``llm.base.answers``: as many at once as the backend takes (``--concurrency`` for HTTP, ``--parallel``
+for llama.cpp), and every finished call goes to the cache at once.
 """
 
 from __future__ import annotations
 
 import re
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
-from ..llm.base import Backend, GenConfig, Request
+from ..llm.base import Backend, GenConfig, Generation, Request, answers
 from ..llm.openai_client import HTTPBackendError
 from ..safety import redact
 from ..tasks import TaskSpec
@@ -149,17 +149,15 @@ class Teacher:
         return Answer(job, clean_explanation(spec, call.text, job.example.labels), call.text or call.error,
                       call.prompt_hash, call.finish_reason, call.prompt_tokens, call.completion_tokens, cached)
 
-    def _call(self, request: Request, config: GenConfig, job: Job, key: str) -> CachedCall:
-        """One teacher call, cached. A request the teacher refuses (a content filter's 400, a post longer than a
-        local model's context) is not cached and comes back with ``finish_reason="error"``; an unreachable
-        server raises ``ModelUnavailable`` and stops the build (the rerun resumes)."""
-        try:
-            g = self.backend.generate([request], config)[0]
-        except (HTTPBackendError, ValueError) as e:
+    def _record(self, job: Job, key: str, answer: Generation | Exception) -> CachedCall:
+        """One teacher call's outcome, cached. A request the teacher refused (a content filter's 400, a post longer
+        than a local model's context) is not cached and comes back with ``finish_reason="error"``; an unreachable
+        server raises ``ModelUnavailable`` out of ``answers`` and stops the build (the rerun resumes)."""
+        if isinstance(answer, Exception):
             return CachedCall(job.example.id, key, "", self.name, finish_reason="error", attempt=job.attempt,
-                              error=str(e)[:300])
-        call = CachedCall(job.example.id, key, g.text, self.name, g.prompt_tokens, g.completion_tokens,
-                          round(g.latency_ms, 1), g.finish_reason, job.attempt)
+                              error=str(answer)[:300])
+        call = CachedCall(job.example.id, key, answer.text, self.name, answer.prompt_tokens, answer.completion_tokens,
+                          round(answer.latency_ms, 1), answer.finish_reason, job.attempt)
         self.cache.put(call)
         return call
 
@@ -173,22 +171,9 @@ class Teacher:
                 yield self._answer(spec, job, hit, cached=True)
             else:
                 todo.append((request, config, job, key))
-        # llama.cpp, transformers and vLLM are called from one thread; an HTTP client from as many threads as it
-        # sends requests at once (its batch_size).
-        workers = self.backend.batch_size if self.backend.thread_safe else 1
-        if workers == 1:
-            for request, config, job, key in todo:
-                yield self._answer(spec, job, self._call(request, config, job, key), cached=False)
-            return
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="teacher") as pool:
-            futures = {pool.submit(self._call, r, c, j, k): j for r, c, j, k in todo}
-            try:
-                for future in as_completed(futures):
-                    yield self._answer(spec, futures[future], future.result(), cached=False)
-            except BaseException:
-                for f in futures:
-                    f.cancel()
-                raise
+        for i, answer in answers(self.backend, [(r, c) for r, c, _, _ in todo], refused=(HTTPBackendError, ValueError)):
+            _, _, job, key = todo[i]
+            yield self._answer(spec, job, self._record(job, key, answer), cached=False)
 
 
 def reused_answer(job: Job, spec: TaskSpec) -> Answer:

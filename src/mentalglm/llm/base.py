@@ -163,3 +163,32 @@ class Usage:
         self.prompt_tokens += g.prompt_tokens
         self.completion_tokens += g.completion_tokens
         self.calls += 1
+
+
+def answers(backend: Backend, calls: Sequence[tuple[Request, GenConfig]],
+            refused: tuple[type[Exception], ...] = ()) -> Iterator[tuple[int, "Generation | Exception"]]:
+    """Each call's answer as soon as it is written: ``(index, Generation)``, or ``(index, exception)`` for a request
+    the model refused (an exception of a ``refused`` type; any other stops the run). A backend that takes calls from
+    several threads (HTTP, llama.cpp with ``--parallel``) gets ``batch_size`` of them at once, so they are answered
+    together; any other gets one at a time. For callers that store each answer as it comes (the teacher's cache)."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    def one(i: int):
+        request, config = calls[i]
+        try:
+            return i, backend.generate([request], config)[0]
+        except refused as e:
+            return i, e
+
+    workers = min(len(calls), backend.batch_size) if backend.thread_safe else 1
+    if workers <= 1:
+        yield from (one(i) for i in range(len(calls)))
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mentalglm-answers") as pool:
+        futures = [pool.submit(one, i) for i in range(len(calls))]
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        finally:  # the reader stopped (or failed): calls not yet started never start
+            for future in futures:
+                future.cancel()

@@ -24,7 +24,7 @@ import numpy as np
 
 from .base import Backend, GenConfig, Generation, ModelUnavailable, Piece, Request
 from .chat_template import render_chat
-from .llamacpp_batch import common_prefix
+from .llamacpp_batch import common_prefix, held_back, output_row
 
 
 def default_threads() -> int:
@@ -102,8 +102,7 @@ class LlamaCppBackend(Backend):
 
     def generate(self, requests: Sequence[Request], config: GenConfig) -> list[Generation]:
         if self.engine is not None:  # all at once: they decode together
-            futures = [self.engine.generate(self._tokens(self.render(r)), config, r.answer_prefix) for r in requests]
-            return [f.result() for f in futures]
+            return self._engine_generate(requests, config)
         out = []
         for request in requests:
             prompt = self.render(request)
@@ -192,15 +191,19 @@ class LlamaCppBackend(Backend):
             return (data[:data.index(found[0])] if found else data), tokens
         if found:
             return data[:min(data.index(s) for s in found)], tokens
-        held = max((i for s in stops for i in range(1, len(s)) if data.endswith(s[:i])), default=0)
-        return data[:len(data) - held], tokens
+        return data[:len(data) - held_back(data, stops)], tokens
 
     def generate_watched(self, requests: Sequence[Request], config: GenConfig,
                          on_text: Callable[[int, str], None]) -> list[Generation]:
         if self.engine is None:
             return super().generate_watched(requests, config, on_text)
+        return self._engine_generate(requests, config, on_text)
+
+    def _engine_generate(self, requests: Sequence[Request], config: GenConfig,
+                         on_text: Callable[[int, str], None] | None = None) -> list[Generation]:
         futures = [self.engine.generate(self._tokens(self.render(r)), config, r.answer_prefix,
-                                        on_text=functools.partial(on_text, i)) for i, r in enumerate(requests)]
+                                        on_text=functools.partial(on_text, i) if on_text else None)
+                   for i, r in enumerate(requests)]
         return [f.result() for f in futures]
 
     def states_then_generate(self, requests, mean_of, follow_up, config, on_text=None):
@@ -216,9 +219,8 @@ class LlamaCppBackend(Backend):
                         functools.partial(on_text, i) if on_text else None)
             return next_job
 
-        futures = [self.engine.state(tokens, (start, end) if mean else None, then=then(i))
-                   for i, ((tokens, start, end), mean) in enumerate(
-                       (self._state_prompt(r, m), m) for r, m in zip(requests, mean_of))]
+        futures = [self.engine.state(*self._state_prompt(r, m), then=then(i))
+                   for i, (r, m) in enumerate(zip(requests, mean_of))]
         states, gens = [], []
         for future in futures:
             state, follow = future.result()
@@ -238,34 +240,33 @@ class LlamaCppBackend(Backend):
 
     def prompt_states(self, requests: Sequence[Request], mean_of: Sequence[str | None]) -> list[np.ndarray]:
         """``prompt_state`` of several prompts (read together where sequences decode in parallel)."""
-        jobs = [self._state_prompt(r, m) for r, m in zip(requests, mean_of)]
+        prompts = [self._state_prompt(r, m) for r, m in zip(requests, mean_of)]
         if self.engine is not None:
-            futures = [self.engine.state(tokens, (start, end) if mean else None)
-                       for (tokens, start, end), mean in zip(jobs, mean_of)]
+            futures = [self.engine.state(tokens, span) for tokens, span in prompts]
             return [f.result() for f in futures]
-        return [self._read_state(tokens, start, end, bool(mean)) for (tokens, start, end), mean in zip(jobs, mean_of)]
+        return [self._read_state(tokens, span) for tokens, span in prompts]
 
-    def _state_prompt(self, request: Request, mean_of: str | None) -> tuple[list[int], int, int]:
-        """The prompt's tokens and the span [start, end) of ``mean_of``'s tokens in it."""
+    def _state_prompt(self, request: Request, mean_of: str | None) -> tuple[list[int], tuple[int, int] | None]:
+        """The prompt's tokens, and the span [start, end) of ``mean_of``'s tokens in it (None without it)."""
         rendered = self.render(request)
         tokens = self._tokens(rendered)
         if len(tokens) > self.context_length:
             raise ValueError(f"prompt of {len(tokens)} tokens exceeds the context ({self.context_length})")
-        start = end = len(tokens) - 1
-        if mean_of:
-            at = rendered.rfind(mean_of)
-            if at < 0:
-                raise ValueError("mean_of is not part of the rendered prompt")
-            start = common_prefix(tokens, self._tokens(rendered[:at]))
-            end = max(start + 1, common_prefix(tokens, self._tokens(rendered[:at + len(mean_of)])))
-        return tokens, start, end
+        if not mean_of:
+            return tokens, None
+        at = rendered.rfind(mean_of)
+        if at < 0:
+            raise ValueError("mean_of is not part of the rendered prompt")
+        start = common_prefix(tokens, self._tokens(rendered[:at]))
+        return tokens, (start, max(start + 1, common_prefix(tokens, self._tokens(rendered[:at + len(mean_of)]))))
 
-    def _read_state(self, tokens: list[int], start: int, end: int, mean: bool) -> np.ndarray:
-        """One sequence: tokens before ``start`` evaluated as for generation (or reused from the cache), the
-        rest with states switched on."""
+    def _read_state(self, tokens: list[int], span: tuple[int, int] | None) -> np.ndarray:
+        """One sequence: tokens before the span (or the last token) evaluated as for generation (or reused from the
+        cache), the rest with states switched on."""
         import llama_cpp
 
         llm = self.llm
+        start, end = span or (len(tokens) - 1, len(tokens) - 1)
         same = min(common_prefix(llm.input_ids[:llm.n_tokens], tokens), start)
         llm.n_tokens = same  # eval() drops the cache beyond n_tokens
         if start > same:
@@ -285,9 +286,9 @@ class LlamaCppBackend(Backend):
                 llm.n_tokens = i + len(part)
                 for j in range(len(part)):
                     if i + j < end:
-                        total += self._embedding(ctx, j)
-                last = self._embedding(ctx, len(part) - 1)
-            if not mean:
+                        total += output_row(llama_cpp.llama_get_embeddings_ith(ctx, j), llm.n_embd())
+                last = output_row(llama_cpp.llama_get_embeddings_ith(ctx, len(part) - 1), llm.n_embd())
+            if span is None:
                 return last
             return np.concatenate([last, (total / (end - start)).astype(np.float32)])
         finally:
@@ -295,14 +296,6 @@ class LlamaCppBackend(Backend):
 
     def _tokens(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
-
-    def _embedding(self, ctx, index: int) -> np.ndarray:
-        import llama_cpp
-
-        pointer = llama_cpp.llama_get_embeddings_ith(ctx, index)
-        if not pointer:
-            raise RuntimeError("llama.cpp returned no hidden state for a prompt token")
-        return np.ctypeslib.as_array(pointer, shape=(self.llm.n_embd(),)).astype(np.float32, copy=True)
 
     def close(self) -> None:
         if self.engine is not None:

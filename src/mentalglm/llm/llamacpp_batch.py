@@ -249,11 +249,11 @@ class BatchEngine:
                 self.prompt_tokens += 1
             if job.config is None:
                 if self._in_span(job, position):
-                    job.total += self._row(llama_cpp.llama_get_embeddings_ith(ctx, i), self.n_embd)
+                    job.total += output_row(llama_cpp.llama_get_embeddings_ith(ctx, i), self.n_embd)
                 if position == len(job.tokens) - 1:
-                    self._finish_state(job, self._row(llama_cpp.llama_get_embeddings_ith(ctx, i), self.n_embd))
+                    self._finish_state(job, output_row(llama_cpp.llama_get_embeddings_ith(ctx, i), self.n_embd))
             elif output and not job.prefilling and position == len(self.cached[job.slot]) - 1:
-                self._next_token(job, self._row(llama_cpp.llama_get_logits_ith(ctx, i), self.n_vocab))
+                self._next_token(job, output_row(llama_cpp.llama_get_logits_ith(ctx, i), self.n_vocab))
 
     # ------------------------------------------------------------------ per job
     @staticmethod
@@ -266,12 +266,6 @@ class BatchEngine:
     @staticmethod
     def _in_span(job: Job, k: int) -> bool:
         return job.mean_span is not None and job.mean_span[0] <= k < job.mean_span[1]
-
-    @staticmethod
-    def _row(pointer, size: int) -> np.ndarray:
-        if not pointer:
-            raise RuntimeError("llama.cpp returned no output for a batch row")
-        return np.ctypeslib.as_array(pointer, shape=(size,)).astype(np.float32, copy=True)
 
     def _finish_state(self, job: Job, last: np.ndarray) -> None:
         if job.mean_span:
@@ -316,7 +310,7 @@ class BatchEngine:
             reason = "length"  # as llama-cpp-python: a character split over tokens is completed first
         if job.on_text:
             # Text that may still turn out to begin a stop string waits until it does not.
-            shown = len(text) if reason else len(text) - _held_back(text, config.stop)
+            shown = len(text) if reason else len(text) - held_back(text, config.stop)
             if shown > job.sent:
                 try:
                     job.on_text(text[job.sent:shown])
@@ -372,10 +366,17 @@ def _settle(future: Future, result=None, error: Exception | None = None) -> None
         future.set_result(result)
 
 
-def _held_back(text: str, stops) -> int:
-    """Characters at the end of ``text`` that begin some stop string (and may yet complete it)."""
-    return max((n for s in stops if s for n in range(min(len(s) - 1, len(text)), 0, -1) if text.endswith(s[:n])),
+def held_back(text, stops) -> int:
+    """Characters (or bytes) at the end of ``text`` that begin some stop string and may yet complete it."""
+    return max((n for s in stops if s for n in range(1, min(len(s) - 1, len(text)) + 1) if text.endswith(s[:n])),
                default=0)
+
+
+def output_row(pointer, size: int) -> np.ndarray:
+    """A copy of one batch row's logits or hidden state, as llama.cpp returned it."""
+    if not pointer:
+        raise RuntimeError("llama.cpp returned no output for a batch row")
+    return np.ctypeslib.as_array(pointer, shape=(size,)).astype(np.float32, copy=True)
 
 
 def _torn_utf8(raw: bytes) -> bool:

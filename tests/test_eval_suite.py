@@ -90,6 +90,14 @@ def test_rerun_reuses_predictions_finishes_a_cut_off_file_and_redoes_a_changed_s
     out = tmp_path / "run"
     first = run_suite(suite, out, only=["ngram", "tiny-llm"], data_root=corpora)
     files = {r.name: r.files for r in first.systems}
+    # The report's paired difference is the system's score minus the reference's, with an interval.
+    from mentalglm.evaluate.report import _difference_table, _signed, metric_columns
+
+    emotion = [e for e in first.entries if e.task == "emotion"]
+    ref, llm = (next(e for e in emotion if e.system == name) for name in ("ngram", "tiny-llm"))
+    key = next(k for k in metric_columns(emotion) if k != "invalid_rate" and k in ref.card.metrics)
+    [row] = [r for r in _difference_table(emotion, "ngram").rows if r[0] == "tiny-llm"]
+    assert row[1].startswith(_signed(llm.card.metrics[key] - ref.card.metrics[key]) + " [")
     cut = files["tiny-llm"]["emotion"]
     lines = open(cut, encoding="utf-8").read().splitlines()
     with open(cut, "w", encoding="utf-8") as f:  # as if the run had been stopped after 5 posts

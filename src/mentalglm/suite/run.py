@@ -4,7 +4,7 @@ The run folder:
 
     <out>/predictions/<system>/<task>-<key>.jsonl   predictions; <key> hashes the system's settings, the task,
                                                     the split, the sample and the posts asked (see cache_key)
-    <out>/predictions/<system>/<task>-<key>.json    those settings, readable
+    <out>/predictions/<system>/<task>-<key>.jsonl.meta.json    those settings, readable
     <out>/report/report.{md,html}, plots/           the comparison
     <out>/suite.json                                what ran, what was skipped and why, which splits each
                                                     system read (fit on train; scored on the split), timings
@@ -24,7 +24,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from ..evaluate.predictions import GoldSet, gold_set, read_predictions
+from ..analyze import completed_pairs
+from ..evaluate.predictions import GoldSet, gold_set
+from ..jsonl import save_settings
 from ..evaluate.report import Entry, entry_from_file, write_report
 from .config import SuiteConfig, SystemSpec, cache_key
 from .systems import Skipped, SystemRunner, availability
@@ -55,16 +57,6 @@ class SuiteResult:
 
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "system"
-
-
-def _complete(path: Path, gold: GoldSet) -> bool:
-    if not path.exists():
-        return False
-    try:
-        have = {r.id for r in read_predictions(path, gold.task)}
-    except Exception:  # a damaged file is redone, not scored
-        return False
-    return {e.id for e in gold.examples} <= have
 
 
 class Events:
@@ -113,15 +105,16 @@ def run_suite(config: SuiteConfig, out: str | Path, split: str | None = None, on
                 path = out / "predictions" / _slug(system.name) / f"{task}-{key}.jsonl"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 record.files[task] = str(path)
-                if _complete(path, gold):
+                # The shared resume reader: a torn last line is cut and error rows are dropped to be redone.
+                done = {i for i, _ in completed_pairs(path)}
+                todo = sum(e.id not in done for e in gold.examples)
+                if not todo:
                     record.cached.append(task)
                     continue
-                (path.with_suffix(".json")).write_text(json.dumps(
-                    {"system": system.name, "settings": system.settings(), "task": task, "split": split,
-                     "sample": config.sample, "seed": config.seed, "gold": gold.description},
-                    ensure_ascii=False, indent=2), encoding="utf-8")
-                done = {r.id for r in read_predictions(path)} if path.exists() and path.stat().st_size else set()
-                events.system_start(system, task, sum(e.id not in done for e in gold.examples))
+                save_settings(path, {"system": system.name, "settings": system.settings(), "task": task,
+                                     "split": split, "sample": config.sample, "seed": config.seed,
+                                     "gold": gold.description})
+                events.system_start(system, task, todo)
                 start = time.perf_counter()
                 runner.predict(gold, path, lambda _row: events.advance())
                 record.seconds[task] = round(time.perf_counter() - start, 1)

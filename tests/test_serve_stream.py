@@ -65,6 +65,7 @@ def test_label_heads_stream_the_decision_first_then_the_explanation(heads_api):
     assert first["resources"] == resources_message() and set(first["scores"]) == {"高自杀风险", "低自杀风险"}
     assert last == whole.model_extra["mentalglm"]  # the complete extension, evidence_ok included, as unstreamed
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == whole.choices[0].message.content
+    assert sum(bool(c.choices[0].delta.content) for c in chunks) > 2  # token by token, not one lump at the end
     assert whole.choices[0].message.content.startswith("这篇帖子体现了高自杀风险")
     assert chunks[-1].choices[0].finish_reason == "stop"
     low = oa.chat.completions.create(model="tiny.gguf", messages=[
@@ -122,7 +123,7 @@ def test_analyze_stream_ends_with_the_unstreamed_response(heads_api):
     for post in whole["results"]:
         for a in post["analyses"]:
             pieces = [d["text"] for k, d in events if k == "text" and (d["id"], d["task"]) == (post["id"], a["task"])]
-            assert "".join(pieces) == a["raw"]  # the explanation as it was written, piece by piece
+            assert "".join(pieces) == a["raw"] and len(pieces) > 1  # as it was written, piece by piece
     assert kinds.count("analysis") == 4
 
 
@@ -261,9 +262,8 @@ def test_with_parallel_sequences_streams_agree_and_the_engine_is_measured(tiny_l
             assert _value(families, "mentalglm_active_sequences") == 0
             # Streamed answers decoded together are counted like the others.
             assert _value(families, "mentalglm_generated_tokens", "mentalglm_generated_tokens_total") > 0
-            # The three tasks' explanations were handed to the engine together.
-            assert _value(families, "mentalglm_batch_size", "mentalglm_batch_size_bucket", le="2.0") < \
-                _value(families, "mentalglm_batch_size", "mentalglm_batch_size_count")
+            # The three tasks' explanations were decoded together, in the same steps (measured by the engine).
+            assert batched.engine.peak_sequences >= 2
     finally:
         batched.close()
 

@@ -28,7 +28,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 from .evidence import check_evidence
 from .inputs import Post
 from .jsonl import drop_lines, read_objects
-from .llm.base import Backend, GenConfig, Generation, Request, batches
+from .llm.base import Backend, GenConfig, Request, batches
 from .prompts import build_request, heads_request, label_only_stops
 from .safety import redact as redact_pii
 from .tasks import DEFAULT_TASKS, INVALID, OK, TaskSpec, get_task, parse_answer
@@ -140,12 +140,10 @@ class Analyzer:
         log.error("task %s: backend failed on %d post(s): %s", spec.name, len(posts), e)
         return [self._error(post, spec, f"backend error: {e}") for post in posts]
 
-    def _generate(self, requests: list[Request], config: GenConfig, keys: list[tuple[str, str]],
-                  watch: Watcher | None) -> list[Generation]:
-        """The answers to ``requests`` (``keys``: their (post id, task)); a watcher sees each as it is written."""
-        if watch is None:
-            return self.backend.generate(requests, config)
-        return self.backend.generate_watched(requests, config, lambda i, text: watch.text(*keys[i], text))
+    @staticmethod
+    def _told(watch: Watcher | None, keys: list[tuple[str, str]]) -> Callable[[int, str], None] | None:
+        """What tells a watcher the text of answer ``i`` (``keys``: each answer's (post id, task))."""
+        return None if watch is None else (lambda i, text: watch.text(*keys[i], text))
 
     def _group(self, spec: TaskSpec, posts: Sequence[Post], watch: Watcher | None = None) -> list[Analysis]:
         """One task over a group of posts the backend runs at once (one post with label heads)."""
@@ -170,8 +168,8 @@ class Analyzer:
             notes.append(warnings)
         if requests:
             try:
-                generations = self._generate(requests, self.gen_config(spec), [(posts[i].id, spec.name) for i in todo],
-                                             watch)
+                generations = self.backend.generate_watched(
+                    requests, self.gen_config(spec), self._told(watch, [(posts[i].id, spec.name) for i in todo]))
             except Exception as e:
                 for i, row in zip(todo, self._backend_failed([posts[i] for i in todo], spec, e)):
                     out[i] = row
@@ -220,11 +218,8 @@ class Analyzer:
             probs[k] = head.probabilities(texts[k], state)
             labels[k] = head.decide(probs[k])
             if watch is not None:
-                watch.decided(Analysis(
-                    post.id, spec.name, list(labels[k]), "", spec.label_sentence(labels[k]), OK, self.backend.name,
-                    0.0, head.flagged(probs[k], self.config.risk_threshold), list(notes[k]),
-                    label_en=[spec.label(n).en for n in labels[k]],
-                    scores={lab: round(float(x), 4) for lab, x in zip(head.labels, probs[k])}))
+                watch.decided(self._heads_row(post, spec, head, probs[k], labels[k], spec.label_sentence(labels[k]),
+                                              "", 0.0, list(notes[k])))
             if self.config.explain:
                 asked[k] = heads_request(spec, texts[k], tuple(labels[k]))
             return asked[k]
@@ -235,7 +230,7 @@ class Analyzer:
                 [heads_request(pairs[i][1], t) for i, t in zip(live, texts)],
                 [mean_of(t, h.pool) for t, h in zip(texts, heads)], decide,
                 GenConfig(max_tokens=self.config.max_tokens, temperature=self.config.temperature, stop=("\n\n",)),
-                (lambda k, text: watch.text(*keys[k], text)) if watch is not None else None)
+                self._told(watch, keys))
             raws = [g.text if g else pairs[i][1].label_sentence(lab) for i, g, lab in zip(live, gens, labels)]
             explanations = [g.text[len(r.answer_prefix):].strip() if g else "" for g, r in zip(gens, asked)]
         except Exception as e:
@@ -244,13 +239,19 @@ class Analyzer:
             return out  # type: ignore[return-value]
         latency = round((time.perf_counter() - start) * 1000, 1)
         for k, i in enumerate(live):
-            (post, spec), head, p, warnings = pairs[i], heads[k], probs[k], notes[k]
-            out[i] = Analysis(
-                post.id, spec.name, labels[k], explanations[k], raws[k], OK, self.backend.name, latency,
-                head.flagged(p, self.config.risk_threshold), warnings, label_en=[spec.label(n).en for n in labels[k]],
-                scores={lab: round(float(x), 4) for lab, x in zip(head.labels, p)},
-                evidence_ok=_evidence(spec, explanations[k], texts[k], warnings) if self.config.explain else None)
+            (post, spec), warnings = pairs[i], notes[k]
+            out[i] = self._heads_row(
+                post, spec, heads[k], probs[k], labels[k], raws[k], explanations[k], latency, warnings,
+                _evidence(spec, explanations[k], texts[k], warnings) if self.config.explain else None)
         return out  # type: ignore[return-value]
+
+    def _heads_row(self, post: Post, spec: TaskSpec, head, probs, labels: list[str], raw: str, explanation: str,
+                   latency_ms: float, warnings: list[str], evidence_ok: bool | None = None) -> Analysis:
+        return Analysis(post.id, spec.name, list(labels), explanation, raw, OK, self.backend.name, latency_ms,
+                        head.flagged(probs, self.config.risk_threshold), warnings,
+                        label_en=[spec.label(n).en for n in labels],
+                        scores={lab: round(float(x), 4) for lab, x in zip(head.labels, probs)},
+                        evidence_ok=evidence_ok)
 
     def units(self, posts: Iterable[Post], done: set[tuple[str, str]] = frozenset(), chunk: int = 16,
               watch: Watcher | None = None) -> Iterator[Callable[[], list[Analysis]]]:
@@ -280,13 +281,13 @@ class Analyzer:
                     yield partial(self._group, spec, group, watch)
 
     def stream(self, posts: Iterable[Post], done: set[tuple[str, str]] = frozenset(),
-               chunk: int = 16, watch: Watcher | None = None) -> Iterator[Analysis]:
+               chunk: int = 16, watch: Watcher | None = None, ahead: bool = True) -> Iterator[Analysis]:
         """Analyses for many posts as they finish (the order of ``units``), for writing to a file as they come.
 
         A backend that batches calls from several threads (llama.cpp with ``--parallel``) gets the next unit while
         the current one finishes, so its sequences do not idle while the last answers of a unit are written."""
         units = self.units(posts, done, chunk, watch)
-        if self.backend.thread_safe and self.backend.batch_size > 1:
+        if ahead and self.backend.thread_safe and self.backend.batch_size > 1:
             units = _one_ahead(units)
         for unit in units:
             for analysis in unit():
@@ -298,7 +299,7 @@ class Analyzer:
         """Every task over a few posts, in input order: post by post, each post's tasks in order. ``watch`` is told
         the labels, the answer's text and each finished row as they come (see ``Watcher``)."""
         posts = list(posts)
-        results = list(self.stream(posts, chunk=max(1, len(posts)), watch=watch))
+        results = list(self.stream(posts, chunk=max(1, len(posts)), watch=watch, ahead=False))  # one chunk
         if self.headset is not None:  # already post by post
             return results
         n = len(posts)  # one chunk, task by task: row t * n + p is task t of post p

@@ -89,9 +89,12 @@ class Backend(Protocol):
         yield Piece(generation.text, generation)
 
     def generate_watched(self, requests: Sequence[Request], config: GenConfig,
-                         on_text: Callable[[int, str], None]) -> list[Generation]:
-        """``generate``, telling ``on_text(index, piece)`` each answer as it is written. This default streams a
-        lone request and tells several whole once all are done; llama.cpp with ``--parallel`` streams them all."""
+                         on_text: Callable[[int, str], None] | None) -> list[Generation]:
+        """``generate``, telling ``on_text(index, piece)`` (if given) each answer as it is written. This default
+        streams a lone request and tells several whole once all are done; llama.cpp with ``--parallel`` streams
+        them all."""
+        if on_text is None:
+            return self.generate(requests, config)
         if len(requests) != 1:
             generations = self.generate(requests, config)
             for i, generation in enumerate(generations):
@@ -132,9 +135,8 @@ class Backend(Protocol):
         todo = [i for i, r in enumerate(follow) if r is not None]
         gens: list = [None] * len(requests)
         if todo:
-            asked = [follow[i] for i in todo]
-            done = (self.generate_watched(asked, config, lambda k, text: on_text(todo[k], text)) if on_text
-                    else self.generate(asked, config))
+            done = self.generate_watched([follow[i] for i in todo], config,
+                                         (lambda k, text: on_text(todo[k], text)) if on_text else None)
             for i, generation in zip(todo, done):
                 gens[i] = generation
         return states, gens

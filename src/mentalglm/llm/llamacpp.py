@@ -194,7 +194,7 @@ class LlamaCppBackend(Backend):
         return data[:len(data) - held_back(data, stops)], tokens
 
     def generate_watched(self, requests: Sequence[Request], config: GenConfig,
-                         on_text: Callable[[int, str], None]) -> list[Generation]:
+                         on_text: Callable[[int, str], None] | None) -> list[Generation]:
         if self.engine is None:
             return super().generate_watched(requests, config, on_text)
         return self._engine_generate(requests, config, on_text)

@@ -126,7 +126,6 @@ def create_app(backend: Backend, prompt_style: str = "zeroshot", settings: Serve
         description="Explainable mental-health analysis of Chinese social-media posts. " + DISCLAIMER +
                     "\n\nAuth (when the server was started with --token-env): `Authorization: Bearer <token>`.")
     app.state.worker, app.state.jobs, app.state.service, app.state.settings = worker, jobs, service, settings
-    app.state.metrics = metrics
     install_handlers(app)
     app.add_middleware(BodyLimit, default=settings.max_body_bytes, limits={"/v1/jobs": settings.max_upload_bytes})
     app.add_middleware(SafetyNet)  # sees every error and every response of the app

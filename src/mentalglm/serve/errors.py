@@ -101,25 +101,29 @@ def install_handlers(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         return error_response(exc.status_code, message, kind, headers=getattr(exc, "headers", None))
 
-    @app.exception_handler(QueueFull)
-    async def _busy(_request: Request, exc: QueueFull):
-        return error_response(429, str(exc), "rate_limit_error", code="queue_full",
-                              headers={"Retry-After": str(exc.retry_after)})
+    async def _model_side(request: Request, exc: Exception):
+        return await _api_error(request, model_error(exc))
 
-    @app.exception_handler(WorkTimeout)
-    async def _timeout(_request: Request, exc: WorkTimeout):
-        return error_response(504, f"{exc}; try fewer posts or tasks, or explanations off", "timeout_error")
+    for kind in (QueueFull, WorkTimeout, ModelUnavailable, HTTPBackendError):
+        app.add_exception_handler(kind, _model_side)
 
-    @app.exception_handler(ModelUnavailable)
-    async def _unavailable(_request: Request, exc: ModelUnavailable):
+
+def model_error(exc: Exception) -> APIError | None:
+    """What the model side's failures tell a client (logged here, once); None for anything else. The handlers
+    above answer with it, and a stream that has already started sends it as its last event."""
+    if isinstance(exc, QueueFull):
+        return APIError(429, str(exc), "rate_limit_error", code="queue_full",
+                        headers={"Retry-After": str(exc.retry_after)})
+    if isinstance(exc, WorkTimeout):
+        return APIError(504, f"{exc}; try fewer posts or tasks, or explanations off", "timeout_error")
+    if isinstance(exc, ModelUnavailable):
         log.error("model unavailable: %s", scrubbed(exc))
-        return error_response(503, f"the model is unavailable: {exc}", "server_error", code="model_unavailable",
-                              headers={"Retry-After": "30"})
-
-    @app.exception_handler(HTTPBackendError)
-    async def _upstream(_request: Request, exc: HTTPBackendError):
+        return APIError(503, f"the model is unavailable: {exc}", "server_error", code="model_unavailable",
+                        headers={"Retry-After": "30"})
+    if isinstance(exc, HTTPBackendError):
         log.error("upstream model server refused a request: HTTP %s", exc.status)  # its message may echo input
-        return error_response(502, f"the model server refused the request: {exc}", "server_error", code="upstream_error")
+        return APIError(502, f"the model server refused the request: {exc}", "server_error", code="upstream_error")
+    return None
 
 
 def scrubbed(exc: BaseException) -> str:
@@ -130,14 +134,8 @@ def scrubbed(exc: BaseException) -> str:
 def stream_error(exc: BaseException) -> dict:
     """The error body sent inside a stream that has already started (its HTTP status was 200): the same message
     an unstreamed request would have got as its status."""
-    if isinstance(exc, WorkTimeout):
-        return error_body(str(exc), "timeout_error")
-    if isinstance(exc, ModelUnavailable):
-        log.error("model unavailable: %s", scrubbed(exc))
-        return error_body(f"the model is unavailable: {exc}", "server_error", "model_unavailable")
-    if isinstance(exc, HTTPBackendError):
-        log.error("upstream model server refused a request: HTTP %s", exc.status)
-        return error_body(f"the model server refused the request: {exc}", "server_error", "upstream_error")
+    if isinstance(exc, Exception) and not isinstance(exc, APIError):
+        exc = model_error(exc) or exc
     if isinstance(exc, APIError):
         return error_body(exc.message, exc.kind, exc.code)
     # As the SafetyNet middleware does: type and code locations only, since the message can quote the input.

@@ -18,14 +18,14 @@ Nothing here holds post text: labels are route templates, methods and status cod
 from __future__ import annotations
 
 import time
-from typing import Iterator, Sequence
+from typing import Sequence
 
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector,
                                generate_latest)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.routing import Match
 
-from ..llm.base import Backend, GenConfig, Generation, Piece, Request
+from ..llm.base import Backend, GenConfig, Generation, Request
 
 # A CPU model answers in 0.1 s (labels only, a short post) to minutes (a batch with explanations on a busy machine).
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
@@ -71,8 +71,8 @@ class ServiceMetrics:
 
 
 class MeteredBackend:
-    """The service's view of its backend: every ``generate`` and ``stream`` is counted (tokens, seconds, sequences
-    per call); everything else is the wrapped backend's own (attributes are looked up on it)."""
+    """The service's view of its backend: every generation (``generate``, ``generate_watched``,
+    ``states_then_generate``) is counted (tokens, seconds, sequences per call); everything else is the wrapped backend's own (attributes are looked up on it)."""
 
     def __init__(self, backend: Backend, metrics: ServiceMetrics):
         self._backend, self._metrics = backend, metrics
@@ -87,32 +87,30 @@ class MeteredBackend:
         return self._counted(requests, self._backend.generate_watched, config, on_text)
 
     def states_then_generate(self, requests, mean_of, follow_up, config, on_text=None):
-        start = time.perf_counter()
-        states, generations = self._backend.states_then_generate(requests, mean_of, follow_up, config, on_text)
-        done = [g for g in generations if g is not None]
-        if done:
-            self._metrics.generated(done, time.perf_counter() - start)
-            self._metrics.observe_batch(min(len(done), max(1, self._backend.batch_size)))
-        return states, generations
+        start, generations = time.perf_counter(), []
+        try:
+            states, generations = self._backend.states_then_generate(requests, mean_of, follow_up, config, on_text)
+            return states, generations
+        finally:
+            written = [g for g in generations if g is not None]
+            if written:  # labels only: states were read, nothing was generated
+                self._record(start, written)
 
     def _counted(self, requests: Sequence[Request], call, *args) -> list[Generation]:
-        start = time.perf_counter()
-        generations = call(requests, *args)
-        self._metrics.generated(generations, time.perf_counter() - start)
-        # In flight together: all the requests, up to what the backend runs at once (its batch_size: --parallel
-        # sequences for llama.cpp, 1 one at a time; parallel requests for an HTTP backend).
-        self._metrics.observe_batch(min(len(requests), max(1, self._backend.batch_size)))
-        return generations
-
-    def stream(self, request: Request, config: GenConfig) -> Iterator[Piece]:
-        start, last = time.perf_counter(), None
+        start, generations = time.perf_counter(), []
         try:
-            for piece in self._backend.stream(request, config):
-                last = piece.generation or last
-                yield piece
-        finally:  # also when the reader stopped early: the time was spent; the tokens are known only at the end
-            self._metrics.generated([last] if last else [], time.perf_counter() - start)
-            self._metrics.observe_batch(1)
+            generations = call(requests, *args)
+            return generations
+        finally:  # also when the reader went away mid-answer: the time was spent; its tokens are not known
+            self._record(start, generations, len(requests))
+
+    def _record(self, start: float, generations: Sequence[Generation], sequences: int | None = None) -> None:
+        self._metrics.generated(generations, time.perf_counter() - start)
+        # In flight together: the answers, up to what the backend runs at once (its batch_size: --parallel
+        # sequences for llama.cpp, 1 one at a time; parallel requests for an HTTP backend).
+        n = len(generations) if sequences is None else sequences
+        if n:
+            self._metrics.observe_batch(min(n, max(1, self._backend.batch_size)))
 
 
 class RequestMetrics:

@@ -82,12 +82,8 @@ class AnalysisService:
 
     def chat_streamed(self, request: Request, config: GenConfig, emit: Callable) -> Generation:
         """``chat``, emitting ("text", {text}) as the answer is written; a prompt too long fails before any piece."""
-        generation = None
-        for piece in self.backend.stream(request, self._fitted(request, config)):
-            if piece.text:
-                emit("text", {"text": piece.text})
-            generation = piece.generation or generation
-        return generation
+        return self.backend.generate_watched([request], self._fitted(request, config),
+                                             lambda _, text: emit("text", {"text": text}))[0]
 
     def _fitted(self, request: Request, config: GenConfig) -> GenConfig:
         # The exact prompt where the backend renders it (llama.cpp, transformers); an estimate from the messages

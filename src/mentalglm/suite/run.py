@@ -22,7 +22,6 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 from ..analyze import completed_pairs
 from ..evaluate.predictions import GoldSet, gold_set

@@ -1,13 +1,16 @@
 """Many sequences decoded together in one llama.cpp context: batched, continuous decoding on a CPU.
 
-On a CPU, generating one token of one sequence is bound by reading the weights from memory; a decode
-step that carries one token of each of N sequences reads them once for all N. The engine keeps N
-slots (llama.cpp sequence ids) in one context whose KV cache is unified, so sequences can share cells:
+A decode step that carries one token of each of N sequences costs much less than N steps of one token
+(the weights are read, and matrix kernels run, once for all N). The engine keeps N slots (llama.cpp
+sequence ids) in one context, each slot with its own KV stream (``kv_unified`` off): every token attends
+only to its own sequence's cells. (In a unified cache every token's attention spans the cells of all
+sequences; measured here with 32 sequences of 400 tokens, that made a decode step 2.4x slower.)
 
 - a job is a prompt (tokens) to evaluate, then a hidden state to read or tokens to generate;
-- a new job takes the free slot whose cached tokens share the longest prefix with its prompt, and if
-  another slot holds a longer one it copies those cells (``llama_memory_seq_cp``, no evaluation):
-  the task's instruction, or the post the heads prompt starts with, is evaluated once;
+- a new job takes the lowest free slot, keeps the part of its prompt that slot has cached, and if another
+  slot holds a longer prefix of it it copies that slot's stream and cuts it to the shared prefix
+  (``llama_memory_seq_cp``, a memory copy, no evaluation): the task's instruction, or the post the heads
+  prompt starts with, is evaluated once;
 - every step is one ``llama_decode`` call carrying the next prompt chunk of each job still reading
   its prompt and one token of each job generating; a job submitted while others run joins at the
   next step (continuous batching), and a finished job frees its slot at once (its cells stay cached
@@ -67,13 +70,14 @@ class BatchEngine:
         import llama_cpp
         from llama_cpp import _internals
 
+        n_batch = max(n_batch, slots)  # every running sequence takes part in every step
         self.llm, self.slots, self.slot_ctx, self.n_batch = llm, slots, slot_ctx, n_batch
         # The tokenizing context's settings (attention kernel, KV types, threads), so numbers match one at a time.
         params = llama_cpp.llama_context_params.from_buffer_copy(llm.context_params)
         params.n_ctx = slots * slot_ctx
         params.n_batch = params.n_ubatch = n_batch
         params.n_seq_max = slots
-        params.kv_unified = True  # sequences share the cells of a common prefix
+        params.kv_unified = False  # a KV stream per slot (see the module's docstring)
         params.n_threads = params.n_threads_batch = threads
         self._ctx = _internals.LlamaContext(model=llm._model, params=params, verbose=False)
         self._batch = _internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1, verbose=False)
@@ -154,6 +158,7 @@ class BatchEngine:
                     job = self.queue.popleft()
                     (waiting.append if self._better_after_next_step(job) else self._admit)(job)
                 self.queue.extendleft(reversed(waiting))
+                self._compact()
             try:
                 self._step()
             except Exception as e:  # a failed decode fails the jobs it carried, not the engine
@@ -170,8 +175,28 @@ class BatchEngine:
                    for j in self.running if j is not None)
 
     def _admit(self, job: Job) -> None:
-        free = [s for s in range(self.slots) if self.running[s] is None]
-        self._place(job, max(free, key=lambda s: common_prefix(self.cached[s], job.tokens)))
+        # The lowest free slot, so that running sequences keep consecutive ids: llama.cpp splits a step over
+        # per-sequence streams into runs of consecutive ids, and a run is one matrix product (measured here:
+        # 16 sequences decode at 51 tokens/s in slots 0-15, at 30 in every other slot).
+        self._place(job, self.running.index(None))
+
+    def _compact(self) -> None:
+        """Move the highest running sequences down into free slots, so the running ones are consecutive (see
+        ``_admit``) when jobs end at different times and no new job fills the gaps. A move copies a stream."""
+        import llama_cpp
+
+        mem = self._ctx.memory
+        while None in self.running:
+            low = self.running.index(None)
+            high = max((s for s, job in enumerate(self.running) if job is not None), default=-1)
+            if high < low:
+                return
+            job = self.running[high]
+            llama_cpp.llama_memory_seq_cp(mem, high, low, -1, -1)
+            llama_cpp.llama_memory_seq_rm(mem, high, -1, -1)
+            self.cached[low], self.cached[high] = self.cached[high], []
+            self.running[low], self.running[high] = job, None
+            job.slot = low
 
     def _place(self, job: Job, slot: int) -> None:
         """Start ``job`` in the free ``slot``, keeping or copying the longest cached prefix of its prompt."""
@@ -187,9 +212,10 @@ class BatchEngine:
         llama_cpp.llama_memory_seq_rm(mem, slot, keep, -1)
         donor = max(range(self.slots), key=lambda s: common_prefix(self.cached[s], job.tokens))
         shared = min(limit, common_prefix(self.cached[donor], job.tokens))
-        if shared > keep:  # a longer prefix in another slot: share its cells instead of evaluating again
-            llama_cpp.llama_memory_seq_rm(mem, slot, -1, -1)
-            llama_cpp.llama_memory_seq_cp(mem, donor, slot, 0, shared)
+        if shared > keep:  # a longer prefix in another slot: copy its cells instead of evaluating them again
+            # Between streams llama.cpp copies whole streams only (at the next decode, before its tokens).
+            llama_cpp.llama_memory_seq_cp(mem, donor, slot, -1, -1)
+            llama_cpp.llama_memory_seq_rm(mem, slot, shared, -1)
             keep = shared
         self.cached[slot] = job.tokens[:keep]
         job.slot, job.pos = slot, keep
@@ -211,20 +237,21 @@ class BatchEngine:
         for job in generating:  # one token each: the one sampled last
             rows.append((job, job.out[-1], len(self.cached[job.slot]), True))
         # States switched on make every token of the step an output (the vocabulary projection for each), so a
-        # step either reads states (with the generating tokens, outputs anyway) or evaluates prompts without them.
+        # step either reads states (with the generating tokens, outputs anyway) or evaluates prompts without them;
+        # a job whose prompt has to wait still puts one token in, so the step's sequences stay consecutive (_admit).
         prefilling = [j for j in jobs if j.prefilling]
         states = any(j.pos >= self._first_state(j) for j in prefilling)
-        budget = self.n_batch - len(rows)
+        budget = self.n_batch - len(rows) - len(prefilling)  # beyond one token each
         for job in prefilling:
-            stop = len(job.tokens) if states or job.config is not None else self._first_state(job)
             if states and job.pos < self._first_state(job):
-                continue
-            take = max(0, min(budget, stop - job.pos))
-            for k in range(job.pos, job.pos + take):
+                stop = job.pos + 1
+            else:
+                stop = len(job.tokens) if states or job.config is not None else self._first_state(job)
+            more = max(0, min(budget, stop - job.pos - 1))
+            for k in range(job.pos, job.pos + 1 + more):
                 rows.append((job, job.tokens[k], k, k == len(job.tokens) - 1 or self._in_span(job, k)))
-            budget -= take
-            if budget <= 0:
-                break
+            budget -= more
+        rows.sort(key=lambda row: row[0].slot)  # consecutive ids together (see _admit); stable: positions in order
         b = self._batch.batch
         b.n_tokens = len(rows)
         for i, (job, token, position, output) in enumerate(rows):

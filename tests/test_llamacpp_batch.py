@@ -85,6 +85,18 @@ def test_requests_from_many_threads_join_the_running_batch(tiny_llama, batched):
     assert batched.engine.peak_sequences == batched.batch_size
 
 
+def test_sequences_moved_to_close_gaps_go_on_as_if_never_moved(tiny_llama, batched):  # noqa: F811
+    # Three jobs that end at different times: when the first ends and nothing is queued, the last moves down
+    # into its slot (llama.cpp batches a step per run of consecutive sequence ids) and must not notice.
+    lengths = [2, 5, 14]
+    want = [tiny_llama.generate([r], GenConfig(max_tokens=n))[0].text for r, n in zip(requests()[:3], lengths)]
+    moves = batched.engine.moves
+    futures = [batched.engine.generate(batched._tokens(batched.render(r)), GenConfig(max_tokens=n), "答：")
+               for r, n in zip(requests()[:3], lengths)]
+    assert [f.result().text for f in futures] == want
+    assert batched.engine.moves > moves
+
+
 def test_a_prompt_longer_than_a_sequence_context_is_refused_before_decoding(batched):
     with pytest.raises(ValueError, match="exceeds the context of a sequence"):
         batched.generate([Request(({"role": "user", "content": "好" * 600},))], GenConfig(max_tokens=8))

@@ -86,8 +86,9 @@ class BatchEngine:
         self.cached: list[list[int]] = [[] for _ in range(slots)]  # tokens in each slot's cells
         self.running: list[Job | None] = [None] * slots
         self.queue: deque[Job] = deque()
-        # Statistics: decode calls, the tokens they carried, prompt tokens among them, most sequences in one call.
-        self.steps = self.batch_tokens = self.prompt_tokens = self.peak_sequences = 0
+        # Statistics: decode calls, the tokens they carried, prompt tokens among them, most sequences in one call,
+        # sequences moved to close a gap.
+        self.steps = self.batch_tokens = self.prompt_tokens = self.peak_sequences = self.moves = 0
         self._wake = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="llama-batch", daemon=True)
@@ -197,6 +198,7 @@ class BatchEngine:
             self.cached[low], self.cached[high] = self.cached[high], []
             self.running[low], self.running[high] = job, None
             job.slot = low
+            self.moves += 1
 
     def _place(self, job: Job, slot: int) -> None:
         """Start ``job`` in the free ``slot``, keeping or copying the longest cached prefix of its prompt."""

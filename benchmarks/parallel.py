@@ -7,8 +7,9 @@ The same posts (validation samples of the default tasks, seed 13, mixed as in be
 through each variant, interleaved in blocks of --block posts so that a change in machine load (it is shared)
 hits them alike:
 
-- full analysis: the three default tasks with explanations (``mentalglm analyze``), --parallel 1 (yesterday's
-  path) and each N;
+- full analysis: the three default tasks with explanations (``mentalglm analyze``), --parallel 1 (the path
+  before batching) and each N; with --issue-baseline also the default of the day issue #12 was filed (the
+  zero-shot 1.5B model, one sequence at a time), against which the issue set its 2.5x;
 - labels only (``analyze --no-explain``), --parallel 1 and each N;
 - one task (suicide_risk) with explanations of up to 96 tokens on --one-task-n posts, --parallel 1 and each N.
 
@@ -33,7 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mentalglm.analyze import AnalyzeConfig, Analyzer
-from mentalglm.llm.catalog import DEFAULT_MODEL
+from mentalglm.llm.catalog import DEFAULT_MODEL, ZERO_SHOT_MODEL
 from mentalglm.llm.registry import open_backend
 from mentalglm.tasks import DEFAULT_TASKS
 
@@ -85,6 +86,8 @@ def main() -> None:
     ap.add_argument("--n-ctx", type=int, default=2048, help="context per sequence")
     ap.add_argument("--threads", type=int, help="llama.cpp threads (default: all cores)")
     ap.add_argument("--skip-labels-only", action="store_true")
+    ap.add_argument("--issue-baseline", action="store_true",
+                    help=f"full analysis also with {ZERO_SHOT_MODEL} --parallel 1 (the default when #12 was filed)")
     ap.add_argument("--out", default="runs/benchmarks/parallel.json")
     args = ap.parse_args()
 
@@ -94,6 +97,11 @@ def main() -> None:
     for n in levels:
         backends[n], style = open_backend(DEFAULT_MODEL, n_ctx=args.n_ctx, n_threads=args.threads, parallel=n)
     full = AnalyzeConfig(tasks=DEFAULT_TASKS, style=style)
+    baseline = None
+    if args.issue_baseline:
+        zero_shot, zero_style = open_backend(ZERO_SHOT_MODEL, n_ctx=args.n_ctx, n_threads=args.threads, parallel=1)
+        baseline = Variant(f"full analysis (3 tasks, explanations), {ZERO_SHOT_MODEL}", 1, zero_shot,
+                           AnalyzeConfig(tasks=DEFAULT_TASKS, style=zero_style))
     labels = AnalyzeConfig(tasks=DEFAULT_TASKS, style=style, explain=False)
     one = AnalyzeConfig(tasks=("suicide_risk",), style=style, max_tokens=96)
     groups = [("full analysis (3 tasks, explanations)", full, args.n)]
@@ -105,20 +113,24 @@ def main() -> None:
     results = []
     for title, config, count in groups:
         variants = [Variant(title, n, backends[n], config) for n in levels]
+        runs = [*variants, baseline] if config is full and baseline else variants
         for i in range(0, count, args.block):
-            for v in variants:
+            for v in runs:
                 v.run(posts[i:min(count, i + args.block)])
             console.print(f"{title}: {min(count, i + args.block)}/{count} posts, " +
-                          ", ".join(f"--parallel {v.parallel} {v.posts / v.seconds:.3f}/s" for v in variants))
+                          ", ".join(f"--parallel {v.parallel} {v.posts / v.seconds:.3f}/s" for v in runs))
         results.append((title, variants))
     for b in backends.values():
         b.close()
+    if baseline:
+        baseline.analyzer.backend.close()
     memory = {n: peak_memory_mb(n, args.n_ctx) for n in levels}
 
     when = datetime.now(timezone.utc)
     table = Table(title=f"{DEFAULT_MODEL}, {platform.machine()}, {args.threads or 'all'} threads, "
                         f"n_ctx {args.n_ctx} per sequence ({when:%Y-%m-%d %H:%M} UTC)")
-    for col in ("variant", "--parallel", "posts", "posts/s", "s/post", "x --parallel 1", "same labels", "peak RSS MB"):
+    columns = ["variant", "--parallel", "posts", "posts/s", "s/post", "x --parallel 1", "same labels", "peak RSS MB"]
+    for col in columns + ["x #12 baseline"] * bool(baseline):
         table.add_column(col, justify="left" if col == "variant" else "right")
     rows = []
     for title, variants in results:
@@ -129,9 +141,20 @@ def main() -> None:
             rows.append({"variant": title, "parallel": v.parallel, "posts": v.posts, "seconds": round(v.seconds, 1),
                          "posts_per_s": rate, "ratio": rate / (base.posts / base.seconds),
                          "same_labels": same, "rows": len(v.rows), "peak_rss_mb": memory[v.parallel]})
-            table.add_row(title, str(v.parallel), str(v.posts), f"{rate:.3f}", f"{v.seconds / v.posts:.2f}",
-                          f"{rows[-1]['ratio']:.2f}", f"{same}/{len(v.rows)}", f"{memory[v.parallel]:.0f}")
-    Console(width=160).print(table)
+            cells = [title, str(v.parallel), str(v.posts), f"{rate:.3f}", f"{v.seconds / v.posts:.2f}",
+                     f"{rows[-1]['ratio']:.2f}", f"{same}/{len(v.rows)}", f"{memory[v.parallel]:.0f}"]
+            if baseline:
+                versus = rate / (baseline.posts / baseline.seconds) if v.analyzer.config is full else None
+                rows[-1]["x_issue_baseline"] = versus
+                cells.append(f"{versus:.2f}" if versus else "")
+            table.add_row(*cells)
+    if baseline:
+        rate = baseline.posts / baseline.seconds
+        rows.append({"variant": baseline.name, "parallel": 1, "posts": baseline.posts,
+                     "seconds": round(baseline.seconds, 1), "posts_per_s": rate, "x_issue_baseline": 1.0})
+        table.add_row(baseline.name, "1", str(baseline.posts), f"{rate:.3f}", f"{baseline.seconds / baseline.posts:.2f}",
+                      "", "", "", "1.00")
+    Console(width=180).print(table)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"args": vars(args), "when": when.isoformat(), "machine": platform.machine(),

@@ -151,7 +151,7 @@ def main() -> None:
         ratio = f"{r['ok_per_s'] / base['ok_per_s']:.2f}" if base and base["ok_per_s"] else "—"
         table.add_row(str(r["parallel"] or "?"), "yes" if r["explain"] else "no", str(r["concurrency"]), str(r["sent"]),
                       str(r["ok"]), str(r["429"]), str(r["errors"]), f"{r['p50']:.2f}", f"{r['p95']:.2f}",
-                      f"{r['p50_429']:.3f}", f"{r['ok_per_s']:.2f}", ratio)
+                      f"{r['p50_429']:.3f}" if r["429"] else "–", f"{r['ok_per_s']:.2f}", ratio)
     Console(width=160).print(table)
     print(f"median post length {statistics.median(len(t) for t in texts):.0f} characters")
 

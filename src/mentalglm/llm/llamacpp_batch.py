@@ -4,7 +4,7 @@ A decode step that carries one token of each of N sequences costs much less than
 (the weights are read, and matrix kernels run, once for all N). The engine keeps N slots (llama.cpp
 sequence ids) in one context, each slot with its own KV stream (``kv_unified`` off): every token attends
 only to its own sequence's cells. (In a unified cache every token's attention spans the cells of all
-sequences; measured here with 32 sequences of 400 tokens, that made a decode step 2.4x slower.)
+sequences: 32 sequences of 256 tokens decoded 1.7x slower so, see ``benchmarks/decode_batch.py --layouts``.)
 
 - a job is a prompt (tokens) to evaluate, then a hidden state to read or tokens to generate;
 - a new job takes the lowest free slot, keeps the part of its prompt that slot has cached, and if another
@@ -177,8 +177,8 @@ class BatchEngine:
 
     def _admit(self, job: Job) -> None:
         # The lowest free slot, so that running sequences keep consecutive ids: llama.cpp splits a step over
-        # per-sequence streams into runs of consecutive ids, and a run is one matrix product (measured here:
-        # 16 sequences decode at 51 tokens/s in slots 0-15, at 30 in every other slot).
+        # per-sequence streams into runs of consecutive ids, and a run is one matrix product (32 sequences decode
+        # at 65 tokens/s in slots 0-31, at 28 in every other slot: benchmarks/decode_batch.py --layouts).
         self._place(job, self.running.index(None))
 
     def _compact(self) -> None:

@@ -55,7 +55,7 @@ def test_batched_states_equal_one_at_a_time_and_mix_with_generation(tiny_llama, 
     want = [tiny_llama.prompt_state(r, m) for r, m in zip(reqs, means)]
     # States read while other sequences generate, in the same decode steps.
     # (Twelve tokens: a random tiny model's logits are nearly flat, so after a few dozen tokens float rounding
-    # of another batch shape can flip a near-tie; a trained model's are not, see benchmarks/throughput.py.)
+    # of another batch shape can flip a near-tie; a trained model's are not, see benchmarks/parallel.py.)
     gen = batched.engine.generate(batched._tokens(batched.render(requests()[0])), GenConfig(max_tokens=12), "答：")
     got = batched.prompt_states(reqs, means)
     for w, g, m in zip(want, got, means):

@@ -18,7 +18,7 @@ sequences: 32 sequences of 256 tokens decoded 1.7x slower so, see ``benchmarks/d
 
 A slot never holds more than ``slot_ctx`` tokens, so the ``slots x slot_ctx`` cells of the context
 always suffice. Greedy decoding picks the same tokens as one-at-a-time decoding up to float rounding
-(checked by the tests and by benchmarks/throughput.py).
+(checked by the tests and by benchmarks/parallel.py).
 """
 
 from __future__ import annotations

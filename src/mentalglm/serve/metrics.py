@@ -26,6 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.routing import Match
 
 from ..llm.base import Backend, GenConfig, Generation, Request
+from .middleware import tracking
 
 # A CPU model answers in 0.1 s (labels only, a short post) to minutes (a batch with explanations on a busy machine).
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
@@ -138,18 +139,13 @@ class RequestMetrics:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        start, status, before = time.perf_counter(), {"code": 500}, self._top_level(scope)
-
-        async def tracking_send(message):
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-            await send(message)
-
+        start, before = time.perf_counter(), self._top_level(scope)
+        tracked, status = tracking(send)
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, receive, tracked)
         finally:
             route = self._route(scope, before)
-            self.metrics.requests.labels(route, scope["method"], str(status["code"])).inc()
+            self.metrics.requests.labels(route, scope["method"], str(status["code"] or 500)).inc()
             self.metrics.latency.labels(route).observe(time.perf_counter() - start)
 
 

@@ -65,6 +65,18 @@ class BodyLimit:
         return await self.app(scope, replay, send)
 
 
+def tracking(send):
+    """``send`` wrapped to note the response's status code, and the note (``{"code": 0}`` until it starts)."""
+    status = {"code": 0}
+
+    async def tracked(message):
+        if message["type"] == "http.response.start":
+            status["code"] = message["status"]
+        await send(message)
+
+    return tracked, status
+
+
 async def _too_large(send, size: int, limit: int) -> None:
     await _send_json(send, 413, {"error": {
         "message": f"request body is {size:,} bytes or more; this server accepts at most {limit:,}",
@@ -86,15 +98,9 @@ class SafetyNet:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         start = time.perf_counter()
-        status = {"code": 0}
-
-        async def tracking_send(message):
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-            await send(message)
-
+        tracked, status = tracking(send)
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, receive, tracked)
         except Exception as exc:  # noqa: BLE001 - the point of this class
             log.error("internal error %s on %s %s\n%s", type(exc).__name__, scope["method"], scope["path"],
                       "".join(traceback.format_tb(exc.__traceback__)).rstrip())

@@ -146,9 +146,7 @@ class Analyzer:
         return None if watch is None else (lambda i, text: watch.text(*keys[i], text))
 
     def _group(self, spec: TaskSpec, posts: Sequence[Post], watch: Watcher | None = None) -> list[Analysis]:
-        """One task over a group of posts the backend runs at once (one post with label heads)."""
-        if self.headset is not None:
-            return self._by_heads([(post, spec) for post in posts], watch)
+        """One task over a group of posts the backend runs at once."""
         if self._post_budget(spec) < 16:
             message = (f"the context ({self.backend.context_length} tokens) cannot hold the {spec.name} prompt and "
                        f"an answer of {self.gen_config(spec).max_tokens} tokens; use a larger --n-ctx")

@@ -45,11 +45,6 @@ def mean_of(text: str, pool: str) -> str | None:
     return text if pool == "last+mean" else None
 
 
-def read_states(backend, requests, texts: Sequence[str], pools: Sequence[str]) -> list[np.ndarray]:
-    """The state of each heads request, read as its pool says (``texts``: the posts in them)."""
-    return backend.prompt_states(list(requests), [mean_of(t, p) for t, p in zip(texts, pools)])
-
-
 class StateCache:
     """``<folder>/<pool>/<task>/<split>/NNNNN.npz`` chunks, each with ``ids`` and ``states``."""
 
@@ -101,9 +96,8 @@ def extract_states(backend, cache: StateCache, task: str, split: str, examples: 
         part = todo[start:start + chunk]
         texts = [head_text(e.text) for e in part]
         states = []
-        for group in batches(list(zip(part, texts)), backend.batch_size):  # read together where the backend can
-            states += read_states(backend, [heads_request(spec, t) for _, t in group], [t for _, t in group],
-                                  [pool] * len(group))
+        for group in batches(texts, backend.batch_size):  # read together where the backend can
+            states += backend.prompt_states([heads_request(spec, t) for t in group], [mean_of(t, pool) for t in group])
             done += len(group)
             if progress:
                 progress(done, len(examples))

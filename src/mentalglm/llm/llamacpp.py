@@ -13,6 +13,7 @@ without evaluating it again.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import functools
 import os
 import queue
@@ -204,7 +205,8 @@ class LlamaCppBackend(Backend):
         futures = [self.engine.generate(self._tokens(self.render(r)), config, r.answer_prefix,
                                         on_text=functools.partial(on_text, i) if on_text else None)
                    for i, r in enumerate(requests)]
-        return [f.result() for f in futures]
+        with _cancelled_on_failure(futures):
+            return [f.result() for f in futures]
 
     def states_then_generate(self, requests, mean_of, follow_up, config, on_text=None):
         if self.engine is None:
@@ -221,11 +223,14 @@ class LlamaCppBackend(Backend):
 
         futures = [self.engine.state(*self._state_prompt(r, m), then=then(i))
                    for i, (r, m) in enumerate(zip(requests, mean_of))]
-        states, gens = [], []
-        for future in futures:
-            state, follow = future.result()
-            states.append(state)
-            gens.append(follow.result() if follow is not None else None)
+        states, gens, alive = [], [], list(futures)
+        with _cancelled_on_failure(alive):
+            for future in futures:
+                state, follow = future.result()
+                states.append(state)
+                if follow is not None:
+                    alive.append(follow)  # cancelled too if a later one fails
+                gens.append(follow.result() if follow is not None else None)
         return states, gens
 
     def prompt_state(self, request: Request, mean_of: str | None = None) -> np.ndarray:
@@ -243,7 +248,8 @@ class LlamaCppBackend(Backend):
         prompts = [self._state_prompt(r, m) for r, m in zip(requests, mean_of)]
         if self.engine is not None:
             futures = [self.engine.state(tokens, span) for tokens, span in prompts]
-            return [f.result() for f in futures]
+            with _cancelled_on_failure(futures):
+                return [f.result() for f in futures]
         return [self._read_state(tokens, span) for tokens, span in prompts]
 
     def _state_prompt(self, request: Request, mean_of: str | None) -> tuple[list[int], tuple[int, int] | None]:
@@ -315,3 +321,15 @@ def _gguf_adapter(adapter: str) -> Path:
         raise ModelUnavailable(f"adapter folder {path} holds no GGUF adapter; llama.cpp needs one "
                                "(convert a PEFT adapter with `mentalglm train export-gguf`, or use a transformers model)")
     raise ModelUnavailable(f"adapter {path} not found")
+
+
+@contextlib.contextmanager
+def _cancelled_on_failure(futures: list):
+    """If collecting the answers fails (one request's error, a caller's decision), the engine stops the other
+    sequences of the call at its next step instead of decoding them for nobody."""
+    try:
+        yield
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        raise

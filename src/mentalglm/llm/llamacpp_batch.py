@@ -53,6 +53,7 @@ class Job:
     slot: int = -1
     pos: int = 0  # prompt tokens in the slot's cache
     out: list[int] = field(default_factory=list)
+    raw: bytes = b""  # the bytes of ``out``, grown a token at a time
     total: np.ndarray | None = None
     rng: np.random.Generator | None = None
     started: float = field(default_factory=time.perf_counter)
@@ -210,10 +211,11 @@ class BatchEngine:
         limit = len(job.tokens) - 1
         if job.mean_span:
             limit = min(limit, job.mean_span[0])
-        keep = min(limit, common_prefix(self.cached[slot], job.tokens))
+        cached = [common_prefix(c, job.tokens) for c in self.cached]
+        keep = min(limit, cached[slot])
         llama_cpp.llama_memory_seq_rm(mem, slot, keep, -1)
-        donor = max(range(self.slots), key=lambda s: common_prefix(self.cached[s], job.tokens))
-        shared = min(limit, common_prefix(self.cached[donor], job.tokens))
+        donor = max(range(self.slots), key=cached.__getitem__)
+        shared = min(limit, cached[donor])
         if shared > keep:  # a longer prefix in another slot: copy its cells instead of evaluating them again
             # Between streams llama.cpp copies whole streams only (at the next decode, before its tokens).
             llama_cpp.llama_memory_seq_cp(mem, donor, slot, -1, -1)
@@ -324,13 +326,17 @@ class BatchEngine:
         import llama_cpp
 
         config = job.config
-        token = _sample(logits, config, job.rng, (job.tokens + job.out)[-REPEAT_WINDOW:])
+        recent = job.out[-REPEAT_WINDOW:]
+        if len(recent) < REPEAT_WINDOW:  # the window reaches back into the prompt
+            recent = job.tokens[len(recent) - REPEAT_WINDOW:] + recent
+        token = _sample(logits, config, job.rng, recent)
         reason = ""
         if llama_cpp.llama_vocab_is_eog(self._vocab, token):
             reason = "stop"
         else:
             job.out.append(token)
-        raw = self.llm.detokenize(job.out)
+            job.raw += self.llm.detokenize([token])
+        raw = job.raw
         text = raw.decode("utf-8", errors="ignore")
         cut = min((i for i in (text.find(s) for s in config.stop if s) if i >= 0), default=-1)
         if cut >= 0:

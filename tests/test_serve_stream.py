@@ -186,7 +186,7 @@ def _value(families, name, sample=None, **labels) -> float:
 
 
 def test_metrics_count_requests_tokens_queue_and_latency(tiny_llama, tmp_path):  # noqa: F811
-    with serve(tiny_llama, tmp_path) as (server, client):
+    with serve(tiny_llama, tmp_path, max_body_bytes=6000) as (server, client):
         before = _scrape(client)
         assert _value(before, "mentalglm_generated_tokens", "mentalglm_generated_tokens_total") == 0
         used = 0
@@ -197,18 +197,27 @@ def test_metrics_count_requests_tokens_queue_and_latency(tiny_llama, tmp_path): 
             used += answer.json()["usage"]["completion_tokens"]
         assert client.post("/v1/analyze", json={"text": "", "tasks": ["emotion"]}).status_code == 422
         assert client.get("/v1/jobs/nope").status_code == 404
+        assert client.get("/no/such/page").status_code == 404
+        big = json.dumps({"text": "a" * 9000}).encode()  # refused by the body limit, before any route runs
+        assert client.post("/v1/analyze", content=big, headers={"Content-Type": "application/json"}).status_code == 413
+        too_long = client.post("/v1/chat/completions", json={"model": "tiny.gguf", "stream": True,
+                                                             "messages": [{"role": "user", "content": "难过" * 600}]})
+        assert too_long.status_code == 400 and error_of(too_long)["code"] == "context_length_exceeded"
         after = _scrape(client)
         requests = "mentalglm_requests_total"
         assert _value(after, "mentalglm_requests", requests, route="/v1/chat/completions", status="200") == 2
         assert _value(after, "mentalglm_requests", requests, route="/v1/analyze", status="422") == 1
         assert _value(after, "mentalglm_requests", requests, route="/v1/jobs/{job_id}", status="404") == 1  # a template
+        assert _value(after, "mentalglm_requests", requests, route="other", status="404") == 1  # never the raw path
+        assert _value(after, "mentalglm_requests", requests, route="/v1/analyze", status="413") == 1
+        assert _value(after, "mentalglm_requests", requests, route="/v1/chat/completions", status="400") == 1
         assert _value(after, "mentalglm_generated_tokens", "mentalglm_generated_tokens_total") == used > 0
         assert _value(after, "mentalglm_generation_seconds", "mentalglm_generation_seconds_total") > 0
         assert _value(after, "mentalglm_batch_size", "mentalglm_batch_size_count") == 2
         assert _value(after, "mentalglm_batch_size", "mentalglm_batch_size_sum") == 2  # one sequence at a time today
         latency = "mentalglm_request_duration_seconds"
-        assert _value(after, latency, latency + "_count", route="/v1/chat/completions") == 2
-        assert _value(after, latency, latency + "_bucket", route="/v1/chat/completions", le="+Inf") == 2
+        assert _value(after, latency, latency + "_count", route="/v1/chat/completions") == 3  # the refused one too
+        assert _value(after, latency, latency + "_bucket", route="/v1/chat/completions", le="+Inf") == 3
         assert _value(after, "mentalglm_queue_limit") == 8 and _value(after, "mentalglm_queue_depth") == 0
         assert _value(after, "process_resident_memory_bytes") > 0
         # Queue depth is live: it shows work waiting for the model while the model is held.

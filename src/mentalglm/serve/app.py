@@ -224,9 +224,9 @@ def create_app(backend: Backend, prompt_style: str = "zeroshot", settings: Serve
         log.info("chat: %d message(s) [%s] max_tokens=%d", len(messages),
                  fingerprint("".join(m["content"] for m in messages)), config.max_tokens)
         question = service.cimhi_question(messages)
-        if req.stream:
-            include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            try:
+        try:  # a prompt longer than the context is found before the first token, streamed or not
+            if req.stream:
+                include_usage = bool(req.stream_options and req.stream_options.include_usage)
                 if question:
                     task, post = question
                     events = await model_events(worker, service.analyze_streamed, [Post("1", post)],
@@ -234,23 +234,20 @@ def create_app(backend: Backend, prompt_style: str = "zeroshot", settings: Serve
                 else:
                     events = await model_events(worker, service.chat_streamed, ChatPrompt(messages), config,
                                                 timeout=settings.request_timeout)
-            except PromptTooLong as e:
-                raise APIError(400, str(e), field="messages", code="context_length_exceeded") from None
-            extension = (lambda row: _heads_extension(question[0], row)) if question else None
-            return StreamingResponse(chat_chunks(events, model_id, include_usage, extension),
-                                     media_type="text/event-stream", headers=SSE_HEADERS)
-        if question:  # a label-heads model answers the C-IMHI question with its heads, not free generation
-            task, post = question
-            [a] = await worker.submit(service.analyze, [Post("1", post)], service.config([task], True, False),
-                                      timeout=settings.request_timeout)
-            if a.error:
-                raise APIError(502, f"the model failed on this post: {a.error}", "server_error")
-            return {"id": f"chatcmpl-{secrets.token_hex(12)}", "created": int(time.time()), "model": model_id,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": a.raw},
-                                 "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
-                    "mentalglm": _heads_extension(task, a.__dict__)}
-        try:
+                extension = (lambda row: _heads_extension(question[0], row)) if question else None
+                return StreamingResponse(chat_chunks(events, model_id, include_usage, extension),
+                                         media_type="text/event-stream", headers=SSE_HEADERS)
+            if question:  # a label-heads model answers the C-IMHI question with its heads, not free generation
+                task, post = question
+                [a] = await worker.submit(service.analyze, [Post("1", post)], service.config([task], True, False),
+                                          timeout=settings.request_timeout)
+                if a.error:
+                    raise APIError(502, f"the model failed on this post: {a.error}", "server_error")
+                return {"id": f"chatcmpl-{secrets.token_hex(12)}", "created": int(time.time()), "model": model_id,
+                        "choices": [{"index": 0, "message": {"role": "assistant", "content": a.raw},
+                                     "finish_reason": "stop"}],
+                        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+                        "mentalglm": _heads_extension(task, a.__dict__)}
             gen = await worker.submit(service.chat, ChatPrompt(messages), config, timeout=settings.request_timeout)
         except PromptTooLong as e:
             raise APIError(400, str(e), field="messages", code="context_length_exceeded") from None

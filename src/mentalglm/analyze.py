@@ -243,6 +243,16 @@ class Analyzer:
                 _evidence(spec, explanations[k], texts[k], warnings) if self.config.explain else None)
         return out  # type: ignore[return-value]
 
+    def _pair_by_pair(self, pairs: Sequence[tuple[Post, TaskSpec]], watch: Watcher | None = None) -> list[Analysis]:
+        """``_by_heads`` one sequence at a time, each pair alone: its explanation continues the prompt its state left
+        in the cache, before the next pair's prompt replaces it. The tasks that can flag a post go first, so a
+        streamed reader has the crisis resources before any explanation without waiting; rows come back in the
+        order given."""
+        out: list[Analysis | None] = [None] * len(pairs)
+        for i in sorted(range(len(pairs)), key=lambda i: not pairs[i][1].high_risk):
+            out[i] = self._by_heads([pairs[i]], watch)[0]
+        return out  # type: ignore[return-value]
+
     def _heads_row(self, post: Post, spec: TaskSpec, head, probs, labels: list[str], raw: str, explanation: str,
                    latency_ms: float, warnings: list[str], evidence_ok: bool | None = None) -> Analysis:
         return Analysis(post.id, spec.name, list(labels), explanation, raw, OK, self.backend.name, latency_ms,
@@ -267,11 +277,9 @@ class Analyzer:
             if self.headset is not None:
                 for group in batches(batch, self.backend.batch_size):
                     pairs = [(p, s) for p in group for s in self.specs if (p.id, s.name) not in done]
-                    # One sequence at a time, each pair alone: its explanation continues the prompt its state
-                    # left in the cache, before the next pair's prompt replaces it.
-                    for unit in ([pairs] if self.backend.batch_size > 1 else [[pair] for pair in pairs]):
-                        if unit:
-                            yield partial(self._by_heads, unit, watch)
+                    if pairs:
+                        yield partial(self._by_heads if self.backend.batch_size > 1 else self._pair_by_pair,
+                                      pairs, watch)
                 continue
             for spec in self.specs:
                 todo = [p for p in batch if (p.id, spec.name) not in done]

@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 from ..analyze import RAISE, Analysis, AnalyzeConfig, Analyzer, Watcher
 from ..inputs import Post
 from ..llm.base import Backend, GenConfig, Generation, Request
-from ..tasks import all_tasks
+from ..tasks import all_tasks, get_task
 from .settings import ServeSettings
 
 
@@ -64,8 +64,11 @@ class AnalysisService:
     def analyze_streamed(self, posts: Sequence[Post], config: AnalyzeConfig, emit: Callable) -> list[Analysis]:
         """``analyze``, telling ``emit`` what happens as it happens: ("decided", row) when label heads have chosen
         the labels (before the explanation), ("text", {id, task, text}) for each piece of an answer, ("analysis",
-        row) for each finished row."""
-        return self.analyzer(config).run(posts, _Emitter(emit))
+        row) for each finished row. With label heads, a post's text waits for the decisions that can flag it (see
+        ``_Emitter``)."""
+        analyzer = self.analyzer(config)
+        flagging = [s.name for s in analyzer.specs if s.high_risk] if analyzer.headset is not None else []
+        return analyzer.run(posts, _Emitter(emit, {p.id: len(flagging) for p in posts if not p.error}))
 
     def cimhi_question(self, messages: Sequence[dict]) -> tuple[str, str] | None:
         """(task, post) when a label-heads model is asked a C-IMHI question about a post, else None."""
@@ -100,16 +103,42 @@ class AnalysisService:
 
 
 class _Emitter(Watcher):
-    """An analysis's progress as events, serialised on the model thread (the rows are not shared further)."""
+    """An analysis's progress as events, in the order the streamed ``/v1/analyze`` promises (docs/service.md):
+    every ``decided`` of a task that can flag a post (suicide risk, its levels) comes before any ``text`` of that
+    post, so the crisis resources (sent right after the first flagged decision) reach the reader before any
+    explanation, however the sequences decoded together happen to be timed. Text that comes earlier is held back
+    and sent, in order, when the last such decision is in, or before the post's first finished row (a failure).
 
-    def __init__(self, emit: Callable):
-        self.emit = emit
+    ``waiting`` counts, per post id, the flagging decisions still to come. Hooks may run on the batch engine's
+    thread as well as the model thread: a lock keeps the events in one order."""
+
+    def __init__(self, emit: Callable, waiting: dict[str, int]):
+        self.emit, self.waiting = emit, dict(waiting)
+        self.held: dict[str, list[dict]] = {}
+        self._lock = threading.Lock()
 
     def decided(self, analysis: Analysis) -> None:
-        self.emit("decided", asdict(analysis))
+        with self._lock:
+            self.emit("decided", asdict(analysis))
+            if self.waiting.get(analysis.id) and get_task(analysis.task).high_risk:
+                self.waiting[analysis.id] -= 1
+                if not self.waiting[analysis.id]:
+                    self._release(analysis.id)
 
     def text(self, post_id: str, task: str, piece: str) -> None:
-        self.emit("text", {"id": post_id, "task": task, "text": piece})
+        with self._lock:
+            event = {"id": post_id, "task": task, "text": piece}
+            if self.waiting.get(post_id):
+                self.held.setdefault(post_id, []).append(event)
+            else:
+                self.emit("text", event)
 
     def finished(self, analysis: Analysis) -> None:
-        self.emit("analysis", asdict(analysis))
+        with self._lock:
+            self.waiting[analysis.id] = 0  # its post's unit has ended: no decision of it is still to come
+            self._release(analysis.id)
+            self.emit("analysis", asdict(analysis))
+
+    def _release(self, post_id: str) -> None:
+        for event in self.held.pop(post_id, []):
+            self.emit("text", event)

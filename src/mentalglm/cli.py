@@ -9,6 +9,7 @@ import sys
 
 from . import DISCLAIMER, __version__
 from .data.records import DataError
+from .errors import MissingExtra
 from .llm.base import ModelUnavailable
 
 VERBS = ("analyze", "tasks", "models", "data", "eval", "serve", "train", "heads")
@@ -65,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     except ModelUnavailable as e:
         print(f"error: model not available: {e}", file=sys.stderr)
         return 3
+    except MissingExtra as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 4
     except KeyboardInterrupt:
         print("interrupted; rerun with --resume to continue where it stopped", file=sys.stderr)
         return 130

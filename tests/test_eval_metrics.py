@@ -53,6 +53,18 @@ def test_levels_within_one_and_binary_collapse():
     assert s["binary_high_f1"] == pytest.approx(1.0)
 
 
+def test_within_one_follows_the_spec_not_the_task_name():
+    from dataclasses import replace
+
+    levels = get_task("suicide_risk_levels")
+    gold, pred = [("6",), ("3",)], [("7",), ("9",)]
+    renamed = replace(levels, name="my_scale")  # any ordinal task, whatever its name
+    assert score(renamed, gold, pred)["within_one"] == pytest.approx(0.5)
+    assert "within_one" not in score(replace(levels, ordinal=False), gold, pred)
+    with pytest.raises(ValueError, match="ordinal"):
+        replace(get_task("emotion"), ordinal=True)  # labels that are not numbers make no scale
+
+
 def test_multilabel_by_hand():
     spec = get_task("cognitive_distortion")
     a, b, c = "非此即彼", "以偏概全", "心理过滤"

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .data.records import DataError
+from .errors import DataError
 
 log = logging.getLogger("mentalglm")
 

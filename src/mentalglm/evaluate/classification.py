@@ -103,7 +103,7 @@ def _metrics(spec: TaskSpec, enc: _Encoded, w: np.ndarray) -> dict[str, np.ndarr
         out[key] = _micro(h_true[:, None], h_pred[:, None], w)
         if len(spec.labels) > 2:  # the 11-level scale collapsed to low (0-5) / high (6-10)
             out["binary_accuracy"] = (w @ ((h_true == h_pred) & valid)) / total
-    if spec.name == "suicide_risk_levels":
+    if spec.ordinal:  # levels of one scale: one level off counts as near
         levels = np.array([int(n) for n in spec.label_names])
         gold_level = levels[g.argmax(1)]
         pred_level = levels[p.argmax(1)]

@@ -104,6 +104,7 @@ SUICIDE_RISK_LEVELS = register(
         source="SOS-4K (github.com/HongzhiQ/RSLF-Framework-and-SOS4K-Dataset, data_final)",
         metrics=("accuracy", "weighted_f1", "macro_f1", "within_one", "binary_high_f1"),
         high_risk=tuple(str(i) for i in range(6, 11)),
+        ordinal=True,
         description="11 ordered levels; levels 6-10 count as high risk.",
     ),
     aliases=("suicide_levels", "sos-4k"),

@@ -70,6 +70,13 @@ class TaskSpec:
     hierarchy: tuple[str, ...] = field(default=())  # parent names, in order (cognitive pathway)
     # Multi-label tasks where "no label" is a valid answer say so with this sentence.
     empty_sentence: str | None = None
+    # The labels are the ordered levels of one scale, named by their numbers (SOS-4K's 0-10): a prediction one
+    # level off is scored as near (within-one accuracy).
+    ordinal: bool = False
+
+    def __post_init__(self) -> None:
+        if self.ordinal and (self.multi_label or not all(lab.name.isdigit() for lab in self.labels)):
+            raise ValueError(f"task {self.name!r}: an ordinal task is single-label with labels named by numbers")
 
     # ------------------------------------------------------------------ labels
     @property

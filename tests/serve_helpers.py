@@ -7,6 +7,7 @@ Test modules import what they use: ``from serve_helpers import serve, tiny_llama
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 
 import httpx
@@ -36,16 +37,34 @@ def scripted_llama(tmp_path_factory):
 class PacedLlama(LlamaCppBackend):
     """The real llama.cpp backend, writing no faster than one piece per ``delay`` seconds, as a real model on a busy
     CPU does: the tiny models finish in milliseconds, before anyone could see a stream mid-way. Counts the pieces
-    it wrote (``pieces``), so a test can tell a stream that stopped early from one that ran to its end."""
+    it wrote (``pieces``), so a test can tell a stream that stopped early from one that ran to its end. ``held``
+    stops its streams mid-way until the test lets them go on, so "mid-way" does not depend on the machine's speed."""
 
     delay = 0.05
+    hold: threading.Event | None = None  # set by ``held``: after the first piece with text, wait for it to be set
 
     def stream(self, request, config):
-        self.pieces = 0
+        self.pieces, shown = 0, False
         for piece in super().stream(request, config):
             self.pieces += 1
+            shown = shown or bool(piece.text)
             yield piece
+            hold = self.hold
+            if hold is not None and shown:
+                hold.wait(60)
             time.sleep(self.delay)
+
+
+@contextlib.contextmanager
+def held(backend: PacedLlama):
+    """Streams of ``backend`` stop after their first piece of text until the yielded event is set (at the latest
+    when the block ends)."""
+    backend.hold = threading.Event()
+    try:
+        yield backend.hold
+    finally:
+        backend.hold.set()
+        backend.hold = None
 
 
 @pytest.fixture(scope="session")

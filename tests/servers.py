@@ -6,6 +6,7 @@ answers are real model output) and ``GET /v1/models``. Faults can be queued to t
     with ChatServer(backend, model_name="tiny") as server:
         server.fail_next(2, status=429, retry_after=0.1)   # the next two calls get 429
         server.delay_next(1, seconds=2.0)                   # then one call answers late
+        server.meet_next(2)                                 # the next two calls answer only once both are in
         client = OpenAIBackend("tiny", base_url=server.base_url)
 
 Everything received is kept in ``server.received`` (method, path, headers, JSON body).
@@ -30,6 +31,7 @@ class Fault:
     delay: float = 0.0  # seconds to wait before answering
     retry_after: float | None = None
     message: str = ""
+    meet: threading.Barrier | None = None  # wait here until the other calls of the group arrive
 
 
 @dataclass
@@ -61,6 +63,8 @@ class ChatServer:
         self.jitter = jitter
         self.received: list[Received] = []
         self.calls = 0  # chat completion calls, failed ones included
+        self.met = 0  # calls that met the others of their meet_next group
+        self._barriers: list[threading.Barrier] = []
         self._faults: deque[Fault] = deque()
         self._lock = threading.Lock()
         self._gen_lock = threading.Lock()  # one generation at a time: backends need not be thread-safe
@@ -78,11 +82,20 @@ class ChatServer:
         with self._lock:
             self._faults.extend(Fault(delay=seconds) for _ in range(n))
 
+    def meet_next(self, n: int, timeout: float = 60.0) -> None:
+        """The next ``n`` calls are answered only once all ``n`` are in the server at the same time: proof that a
+        client sends them in parallel, however slowly the machine runs. Calls that never meet (a client sending one
+        at a time) get 504 after ``timeout``; ``met`` counts the calls that did."""
+        meet = threading.Barrier(n, timeout=timeout)
+        with self._lock:
+            self._faults.extend(Fault(meet=meet) for _ in range(n))
+            self._barriers.append(meet)
+
     def reset(self) -> None:
         with self._lock:
             self._faults.clear()
             self.received.clear()
-            self.calls = 0
+            self.calls = self.met = 0
 
     @property
     def port(self) -> int:
@@ -102,6 +115,8 @@ class ChatServer:
 
     def stop(self) -> None:
         self._stopped.set()  # handlers still sleeping on a delay answer nothing (the backend may be closed)
+        for meet in self._barriers:
+            meet.abort()
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
@@ -206,6 +221,16 @@ def _make_handler(server: ChatServer):
             if fault is not None and fault.delay:
                 if server._stopped.wait(fault.delay):
                     return
+            if fault is not None and fault.meet is not None:
+                try:
+                    fault.meet.wait()
+                except threading.BrokenBarrierError:
+                    if not server._stopped.is_set():
+                        self._send(504, _error("the calls of a meet_next group never were in the server together",
+                                               "server_error"))
+                    return
+                with server._lock:
+                    server.met += 1
             if fault is not None and fault.status:
                 headers = {} if fault.retry_after is None else {"Retry-After": f"{fault.retry_after:g}"}
                 kind = "rate_limit_error" if fault.status == 429 else "server_error" if fault.status >= 500 \

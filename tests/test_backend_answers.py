@@ -10,13 +10,15 @@ from serve_helpers import tiny_llama  # noqa: F401  (fixture)
 
 
 class Slow(Backend):
-    """Answers after the number of hundredths of a second its prompt says; refuses "bad", fails on "down"."""
+    """Answers after the number of hundredths of a second its prompt says; refuses "bad", fails on "down". Timed by
+    events, not by the machine's speed: "slow" answers only once ``go`` is set, "quick" only while "slow" runs."""
 
     name, context_length = "slow", 4096
 
     def __init__(self, thread_safe: bool):
         self.thread_safe, self.batch_size, self.in_flight, self.most = thread_safe, 4, 0, 0
         self.lock = threading.Lock()
+        self.started, self.go = threading.Event(), threading.Event()
 
     def generate(self, requests, config):
         [request] = requests
@@ -29,7 +31,13 @@ class Slow(Backend):
                 raise ValueError("refused: too long")
             if text == "down":
                 raise ModelUnavailable("server unreachable")
-            time.sleep(int(text) / 100)
+            if text == "slow":
+                self.started.set()
+                assert self.go.wait(60)
+            elif text == "quick":
+                assert self.started.wait(60)
+            else:
+                time.sleep(int(text) / 100)
             return [Generation(text=f"answer {text}")]
         finally:
             with self.lock:
@@ -42,11 +50,14 @@ def calls(*texts, config=GenConfig()):
 
 def test_a_backend_that_takes_threads_answers_as_they_finish_and_refusals_stay_per_request():
     backend = Slow(thread_safe=True)
-    got = list(answers(backend, calls("30", "1", "bad", "10"), refused=(ValueError,)))
+    got = []
+    for answer in answers(backend, calls("slow", "quick", "bad", "10"), refused=(ValueError,)):
+        got.append(answer)
+        backend.go.set()  # the slow one answers only after another answer was read
     assert [i for i, _ in got][:2] != [0, 1]  # the quick ones first, not input order
     by_index = dict(got)
     assert sorted(by_index) == [0, 1, 2, 3]
-    assert isinstance(by_index[2], ValueError) and by_index[0].text == "answer 30"
+    assert isinstance(by_index[2], ValueError) and by_index[0].text == "answer slow"
     assert backend.most > 1
 
 

@@ -168,14 +168,16 @@ def test_killed_build_loses_nothing_and_repeats_nothing(tmp_path):
                "--concurrency", "2"]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 60
-        while time.time() < deadline and (not cache.exists() or len(cache.read_bytes().splitlines()) < 12):
+        while time.time() < deadline and (not cache.exists() or len(cache.read_bytes().splitlines()) < 12
+                                          or server.calls < 14):  # calls 13 and 14 are in flight, blocked
             time.sleep(0.02)
-        time.sleep(0.2)  # calls 13 and 14 are in flight, blocked in the server
         proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
+        proc.wait(timeout=60)
         assert proc.returncode == -signal.SIGKILL
         teacher.release()
-        time.sleep(0.2)  # the server finishes the killed client's requests into closed sockets
+        deadline = time.time() + 60
+        while time.time() < deadline and teacher.calls < 14:  # the server finishes the killed client's requests
+            time.sleep(0.02)
         assert len(cache.read_bytes().splitlines()) == 12
         assert not (out / "suicide_risk_levels" / "train.jsonl").exists()
         assert server.calls == 14

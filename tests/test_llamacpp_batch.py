@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -28,6 +29,24 @@ def requests(question="情绪？"):
     # Short prompts: the tiny model's tokenizer spends a token or more on every Chinese character.
     return [Request(({"role": "system", "content": SYSTEM}, {"role": "user", "content": f"帖子：{p}\n问题：{question}"}),
                     "答：") for p in POSTS]
+
+
+def _held_until_queued(backend, n: int):
+    """Hold the engine's thread (in the callback of a state job) until ``n`` jobs wait in its queue: calls from other
+    threads then meet in one batch however slowly those threads run on a busy machine. Returns once the engine is
+    held, with the Future to check at the end."""
+    started = threading.Event()
+
+    def hold(_state):
+        started.set()
+        deadline = time.monotonic() + 60
+        while len(backend.engine.queue) < n:
+            assert time.monotonic() < deadline, f"{len(backend.engine.queue)} of {n} jobs came"
+            time.sleep(0.01)
+
+    holding = backend.engine.state(backend._tokens("等一下"), then=hold)
+    assert started.wait(60)
+    return holding
 
 
 def test_batched_greedy_generation_equals_one_at_a_time(tiny_llama, batched):  # noqa: F811
@@ -75,10 +94,13 @@ def test_requests_from_many_threads_join_the_running_batch(tiny_llama, batched):
 
     threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(POSTS))]
     steps = batched.engine.steps
+    batched.engine.peak_sequences = 0
+    holding = _held_until_queued(batched, len(POSTS))  # all five in the queue at once, however slowly threads start
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    holding.result()
     assert got == want
     # Joined, not queued one after another: fewer decode steps than the sequences' tokens one by one.
     assert batched.engine.steps - steps < sum(16 for _ in POSTS)
@@ -91,8 +113,10 @@ def test_sequences_moved_to_close_gaps_go_on_as_if_never_moved(tiny_llama, batch
     lengths = [2, 5, 14]
     want = [tiny_llama.generate([r], GenConfig(max_tokens=n))[0].text for r, n in zip(requests()[:3], lengths)]
     moves = batched.engine.moves
+    holding = _held_until_queued(batched, 3)  # the three start together, however slowly this thread submits them
     futures = [batched.engine.generate(batched._tokens(batched.render(r)), GenConfig(max_tokens=n), "答：")
                for r, n in zip(requests()[:3], lengths)]
+    holding.result()
     assert [f.result().text for f in futures] == want
     assert batched.engine.moves > moves
 
@@ -130,8 +154,12 @@ def test_the_server_batches_concurrent_requests_and_answers_as_one_at_a_time(tin
     def answers(backend, clients):
         with serve(backend, tmp_path / str(clients), max_queue=16) as (server, client):
             body = lambda p: {"text": p, "tasks": ["emotion"], "explain": True}  # noqa: E731
+            # Several requests in the engine's queue at once, however slowly the client threads run.
+            holding = _held_until_queued(backend, backend.batch_size) if clients > 1 else None
             with ThreadPoolExecutor(clients) as pool:
                 replies = list(pool.map(lambda p: client.post("/v1/analyze", json=body(p)), POSTS))
+            if holding is not None:
+                holding.result()
             assert all(r.status_code == 200 for r in replies), [r.text for r in replies]
             return [r.json()["results"][0]["analyses"][0]["raw"] for r in replies], server.app.state.worker
 

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from serve_helpers import paced_scripted_llama, scripted_llama, serve, tiny_llama  # noqa: F401  (fixtures)
+from serve_helpers import held, paced_scripted_llama, scripted_llama, serve, tiny_llama  # noqa: F401  (fixtures)
 from tiny_heads import build_tiny_heads
 
 CHROMIUM = os.environ.get("MENTALGLM_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -85,7 +85,7 @@ def test_upload_csv_choose_column_watch_progress_download_jsonl(page, tmp_path):
     page.select_option("#text-column", "title")  # the user's choice wins
     page.uncheck("#explain")
     page.click("#upload")
-    page.wait_for_selector("#download:not([hidden])", timeout=20000)
+    page.wait_for_selector("#download:not([hidden])", timeout=60000)
     assert page.locator("#job-progress").evaluate("p => p.value") == 1
     assert "100%" in page.locator("#job-text").inner_text() and "15 / 15" in page.locator("#job-text").inner_text()
     assert "5" in page.locator("#job-risk").inner_text()  # five posts, each high risk
@@ -105,19 +105,20 @@ def paced_server(paced_scripted_llama, tmp_path_factory):  # noqa: F811
         yield server
 
 
-def test_the_explanation_appears_as_it_is_written(browser, paced_server):
+def test_the_explanation_appears_as_it_is_written(browser, paced_server, paced_scripted_llama):  # noqa: F811
     page = browser.new_context(viewport={"width": 1100, "height": 800}).new_page()
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(paced_server.url + "/")
     page.wait_for_selector("body[data-ready=true]")
     page.fill("#post", "最近总觉得活着没有意思")
-    page.click("#analyze")
-    # Mid-way: part of the first answer is on the page while the analysis is still running.
-    writing = page.wait_for_function("""() => {
-        const p = document.querySelector('.result[data-task=suicide_risk] .explanation.writing');
-        return p && document.querySelector('#analyze-status').textContent.includes('分析中') && p.textContent; }""")
-    partial = writing.json_value()
+    with held(paced_scripted_llama):  # the answer stops after its first piece until the page has been read
+        page.click("#analyze")
+        # Mid-way: part of the first answer is on the page while the analysis is still running.
+        writing = page.wait_for_function("""() => {
+            const p = document.querySelector('.result[data-task=suicide_risk] .explanation.writing');
+            return p && document.querySelector('#analyze-status').textContent.includes('分析中') && p.textContent; }""")
+        partial = writing.json_value()
     assert "这篇帖子" in partial and "没有希望" not in partial  # the beginning, not yet the end
     page.wait_for_selector("#analyze-status:has-text('完成')", timeout=30000)
     assert page.locator("#crisis").is_visible() and "12356" in page.locator("#crisis-text").inner_text()

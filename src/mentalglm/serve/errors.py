@@ -1,4 +1,6 @@
-"""Every error leaves the service as JSON in the OpenAI shape ``{"error": {"message", "type", "code"}}``.
+"""Every error leaves the service as JSON in the OpenAI shape ``{"error": {"message", "type", "code"}}``, and this
+module writes each of them: the handlers' answers, the body limit's 413 and the safety net's 500 (``serve.middleware``
+sends them) and the error event of a stream that has already started.
 
 Clients (the project's own ``OpenAIBackend`` among them) read ``error.message``; validation errors add
 ``error.details``: one ``{field, message}`` per problem, with fields written as ``posts[2].text``. Nothing here
@@ -20,6 +22,9 @@ from ..llm.openai_client import HTTPBackendError
 from .worker import QueueFull, WorkTimeout
 
 log = logging.getLogger("mentalglm.serve")
+
+# JSON can carry lone surrogates ("\\ud800") that no tokenizer accepts.
+BAD_UNICODE = "the text holds a lone surrogate (e.g. \\ud800), which is not valid Unicode"
 
 
 class APIError(Exception):
@@ -138,7 +143,17 @@ def stream_error(exc: BaseException) -> dict:
         exc = model_error(exc) or exc
     if isinstance(exc, APIError):
         return error_body(exc.message, exc.kind, exc.code)
-    # As the SafetyNet middleware does: type and code locations only, since the message can quote the input.
-    log.error("internal error %s in a stream\n%s", type(exc).__name__,
+    return internal_error(exc, "in a stream")
+
+
+def internal_error(exc: BaseException, where: str) -> dict:
+    """The answer to an unexpected exception (a 500, or the last event of a stream), logged here with its type and
+    code locations only: its message can quote the input."""
+    log.error("internal error %s %s\n%s", type(exc).__name__, where,
               "".join(traceback.format_tb(exc.__traceback__)).rstrip())
     return error_body(f"internal error ({type(exc).__name__}); the server keeps running, see its log", "server_error")
+
+
+def body_too_large(size: int, limit: int) -> dict:
+    return error_body(f"request body is {size:,} bytes or more; this server accepts at most {limit:,}",
+                      "invalid_request_error", "body_too_large")

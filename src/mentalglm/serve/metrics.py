@@ -120,6 +120,7 @@ class RequestMetrics:
 
     def __init__(self, app, metrics: ServiceMetrics, fastapi_app):
         self.app, self.metrics, self.fastapi_app = app, metrics, fastapi_app
+        self._templates: set[str] | None = None
 
     def _top_level(self, scope) -> str | None:
         """The template of a top-level route or mount (``/static``) matching the request, before it runs."""
@@ -134,7 +135,9 @@ class RequestMetrics:
         path = getattr(scope.get("route"), "path", None) or before
         if path:
             return path
-        return scope["path"] if scope["path"] in self.fastapi_app.openapi().get("paths", {}) else "other"
+        if self._templates is None:
+            self._templates = _templates(self.fastapi_app.routes)
+        return scope["path"] if scope["path"] in self._templates else "other"
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -147,6 +150,16 @@ class RequestMetrics:
             route = self._route(scope, before)
             self.metrics.requests.labels(route, scope["method"], str(status["code"] or 500)).inc()
             self.metrics.latency.labels(route).observe(time.perf_counter() - start)
+
+
+def _templates(routes) -> set[str]:
+    """The path template of every route, those of included routers too."""
+    try:  # FastAPI 0.16x keeps an included router's routes in the router; earlier ones copy them into the app's
+        from fastapi.routing import iter_route_contexts
+        routes = iter_route_contexts(routes)
+    except ImportError:
+        pass
+    return {r.path for r in routes if getattr(r, "path", None)}
 
 
 class _EngineCollector:

@@ -1,12 +1,14 @@
 """ASGI middleware: a body-size limit that holds for chunked uploads too, an access log without post text,
-and a safety net that turns any unexpected exception into a JSON 500 without letting its message reach the log."""
+and a safety net that turns any unexpected exception into a JSON 500 without letting its message reach the log.
+What they answer is written in ``serve.errors``; this module only sends it."""
 
 from __future__ import annotations
 
 import json
 import logging
 import time
-import traceback
+
+from .errors import body_too_large, internal_error
 
 log = logging.getLogger("mentalglm.serve")
 
@@ -78,9 +80,7 @@ def tracking(send):
 
 
 async def _too_large(send, size: int, limit: int) -> None:
-    await _send_json(send, 413, {"error": {
-        "message": f"request body is {size:,} bytes or more; this server accepts at most {limit:,}",
-        "type": "invalid_request_error", "code": "body_too_large"}})
+    await _send_json(send, 413, body_too_large(size, limit))
 
 
 class SafetyNet:
@@ -102,13 +102,10 @@ class SafetyNet:
         try:
             await self.app(scope, receive, tracked)
         except Exception as exc:  # noqa: BLE001 - the point of this class
-            log.error("internal error %s on %s %s\n%s", type(exc).__name__, scope["method"], scope["path"],
-                      "".join(traceback.format_tb(exc.__traceback__)).rstrip())
+            body = internal_error(exc, f"on {scope['method']} {scope['path']}")
             if not status["code"]:
                 status["code"] = 500
-                await _send_json(send, 500, {"error": {
-                    "message": f"internal error ({type(exc).__name__}); the server keeps running, see its log",
-                    "type": "server_error", "code": None}})
+                await _send_json(send, 500, body)
         finally:
             log.info("%s %s -> %s in %.0f ms", scope["method"], scope["path"], status["code"] or "-",
                      (time.perf_counter() - start) * 1000)

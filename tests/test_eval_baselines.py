@@ -152,3 +152,18 @@ def test_cli_predict_on_a_gold_sample(tmp_path, tiny_hf_model_dir):
     assert main([*args, "--resume", "--few-shot", "2"]) == 2
     assert main([*[a for a in args if a != "--no-explain"], "--overwrite"]) == 0  # a deliberate replacement is fine
     assert align(gold_set("emotion", gold_file=gold, sample=6), rows, out).ids
+
+
+def test_one_factory_makes_every_baseline_each_taking_its_own_settings(tmp_path):
+    from mentalglm.baselines import make_baseline
+
+    spec = get_task("suicide_risk")
+    folder = str(build_tiny_bert(tmp_path / "tiny-bert", ["今天很开心", "不想活了"]))
+    shared = {"model": folder, "epochs": 1.0, "max_steps": None, "output_dir": "out"}
+    ngram = make_baseline("ngram", spec, **shared)  # what is not an n-gram setting is not its business
+    assert isinstance(ngram, NgramBaseline) and ngram.config == NgramBaseline(spec).config
+    encoder = make_baseline("encoder", spec, **shared)
+    assert isinstance(encoder, EncoderBaseline)
+    assert encoder.config == EncoderConfig(model=folder, epochs=1.0, output_dir="out")  # None: default
+    with pytest.raises(ValueError, match="unknown baseline 'svm'; known: ngram, encoder"):
+        make_baseline("svm", spec)

@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .. import DISCLAIMER
+from ..baselines import BASELINES
 from ..data.records import DataError
 from ..evaluate.classification import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
 from ..data.sources import SPLITS
@@ -77,8 +78,8 @@ def register(sub, fmt):
 
     b = verbs.add_parser("baseline", help="train a baseline on the train split and predict a split",
                          epilog=_examples("baseline"), formatter_class=fmt)
-    b.add_argument("kind", choices=["ngram", "encoder"],
-                   help="ngram: char TF-IDF + linear SVM; encoder: BERT-family fine-tune")
+    b.add_argument("kind", choices=list(BASELINES),
+                   help="; ".join(f"{kind}: {what}" for kind, (what, _) in BASELINES.items()))
     _gold_args(b, task_required=True)
     b.add_argument("--out", required=True, help="predictions JSONL")
     b.add_argument("--model", default="bert-base-chinese", help="encoder: HF id or local folder")
@@ -279,25 +280,20 @@ def run_score(args) -> int:
 
 # ---------------------------------------------------------------------------------------------- baseline
 def run_baseline(args) -> int:
+    from ..baselines import make_baseline
     from ..data.sources import training_posts
 
     console = _err()
     spec = get_task(args.task)
     train = training_posts(spec.name, args.split, args.data_root)
     target = _gold(args, spec.name).examples
+    baseline = make_baseline(args.kind, spec, model=args.model, output_dir=args.output_dir, epochs=args.epochs,
+                             max_steps=args.max_steps, learning_rate=args.lr, batch_size=args.batch_size,
+                             max_length=args.max_length)
     with console.status(f"training the {args.kind} baseline on {len(train)} {spec.name} posts"):
-        if args.kind == "ngram":
-            from ..baselines.ngram import NgramBaseline
-
-            model = NgramBaseline(spec).fit(train)
-        else:
-            from ..baselines.encoder import EncoderBaseline, EncoderConfig
-
-            config = EncoderConfig(model=args.model, output_dir=args.output_dir, epochs=args.epochs,
-                                   max_steps=args.max_steps, learning_rate=args.lr, batch_size=args.batch_size,
-                                   max_length=args.max_length)
-            model = EncoderBaseline(spec, config).fit(train)
-            console.print(f"fine-tuned model saved to {model.save()}")
+        model = baseline.fit(train)
+    if hasattr(model, "save"):  # a fine-tuned model worth keeping
+        console.print(f"fine-tuned model saved to {model.save()}")
     path = write_predictions(model.predictions(target), args.out)
     console.print(f"wrote {len(target)} predictions to {path}; "
                   f"score with: mentalglm eval score {shlex.quote(str(path))}")

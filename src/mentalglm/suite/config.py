@@ -22,11 +22,12 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from ..baselines import BASELINES
 from ..data.records import DataError
 from ..data.sources import SPLITS
 from ..tasks import get_task
 
-KINDS = ("ngram", "encoder", "llm")
+KINDS = (*BASELINES, "llm")
 DEFAULT_TASKS = ("cognitive_distortion", "suicide_risk", "suicide_risk_levels", "emotion")
 
 

@@ -98,21 +98,15 @@ class SystemRunner:
         if s.kind == "llm":
             self._predict_llm(gold, out, on_result)
             return
+        from ..baselines import make_baseline
         from ..tasks import get_task
 
         spec = get_task(gold.task)
         train = self._train(gold.task, gold.split)
-        if s.kind == "ngram":
-            from ..baselines.ngram import NgramBaseline
-
-            model = NgramBaseline(spec).fit(train)
-        else:
-            from ..baselines.encoder import EncoderBaseline, EncoderConfig
-
-            folder = (self.work_dir or Path("runs/suite")) / "encoder" / gold.task
-            config = EncoderConfig(model=s.model, output_dir=str(folder), epochs=s.epochs, max_steps=s.max_steps,
-                                   learning_rate=s.learning_rate, batch_size=s.batch_size, max_length=s.max_length)
-            model = EncoderBaseline(spec, config).fit(train)
+        folder = (self.work_dir or Path("runs/suite")) / s.kind / gold.task
+        model = make_baseline(s.kind, spec, model=s.model, output_dir=str(folder), epochs=s.epochs,
+                              max_steps=s.max_steps, learning_rate=s.learning_rate, batch_size=s.batch_size,
+                              max_length=s.max_length).fit(train)
         rows = model.predictions(list(gold.examples))
         partial = out.with_suffix(".partial")  # whole or absent: a stopped fit leaves nothing that looks finished
         write_predictions(rows, partial)

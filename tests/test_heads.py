@@ -124,6 +124,36 @@ def test_multi_label_head_has_a_threshold_per_label_and_always_answers(heads_dir
     assert len(head.decide(np.zeros(12))) == 1  # nothing over its threshold: the nearest label
 
 
+def test_decision_weights_choose_rare_labels_more_often_for_macro_f1_and_survive_a_round_trip(tmp_path):
+    from mentalglm.evaluate.classification import score
+    from mentalglm.heads.build import write_heads_folder
+    from mentalglm.heads.fit import decision_weights
+
+    spec = get_task("emotion")
+    rng = np.random.default_rng(3)
+    y_idx = rng.choice(6, size=600, p=[0.5, 0.2, 0.15, 0.08, 0.05, 0.02])
+    y = np.eye(6, dtype=np.int8)[y_idx]
+    # Calibrated but weak probabilities: plain argmax almost never picks a rare label.
+    logits = np.log([0.5, 0.2, 0.15, 0.08, 0.05, 0.02]) + 1.2 * y + rng.normal(scale=0.8, size=(600, 6))
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    w = decision_weights(spec, y, p, "macro_f1")
+    gold = [(spec.label_names[i],) for i in y_idx]
+    plain = score(spec, gold, [(spec.label_names[i],) for i in p.argmax(1)])["macro_f1"]
+    weighted = score(spec, gold, [(spec.label_names[i],) for i in (p * w).argmax(1)])["macro_f1"]
+    assert weighted > plain + 0.03 and w[5] > w[0]
+    examples = corpus("emotion", n=60)
+    texts, labels = [e.text for e in examples], [e.labels for e in examples]
+    states = rng.normal(size=(60, 8))
+    head = fit_head("emotion", texts, labels, texts, states, labels, folds=3, C_grid=(0.1,), ngram_C_grid=(10.0,),
+                    balanced=True, decision_metric="macro_f1").head
+    assert head.weights is not None and head.info["balanced"] and head.info["decision_metric"] == "macro_f1"
+    folder = write_heads_folder(tmp_path / "h", {"emotion": head}, {"name": "t", "base": {"name": "x", "sha256": "0"}})
+    loaded = load_heads(folder).head("emotion")
+    assert np.allclose(loaded.weights, head.weights)
+    probs = head.probabilities(texts[0], states[0])
+    assert loaded.decide(probs) == [head.labels[int(np.argmax(probs * head.weights))]]
+
+
 def test_risk_threshold_keeps_the_asked_recall():
     rng = np.random.default_rng(1)
     is_high = rng.random(500) < 0.3

@@ -98,3 +98,20 @@ def test_pathway_formats(tmp_path):
         load_pathway_sentences(_write(tmp_path, "bad.tsv", "x\t驳斥##A5\n"))
     with pytest.raises(DataError, match=r"sp\.jsonl:1: span \[0, 99, 'A1'\] outside the text"):
         load_pathway_spans(_write(tmp_path, "sp.jsonl", json.dumps({"id": 1, "text": "短", "label": [[0, 99, "A1"]]}) + "\n"))
+
+
+@requires_data
+def test_emotion_trains_on_both_domains_and_the_epidemic_carve_does_not_move():
+    from mentalglm.data.sources import task_splits
+    from mentalglm.data.splits import stratified_split
+
+    splits = task_splits("emotion")
+    by_source = {split: Counter(e.source for e in v) for split, v in splits.items()}
+    usual = "smp2020_ewect/usual_eval"  # a fifth held out (duplicate posts stay on one side, so about 400)
+    assert by_source["train"][usual] + by_source["validation"][usual] == 2000
+    assert abs(by_source["validation"][usual] - 400) <= 5
+    # The epidemic posts are carved exactly as when they were the only training file.
+    _, alone = stratified_split(load_source("smp2020_ewect", ["train"]), 0.2, seed=13, name="validation")
+    assert [e.id for e in splits["validation"] if e.source.endswith("virus_train")] == [e.id for e in alone]
+    train_texts = {e.text for e in splits["train"]}
+    assert not any(e.text in train_texts for e in splits["validation"])  # no post on both sides

@@ -81,7 +81,8 @@ def fit_task(recipe: Recipe, cache: StateCache, task: str, root=None) -> tuple[T
     fitted = fit_head(task, [head_text(e.text) for e in train], [e.labels for e in train],
                       [head_text(e.text) for e in state_posts], np.stack([have_train[e.id] for e in state_posts]),
                       [e.labels for e in state_posts], folds=recipe.folds, seed=recipe.seed, C_grid=recipe.C_grid,
-                      ngram_C_grid=recipe.ngram_C_grid, risk_recall=recipe.risk_recall)
+                      ngram_C_grid=recipe.ngram_C_grid, risk_recall=recipe.risk_recall,
+                      balanced=task in recipe.balanced, decision_metric=recipe.decision_metric.get(task))
     head = fitted.head
     head.pool = pool
     gold = [e.labels for e in val]

@@ -58,8 +58,8 @@ class _Linear:
     a class-balanced linear SVM (``kind="svm"``, the n-gram baseline's model: its margins are scores the
     stacker calibrates). Multi-label tasks get one binary model per label."""
 
-    def __init__(self, multi_label: bool, C: float, seed: int, kind: str = "logistic"):
-        self.multi_label, self.C, self.seed, self.kind = multi_label, C, seed, kind
+    def __init__(self, multi_label: bool, C: float, seed: int, kind: str = "logistic", balanced: bool = False):
+        self.multi_label, self.C, self.seed, self.kind, self.balanced = multi_label, C, seed, kind, balanced
 
     def _model(self, binary: bool):
         from sklearn.linear_model import LogisticRegression
@@ -68,7 +68,8 @@ class _Linear:
         if self.kind == "svm":
             return LinearSVC(C=self.C, class_weight="balanced", random_state=self.seed)
         # liblinear is fast on sparse binary problems; lbfgs fits the multinomial model.
-        return LogisticRegression(C=self.C, max_iter=2000, **({"solver": "liblinear"} if binary else {}))
+        return LogisticRegression(C=self.C, max_iter=2000, class_weight="balanced" if self.balanced else None,
+                                  **({"solver": "liblinear"} if binary else {}))
 
     def fit(self, x, y: np.ndarray) -> "_Linear":
         n_labels = y.shape[1]
@@ -105,7 +106,7 @@ def _log_loss(y: np.ndarray, scores: np.ndarray, multi_label: bool) -> float:
     return float(-(y * logp).sum(1).mean())
 
 
-def _cross_fit(x, y, folds, multi_label, grid, seed) -> tuple[float, np.ndarray, "_Linear"]:
+def _cross_fit(x, y, folds, multi_label, grid, seed, balanced=False) -> tuple[float, np.ndarray, "_Linear"]:
     """(best C by out-of-fold log loss, its out-of-fold scores, the average of its fold models)."""
     best = None
     for C in grid:
@@ -113,7 +114,7 @@ def _cross_fit(x, y, folds, multi_label, grid, seed) -> tuple[float, np.ndarray,
         models = []
         for test in folds:
             train = np.setdiff1d(np.arange(len(y)), test)
-            models.append(_Linear(multi_label, C, seed).fit(x[train], y[train]))
+            models.append(_Linear(multi_label, C, seed, balanced=balanced).fit(x[train], y[train]))
             oof[test] = models[-1].scores(x[test])
         loss = _log_loss(y, oof, multi_label)
         if best is None or loss < best[0]:
@@ -178,6 +179,30 @@ def best_thresholds(y: np.ndarray, p: np.ndarray, passes: int = 3) -> np.ndarray
     return out
 
 
+def decision_weights(spec, y: np.ndarray, p: np.ndarray, metric: str, passes: int = 2) -> np.ndarray:
+    """Per-label weights w for a single-label decision argmax(p * w) that maximise ``metric`` on (out-of-fold)
+    probabilities: from all ones, one label at a time over a grid, while the metric improves. Argmax is best
+    for accuracy; macro F1 (emotion's headline) rewards choosing rare labels more often than their probability
+    alone would. The probabilities stay as they are, calibrated: only the choice moves."""
+    from ..evaluate.classification import score
+
+    names = spec.label_names
+    gold = [(names[i],) for i in y.argmax(1)]
+
+    def value(w: np.ndarray) -> float:
+        return score(spec, gold, [(names[i],) for i in (p * w).argmax(1)])[metric]
+
+    w, best = np.ones(p.shape[1]), value(np.ones(p.shape[1]))
+    for _ in range(passes):
+        for j in np.flatnonzero(y.sum(0)):
+            for g in np.exp(np.linspace(-1.5, 1.5, 13)):
+                trial = w.copy()
+                trial[j] = g
+                if (v := value(trial)) > best + 1e-9:  # ties keep the current weight
+                    w, best = trial, v
+    return w
+
+
 def recall_threshold(is_high: np.ndarray, p_high: np.ndarray, recall: float) -> float:
     """The largest threshold on P(high) whose recall of the high posts is at least ``recall``."""
     scores = np.sort(p_high[is_high.astype(bool)])[::-1]
@@ -190,9 +215,12 @@ def recall_threshold(is_high: np.ndarray, p_high: np.ndarray, recall: float) -> 
 def fit_head(task: str, texts_all: Sequence[str], gold_all: Sequence[Sequence[str]],
              texts_s: Sequence[str], states: np.ndarray, gold_s: Sequence[Sequence[str]], *, folds: int = 5,
              seed: int = 13, C_grid=(0.01, 0.1), ngram_C_grid=(3.0, 10.0), risk_recall: float = 0.9,
-             max_features: int = 60_000, ngram_model: str = "logistic") -> Fitted:
+             max_features: int = 60_000, ngram_model: str = "logistic", balanced: bool = False,
+             decision_metric: str | None = None) -> Fitted:
     """Fit the n-gram model on every training post (``texts_all``), the state model on the posts with a
-    state (``texts_s``/``states``, a subset), and the stacker on their out-of-fold scores."""
+    state (``texts_s``/``states``, a subset), and the stacker on their out-of-fold scores. ``balanced`` weighs
+    the state model's classes by their inverse frequency; ``decision_metric`` (single-label) fits decision
+    weights for that metric out of fold (``decision_weights``)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     spec = get_task(task)
@@ -222,7 +250,7 @@ def fit_head(task: str, texts_all: Sequence[str], gold_all: Sequence[Sequence[st
 
     mean, scale = states.mean(0), states.std(0) + 1e-6
     z = (states - mean) / scale
-    state_C, state_oof, state = _cross_fit(z, y_s, folds_s, multi, C_grid, seed)
+    state_C, state_oof, state = _cross_fit(z, y_s, folds_s, multi, C_grid, seed, balanced)
 
     coef, intercept = _stacker(ngram_oof, state_oof, y_s, multi, seed)
     head = TaskHead(task, spec.label_names, multi,
@@ -238,10 +266,13 @@ def fit_head(task: str, texts_all: Sequence[str], gold_all: Sequence[Sequence[st
         stack_oof[test] = fold_head.probabilities_from_scores(ngram_oof[test], state_oof[test])
     if multi:
         head.thresholds = best_thresholds(y_s, stack_oof)
+    elif decision_metric:
+        head.weights = decision_weights(spec, y_s, stack_oof, decision_metric)
     if head.high_labels:
         is_high = y_s[:, [head.labels.index(h) for h in head.high_labels]].sum(1) > 0
         p_high = stack_oof[:, [head.labels.index(h) for h in head.high_labels]].sum(1)
         head.risk_threshold = recall_threshold(is_high, p_high, risk_recall)
     head.info = {"ngram_model": ngram_model, "ngram_C": ngram_C, "state_C": state_C, "train_posts": len(texts_all),
-                 "state_posts": len(texts_s), "folds": folds, "seed": seed}
+                 "state_posts": len(texts_s), "folds": folds, "seed": seed, "balanced": balanced,
+                 "decision_metric": decision_metric}
     return Fitted(head, stack_oof)

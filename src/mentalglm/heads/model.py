@@ -87,6 +87,7 @@ class TaskHead:
     stack_coef: np.ndarray
     stack_intercept: np.ndarray
     thresholds: np.ndarray | None = None  # multi-label: per-label decision thresholds on probabilities
+    weights: np.ndarray | None = None  # single-label: the decision is argmax(probs * weights) (None: argmax)
     high_labels: list[str] = field(default_factory=list)  # labels whose summed probability is P(high risk)
     risk_threshold: float | None = None  # P(high risk) at which a post is flagged
     info: dict = field(default_factory=dict)  # validation scores, calibration, operating point
@@ -108,7 +109,7 @@ class TaskHead:
         """The chosen labels: the most probable one, or (multi-label) every label over its threshold,
         and at least the one furthest over (or nearest to) its threshold."""
         if not self.multi_label:
-            return [self.labels[int(np.argmax(probs))]]
+            return [self.labels[int(np.argmax(probs if self.weights is None else probs * self.weights))]]
         margin = probs - self.thresholds
         chosen = [lab for lab, m in zip(self.labels, margin) if m >= 0]
         return chosen or [self.labels[int(np.argmax(margin))]]
@@ -132,7 +133,8 @@ class TaskHead:
             ngram_intercept=self.ngram.intercept, state_mean=self.state.mean.astype(np.float32),
             state_scale=self.state.scale.astype(np.float32), state_coef=self.state.coef.astype(np.float32),
             state_intercept=self.state.intercept, stack_coef=self.stack_coef, stack_intercept=self.stack_intercept,
-            thresholds=self.thresholds if self.thresholds is not None else np.zeros(0))
+            thresholds=self.thresholds if self.thresholds is not None else np.zeros(0),
+            weights=self.weights if self.weights is not None else np.zeros(0))
         vocabulary = sorted(self.ngram.vocabulary, key=self.ngram.vocabulary.get)
         meta = folder / f"{self.task}.json"
         meta.write_text(json.dumps({
@@ -150,6 +152,8 @@ class TaskHead:
         ngram = NgramScorer({g: i for i, g in enumerate(meta["vocabulary"])}, a["ngram_idf"], a["ngram_coef"],
                             a["ngram_intercept"], tuple(meta["ngram_range"]))
         state = StateScorer(a["state_mean"], a["state_scale"], a["state_coef"], a["state_intercept"])
+        weights = a.get("weights", np.zeros(0))  # heads made before decision weights have none
         return cls(meta["task"], meta["labels"], meta["multi_label"], ngram, state, a["stack_coef"],
-                   a["stack_intercept"], a["thresholds"] if a["thresholds"].size else None, meta["high_labels"],
-                   meta["risk_threshold"], meta["info"], meta.get("pool", "last"))
+                   a["stack_intercept"], a["thresholds"] if a["thresholds"].size else None,
+                   weights if weights.size else None, meta["high_labels"], meta["risk_threshold"], meta["info"],
+                   meta.get("pool", "last"))

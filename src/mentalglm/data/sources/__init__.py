@@ -27,6 +27,9 @@ class Source:
     # The publishers' test files (same format as the training file), read only for ``--split test`` and never
     # by ``load_source(name)`` without splits: a user who has them must not train on them by accident.
     test: tuple[str, ...] = ()
+    # Other labelled files of ``files`` that join the training file in ``task_splits``, each carved into train and
+    # validation on its own (SMP2020's ordinary-post file: the domain users send, beside the epidemic one).
+    also_train: tuple[str, ...] = ()
 
 
 SOURCES = {s.name: s for s in [
@@ -40,7 +43,7 @@ SOURCES = {s.name: s for s in [
                                         "eval": "smp2020_ewect/virus_eval.json",
                                         "usual_eval": "smp2020_ewect/usual_eval.json"}, load_smp2020,
            "github.com/BrownSweater/BERT_SMP2020-EWECT data/raw",
-           test=("smp2020_ewect/usual_test.json", "smp2020_ewect/virus_test.json")),
+           test=("smp2020_ewect/usual_test.json", "smp2020_ewect/virus_test.json"), also_train=("usual_eval",)),
     Source("imhi", None, {"train": "imhi/train/*/train.csv", "val": "imhi/train/*/val.csv",
                           "test": "imhi/test/*.csv", "expert": "imhi/expert/*.csv"}, load_imhi,
            "github.com/SteveKGYang/MentalLLaMA"),
@@ -120,7 +123,8 @@ SPLITS = ("train", "validation", "test")  # what --split accepts
 
 def task_splits(task: str, root=None, test: bool = False) -> dict[str, list[Example]]:
     """``train`` and ``validation`` of a C-IMHI task: the source's own validation file where it has
-    one (SOS-4K ``val.tsv``), else a stratified 20% carved from the training file with seed 13.
+    one (SOS-4K ``val.tsv``), else a stratified 20% carved from the training file with seed 13 (and from each of
+    the source's ``also_train`` files, on its own: the training file's carve does not move when one is added).
 
     ``test=True`` adds ``test``, the publishers' test files (a DataError naming the file when one is
     absent), and removes from train and validation every post whose normalised text is also a test
@@ -130,12 +134,16 @@ def task_splits(task: str, root=None, test: bool = False) -> dict[str, list[Exam
 
     src = SOURCES[TASK_SOURCES[task]]
     held = load_source(src.name, ["test"], root) if test else []
-    train = load_source(src.name, ["train"], root)
     if "val" in src.files:
-        splits = {"train": train, "validation": load_source(src.name, ["val"], root)}
+        splits = {"train": load_source(src.name, ["train", *src.also_train], root),
+                  "validation": load_source(src.name, ["val"], root)}
     else:
-        rest, val = stratified_split(train, VALIDATION_FRACTION, seed=VALIDATION_SEED, name="validation")
-        splits = {"train": rest, "validation": val}
+        splits = {"train": [], "validation": []}
+        for part in ("train", *src.also_train):
+            rest, val = stratified_split(load_source(src.name, [part], root), VALIDATION_FRACTION,
+                                         seed=VALIDATION_SEED, name="validation")
+            splits["train"] += rest
+            splits["validation"] += val
     if test:
         # Dropped after the validation carve, so the validation split stays the same posts with or without test files.
         seen = {normalize_text(e.text) for e in held}

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..data.records import Example
+from ..errors import require
 from ..evaluate.predictions import Prediction
 from ..llm.base import ModelUnavailable
 from ..tasks import OK, TaskSpec
@@ -55,6 +56,8 @@ class _Encoded:
 
 
 def _load(spec: TaskSpec, model: str):
+    for module in ("torch", "transformers", "accelerate"):  # the Trainer of fit() needs accelerate
+        require(module, "train", "the encoder baseline")
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     names = spec.label_names

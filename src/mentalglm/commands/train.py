@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import sys
 
+from ..errors import require
+
+# What each verb imports (the `train` extra): checked before any model or data loads.
+TRAINING = ("torch", "transformers", "peft", "accelerate")
+EXPORT = ("torch", "transformers", "safetensors")  # llama.cpp's convert_lora_to_gguf.py runs on these
+
 EXAMPLES = """examples:
   mentalglm train --config configs/cpu-0.5b.yaml                        # CPU recipe, run folder runs/train/cpu-0.5b
   mentalglm train --config configs/cpu-0.5b.yaml stage2.data.per_task=50 stage2.epochs=2 output_dir=runs/train/small
@@ -56,6 +62,8 @@ def run(args) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    for module in TRAINING:
+        require(module, "train", "training")
     from ..train import run_training
     from ..train.export import ExportError
     from ..train.trainer import TrainError
@@ -79,6 +87,8 @@ def _export_gguf(args) -> int:
     if len(args.items) != 2:
         print("error: usage: mentalglm train export-gguf RUN_DIR", file=sys.stderr)
         return 2
+    for module in EXPORT:
+        require(module, "train", "GGUF adapter export")
     try:
         print(export_run_gguf(args.items[1], args.outtype))
     except ExportError as e:

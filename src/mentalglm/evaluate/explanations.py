@@ -26,6 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..errors import require
 from ..llm.base import ModelUnavailable
 
 _CJK = re.compile(r"([\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff])")
@@ -111,6 +112,8 @@ class BertScorer:
 
     def __init__(self, model_path: str | Path, layer: int | None = None, batch_size: int = 16,
                  max_length: int = 512):
+        for module in ("torch", "transformers"):
+            require(module, "train", "BERTScore")
         import torch
         from transformers import AutoModel, AutoTokenizer
 
@@ -155,6 +158,8 @@ class BartScorer:
     (precision), candidate -> reference (recall), and their mean (F, as in the BARTScore paper)."""
 
     def __init__(self, model_path: str | Path, batch_size: int = 8, max_length: int = 1024):
+        for module in ("torch", "transformers"):
+            require(module, "train", "BARTScore")
         import torch
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from ..errors import require
 from .base import Backend, GenConfig, Generation, ModelUnavailable, Request
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,8 @@ class HFBackend(Backend):
     def __init__(self, model: str, adapter: str | None = None, entry=None, dtype: str | None = None,
                  batch_size: int = 8, trust_remote_code: bool | None = None, device: str | None = None,
                  max_new_tokens_cap: int | None = None):
+        for module in ("torch", "transformers", *(("peft",) if adapter else ())):
+            require(module, "train", "the Hugging Face backend (a model given as an HF id or folder)")
         import torch
         from huggingface_hub.errors import HFValidationError
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer

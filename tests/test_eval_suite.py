@@ -160,3 +160,40 @@ def test_the_shipped_quick_suite_on_test_files(corpora, tmp_path):
                                                                  "suicide_risk_levels", "emotion"}
     assert all("test split, stratified sample of 30" in g["description"] for g in record["gold"].values())
     assert (out / "report" / "report.html").exists()
+
+
+def test_the_suite_opens_a_system_with_the_registrys_options_parallel_included(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from mentalglm.llm import machine, registry
+    from mentalglm.suite.config import SystemSpec
+    from mentalglm.suite.systems import SystemRunner
+
+    seen = {}
+    for name in ("gguf", "vllm"):
+        monkeypatch.setitem(registry.SCHEMES, name, replace(registry.SCHEMES[name],
+                                                            open=lambda model, **kw: seen.update(kw) or "backend"))
+    monkeypatch.setattr(machine, "parallel_for", lambda n_ctx: 6)
+
+    def opened(**fields) -> dict:
+        seen.clear()
+        SystemRunner(SystemSpec(name="s", kind="llm", **fields))._open()
+        return {k: v for k, v in seen.items() if k not in ("adapter", "base_url", "weights")}
+
+    assert opened(model="m.gguf", n_ctx=1024, threads=1) == {"n_ctx": 1024, "n_threads": 1, "parallel": 6}
+    assert opened(model="m.gguf", parallel=2)["parallel"] == 2  # as the file says
+    assert opened(model="vllm:zwzzz/MentalGLM-chat", tensor_parallel_size=4) == {"tensor_parallel_size": 4}
+
+
+def test_every_backend_option_is_a_system_field_checked_and_keyed_only_when_set(tmp_path):
+    from mentalglm.llm import registry
+    from mentalglm.suite.config import SystemSpec, cache_key
+
+    assert {o.name for o in registry.options()} <= set(SystemSpec.__dataclass_fields__)
+    with pytest.raises(DataError, match=r"systems\[0\] \(a\)\.parallel: a whole number of at least 1, found 0"):
+        load_suite(_suite(tmp_path, "systems:\n  - {name: a, kind: llm, model: m.gguf, parallel: 0}"))
+    plain = load_suite(_suite(tmp_path, "systems:\n  - {name: a, kind: llm, model: m.gguf}")).systems[0]
+    set_ = load_suite(_suite(tmp_path, "systems:\n  - {name: a, kind: llm, model: m.gguf, parallel: 1}")).systems[0]
+    assert "parallel" not in plain.settings() and set_.parallel == 1  # unset: keys of earlier runs stay valid
+    assert cache_key(plain, "emotion", "validation", None, 13, ["x"]) != \
+        cache_key(set_, "emotion", "validation", None, 13, ["x"])

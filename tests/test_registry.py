@@ -138,3 +138,56 @@ def test_a_run_folder_from_before_manifests_is_still_recognised(tmp_path):
     assert manifest is not None
     assert (manifest.base_model, manifest.prompt_style, manifest.tasks) == \
         ("qwen2.5-coder-0.5b-instruct-q4", "instruction", ("emotion",))
+
+
+def test_each_scheme_declares_its_options_with_their_defaults(monkeypatch):
+    from mentalglm.llm import machine, registry
+
+    monkeypatch.setattr(machine, "parallel_for", lambda n_ctx: 7 if n_ctx == 4096 else 3)
+    assert registry.backend_options("mentalglm-mini") == {"n_ctx": 4096, "n_threads": machine.cores(), "parallel": 7}
+    assert registry.backend_options("x.gguf", n_ctx=1024, threads=2)["parallel"] == 3  # chosen for that context
+    assert registry.backend_options("x.gguf", parallel=4, concurrency=9) == {"n_ctx": 4096, "n_threads": machine.cores(),
+                                                                            "parallel": 4}  # not an HTTP backend
+    assert registry.backend_options("x.gguf", adapter="lora.gguf")["parallel"] == 1  # the engine applies no LoRA yet
+    assert registry.backend_options("openai:gpt-4o", n_ctx=1024) == {"concurrency": 4}
+    assert registry.backend_options("vllm:m", tensor_parallel_size=2) == {"tensor_parallel_size": 2}
+    assert registry.backend_options("Qwen/Qwen2.5-0.5B-Instruct", parallel=8) == {}
+
+
+def test_the_command_line_shows_the_registry_defaults_and_opens_with_them(monkeypatch, capsys):
+    from dataclasses import replace
+
+    from mentalglm.cli import build_parser
+    from mentalglm.commands.common import open_from_args
+    from mentalglm.llm import machine, registry
+
+    parser = build_parser()
+    defaults = parser.parse_args(["analyze", "好累"])
+    with pytest.raises(SystemExit):
+        parser.parse_args(["analyze", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    for option in registry.options():
+        assert getattr(defaults, option.name) == option.default
+        said = option.chosen if option.choose else option.default  # chosen when the model opens
+        assert f"{option.flag} N {option.help} (default: {said})" in shown
+    seen = {}
+    monkeypatch.setattr(machine, "parallel_for", lambda n_ctx: 5)
+    monkeypatch.setitem(registry.SCHEMES, "gguf", replace(registry.SCHEMES["gguf"],
+                                                          open=lambda model, **kw: seen.update(kw) or "backend"))
+    assert open_from_args(parser.parse_args(["analyze", "--n-ctx", "2048", "好累"]))[0] == "backend"
+    assert (seen["n_ctx"], seen["parallel"], seen["n_threads"]) == (2048, 5, machine.cores())
+    open_from_args(parser.parse_args(["analyze", "--parallel", "2", "--threads", "1", "好累"]))
+    assert (seen["n_ctx"], seen["parallel"], seen["n_threads"]) == (4096, 2, 1)
+
+
+def test_availability_is_each_schemes_own_check(tmp_path, monkeypatch):
+    from mentalglm.llm.registry import availability
+
+    for name in ("MENTALGLM_BASE_URL", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    assert "base_url" in availability("openai:gpt-4o")
+    assert availability("openai:gpt-4o", "http://127.0.0.1:8000/v1") is None
+    assert availability("mentalglm-mini") is None and "not found" in availability(str(tmp_path / "no.gguf"))
+    assert "hf download zwzzz/MentalGLM" in availability("mentalglm")
+    assert availability("mentalglm", weights=str(tmp_path)) is None
+    assert availability(str(tmp_path)) is None  # a local folder

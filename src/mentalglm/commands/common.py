@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..llm.registry import DEFAULT_MODEL, open_backend, scheme_of
+from ..llm import registry
+from ..llm.registry import DEFAULT_MODEL, open_backend
 
 
 def add_model_args(p, default_model: str = DEFAULT_MODEL) -> None:
@@ -23,34 +24,27 @@ def add_model_args(p, default_model: str = DEFAULT_MODEL) -> None:
     g.add_argument("--risk-threshold", type=float,
                    help="P(high suicide risk) at which a post is flagged (label heads only; default: the heads' "
                         "operating point, chosen for high-risk recall of at least 0.90)")
-    g.add_argument("--n-ctx", type=int, default=4096, help="context length (llama.cpp)")
-    g.add_argument("--threads", type=int, help="CPU threads (llama.cpp; default: all cores)")
-    g.add_argument("--parallel", type=int, help="sequences decoded together (llama.cpp): posts, and the tasks of a post, "
-                                                 "share each step's read of the weights; 1 is one at a time; each costs "
-                                                 "a context of --n-ctx tokens of KV cache (see docs/scale.md; default: "
-                                                 "chosen from the machine)")
-    g.add_argument("--concurrency", type=int, default=4, help="parallel requests (HTTP backends)")
-    g.add_argument("--tensor-parallel-size", type=int, default=1, help="GPUs per model (vllm:<model> only)")
+    add_backend_args(g)
+
+
+def add_backend_args(group) -> None:
+    """The flags of every backend option the registry declares (its help and default; a default chosen from the
+    machine is said in the help and left unset here, so the registry chooses it when the model opens)."""
+    for option in registry.options():
+        text = f"{option.help} (default: {option.chosen})" if option.choose else option.help
+        group.add_argument(option.flag, type=int, default=option.default, metavar="N", help=text)
+
+
+def backend_options(args, model: str | None = None) -> dict:
+    """The registry's options for the model of ``args`` (or ``model``), as the flags give them or by default."""
+    given = {option.name: getattr(args, option.name) for option in registry.options()}
+    return registry.backend_options(model or args.model, args.base_url, getattr(args, "adapter", None), **given)
 
 
 def open_from_args(args):
     """(backend, prompt style) for the model options of ``args``."""
-    options = backend_options(args.model, args.base_url, concurrency=args.concurrency, n_ctx=args.n_ctx,
-                              threads=args.threads, tensor_parallel_size=args.tensor_parallel_size,
-                              parallel=args.parallel)
     return open_backend(args.model, adapter=args.adapter, base_url=args.base_url, prompt_style=_asked_style(args),
-                        weights=args.weights, **options)
-
-
-def backend_options(model: str, base_url: str | None, *, concurrency: int, n_ctx: int, threads: int | None,
-                    tensor_parallel_size: int = 1, parallel: int | None = None) -> dict:
-    """The command-line backend options that the scheme of ``model`` takes (the others do not apply to it)."""
-    from ..llm.llamacpp import default_parallel
-
-    return {"openai": {"concurrency": concurrency},
-            "vllm": {"tensor_parallel_size": tensor_parallel_size},
-            "gguf": {"n_ctx": n_ctx, "n_threads": threads, "parallel": parallel or default_parallel(n_ctx)},
-            }.get(scheme_of(model, base_url), {})
+                        weights=args.weights, **backend_options(args))
 
 
 def _asked_style(args) -> str | None:

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from ..data.records import DataError
 from ..llm.catalog import ZERO_SHOT_MODEL
+from .common import add_backend_args
 
 DATA_EXAMPLES = """the whole flow:
   mentalglm data build --out data/cimhi --max-per-task 25          # teacher explanations + QC + data card
@@ -105,9 +106,7 @@ def _register_build(verbs, fmt):
                    help="registry name, .gguf, HF folder, openai:<name> with --base-url, or 'none' (reuse only)")
     t.add_argument("--base-url",
                    help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 (key from $OPENAI_API_KEY)")
-    t.add_argument("--concurrency", type=int, default=4, help="parallel requests (HTTP teachers)")
-    t.add_argument("--n-ctx", type=int, default=4096, help="context length (llama.cpp)")
-    t.add_argument("--threads", type=int, help="CPU threads (llama.cpp; default: all cores)")
+    add_backend_args(t)
     t.add_argument("--max-tokens", type=int, default=256, help="explanation budget in tokens")
     t.add_argument("--temperature", type=float, default=0.3, help="first try; regenerations use --retry-temperature")
     t.add_argument("--retry-temperature", type=float, default=0.8)
@@ -210,9 +209,7 @@ def open_teacher(args):
     from ..llm.registry import open_backend
     from .common import backend_options
 
-    options = backend_options(args.teacher, args.base_url, concurrency=args.concurrency, n_ctx=args.n_ctx,
-                              threads=args.threads)
-    backend, _ = open_backend(args.teacher, base_url=args.base_url, **options)
+    backend, _ = open_backend(args.teacher, base_url=args.base_url, **backend_options(args, args.teacher))
     return backend
 
 

@@ -26,30 +26,7 @@ import numpy as np
 from .base import Backend, GenConfig, Generation, ModelUnavailable, Piece, Request
 from .chat_template import render_chat
 from .llamacpp_batch import common_prefix, held_back, output_row
-
-
-def default_threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-# KV cache a token costs, f16, for the GGUF models the project runs (Qwen2.5 1.5B: 28 KB; GLM-4-9B: 40 KB).
-KV_BYTES_PER_TOKEN = 32 * 1024
-
-
-def default_parallel(n_ctx: int = 4096) -> int:
-    """Sequences decoded together unless ``--parallel`` says: as many as a tenth of the available memory holds a
-    KV cache of ``n_ctx`` tokens for, as a power of two from 1 to 32. On a CPU a step of one token for each of
-    16-32 sequences costs little more than reading the weights once (docs/results-service.md), so more is faster
-    up to there, while each sequence holds its cache."""
-    try:
-        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):  # not Linux
-        return 4
-    fits = int(available / 10 / (max(1, n_ctx) * KV_BYTES_PER_TOKEN))
-    return max(1, min(32, 1 << max(0, fits.bit_length() - 1)))
+from .machine import cores
 
 
 class LlamaCppBackend(Backend):
@@ -67,7 +44,7 @@ class LlamaCppBackend(Backend):
             raise ModelUnavailable(f"GGUF file {path} not found")
         if lora_path is not None:
             lora_path = str(_gguf_adapter(lora_path))
-        threads = n_threads or default_threads()  # llama-cpp-python's own default is 1 thread here
+        threads = n_threads or cores()  # llama-cpp-python's own default is 1 thread here
         # With parallel sequences the engine's context does all the work; this one only tokenizes.
         self.llm = Llama(model_path=str(path), n_ctx=n_ctx if parallel <= 1 else 64, n_threads=threads,
                          n_threads_batch=threads, n_batch=n_batch if parallel <= 1 else 64, seed=seed,

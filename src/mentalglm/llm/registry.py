@@ -4,25 +4,71 @@
 a ``base_url`` (an OpenAI-compatible server), a llama.cpp catalog name or a ``.gguf`` path (llama.cpp; packaged
 GGUFs are assembled into the cache on first use), anything else a transformers catalog name, folder or HF id.
 Each opener owns the resolution of its names; the catalog of known models is ``catalog.py``.
+
+Each scheme also declares what its backend needs: its options with their defaults (``--parallel``'s chosen from
+the machine) and whether it can open a model here without loading anything. The command line (its flags),
+the suite (its systems' fields) and the server (through the command line) ask for them here: ``options``,
+``backend_options``, ``availability``.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from . import machine
 from .base import Backend, ModelUnavailable
 from .catalog import DEFAULT_MODEL, REGISTRY, assemble_packaged
 from .manifest import read_manifest
 
-# scheme -> opener(model, adapter=, base_url=, weights=, **backend options) -> Backend
+# opener(model, adapter=, base_url=, weights=, **backend options) -> Backend
 Opener = Callable[..., Backend]
-SCHEMES: dict[str, Opener] = {}
+# availability(model, base_url, weights) -> None when the scheme can open the model here, else why not and how to
+# get it; decided without loading anything or touching the network
+Check = Callable[[str, "str | None", "str | None"], "str | None"]
 
 
-def scheme(name: str) -> Callable[[Opener], Opener]:
+@dataclass(frozen=True)
+class Option:
+    """One setting a scheme's opener takes. ``name`` is how callers give it: the command line's flag (``--n-ctx``
+    for n_ctx), a suite system's field; ``keyword`` is the opener's argument when it is called otherwise. The
+    default is ``default``, or, with ``choose``, chosen from the machine and the other settings (``chosen`` says
+    how, for the command line's help)."""
+
+    name: str
+    help: str
+    default: int | None = None
+    choose: Callable[[dict], int] | None = None  # settings so far (by name, and the adapter) -> the default
+    chosen: str = ""
+    keyword: str = ""
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """An opener with what its backend needs: its options and its availability check."""
+
+    name: str
+    open: Opener
+    options: tuple[Option, ...]
+    availability: Check
+
+    def __call__(self, model: str, **kwargs) -> Backend:
+        return self.open(model, **kwargs)
+
+
+SCHEMES: dict[str, Scheme] = {}
+
+
+def scheme(name: str, options: tuple[Option, ...], availability: Check) -> Callable[[Opener], Opener]:
     def register(opener: Opener) -> Opener:
-        SCHEMES[name] = opener
+        SCHEMES[name] = Scheme(name, opener, options, availability)
         return opener
     return register
 
@@ -39,21 +85,101 @@ def scheme_of(model: str, base_url: str | None = None) -> str:
     return "hf"
 
 
-@scheme("vllm")
-def _open_vllm(model: str, adapter: str | None, base_url: str | None, weights: str | None, **options) -> Backend:
-    from .vllm_backend import VLLMBackend, settings_for  # GPU offline batches; options are VLLMSettings fields
-
-    return VLLMBackend(settings_for(model, weights, adapter=adapter, **options))
-
-
-@scheme("openai")
-def _open_openai(model: str, adapter: str | None, base_url: str | None, weights: str | None, **options) -> Backend:
-    from .openai_client import OpenAIBackend
-
-    return OpenAIBackend(model.removeprefix("openai:"), base_url=base_url, **options)
+def options() -> list[Option]:
+    """Every scheme's options, each once (by name), in the order the schemes declare them: the command line's
+    model flags."""
+    seen: dict[str, Option] = {}
+    for entry in SCHEMES.values():
+        for option in entry.options:
+            seen.setdefault(option.name, option)
+    return list(seen.values())
 
 
-@scheme("gguf")
+def backend_options(model: str, base_url: str | None = None, adapter: str | None = None, **given) -> dict:
+    """The options the scheme of ``model`` takes, as its opener's keywords: each as ``given`` (by name), else its
+    default (chosen from the machine where it is). Given options of other schemes do not apply and are left out."""
+    declared, settings = SCHEMES[scheme_of(model, base_url)].options, {"adapter": adapter}
+    for option in declared:
+        value = given.get(option.name)
+        if value is None:
+            value = option.choose(settings) if option.choose else option.default
+        settings[option.name] = value
+    return {option.keyword or option.name: settings[option.name] for option in declared}
+
+
+def availability(model: str, base_url: str | None = None, weights: str | None = None) -> str | None:
+    """None when ``model`` can be opened here, else why not and how to get it: known without loading anything and
+    without the network (a model that is neither a folder nor in the Hugging Face cache is not here)."""
+    return SCHEMES[scheme_of(model, base_url)].availability(model, base_url, weights)
+
+
+def in_hf_cache(model_id: str) -> bool:
+    """Whether the Hugging Face cache holds ``model_id`` (its config.json)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(model_id, "config.json"), str)
+    except Exception:  # not a valid repo id
+        return False
+
+
+def _missing(module: str, extra: str, feature: str) -> str | None:
+    from ..errors import MissingExtra
+
+    return None if importlib.util.find_spec(module) else f"{MissingExtra(extra, module, feature)}."
+
+
+def _vllm_available(model: str, base_url: str | None, weights: str | None) -> str | None:
+    return _missing("vllm", "vllm", "the vLLM backend (GPU machines only)")
+
+
+def _openai_available(model: str, base_url: str | None, weights: str | None) -> str | None:
+    from .openai_client import BASE_URL_ENV
+
+    if base_url or any(os.environ.get(k) for k in BASE_URL_ENV):
+        return None
+    return (f"{model} needs an OpenAI-compatible server: give its address as base_url (--base-url; "
+            f"${' or $'.join(BASE_URL_ENV)}) and the key in $OPENAI_API_KEY.")
+
+
+def _gguf_available(model: str, base_url: str | None, weights: str | None) -> str | None:
+    if model in REGISTRY or Path(model).exists():
+        return None  # packaged GGUFs assemble from installed parts; a missing part is reported when opening
+    return f"GGUF file {model} not found."
+
+
+def _hf_available(model: str, base_url: str | None, weights: str | None) -> str | None:
+    if missing := _missing("transformers", "train", "the Hugging Face backend"):
+        return missing
+    entry = REGISTRY.get(model)
+    if weights:
+        return None if Path(weights).is_dir() else f"weights folder {weights} not found."
+    hf_id = entry.hf_id if entry else model
+    if Path(model).is_dir() or in_hf_cache(hf_id):
+        return None
+    field = "weights" if entry else "model"
+    if entry and entry.how_to_get:
+        how = f"{entry.how_to_get} In a suite file: `weights: DIR` for this system."
+    else:
+        how = (f"On a machine with internet run `hf download {hf_id} --local-dir DIR`, copy DIR here and give it as "
+               f"the {field} (--{field} DIR; `{field}: DIR` for a system of a suite file).")
+    return f"{model!r}: weights are not on this machine. {how}"
+
+
+N_CTX = Option("n_ctx", "context length of a sequence, in tokens (llama.cpp)", default=4096)
+THREADS = Option("threads", "CPU threads (llama.cpp)", choose=lambda settings: machine.cores(), chosen="all cores",
+                 keyword="n_threads")
+PARALLEL = Option(
+    "parallel", "sequences decoded together (llama.cpp): posts, and the tasks of a post, share each step's read of "
+                "the weights; 1 is one at a time; each costs a context of --n-ctx tokens of KV cache (see docs/scale.md)",
+    choose=lambda settings: 1 if settings["adapter"] else machine.parallel_for(settings["n_ctx"]),
+    chosen="as many as a tenth of the free memory holds KV caches of --n-ctx tokens for, a power of two up to 32; "
+           "1 with an adapter")
+CONCURRENCY = Option("concurrency", "parallel requests (HTTP backends)", default=4)
+TENSOR_PARALLEL_SIZE = Option("tensor_parallel_size", "GPUs per model (vllm:<model> only)", default=1)
+
+
+@scheme("gguf", (N_CTX, THREADS, PARALLEL), _gguf_available)
 def _open_gguf(model: str, adapter: str | None, base_url: str | None, weights: str | None, **options) -> Backend:
     from .llamacpp import LlamaCppBackend
 
@@ -64,7 +190,21 @@ def _open_gguf(model: str, adapter: str | None, base_url: str | None, weights: s
     return LlamaCppBackend(path, name=entry.name if entry else path.name, lora_path=adapter, **options)
 
 
-@scheme("hf")
+@scheme("openai", (CONCURRENCY,), _openai_available)
+def _open_openai(model: str, adapter: str | None, base_url: str | None, weights: str | None, **options) -> Backend:
+    from .openai_client import OpenAIBackend
+
+    return OpenAIBackend(model.removeprefix("openai:"), base_url=base_url, **options)
+
+
+@scheme("vllm", (TENSOR_PARALLEL_SIZE,), _vllm_available)
+def _open_vllm(model: str, adapter: str | None, base_url: str | None, weights: str | None, **options) -> Backend:
+    from .vllm_backend import VLLMBackend, settings_for  # GPU offline batches; options are VLLMSettings fields
+
+    return VLLMBackend(settings_for(model, weights, adapter=adapter, **options))
+
+
+@scheme("hf", (), _hf_available)
 def _open_hf(model: str, adapter: str | None, base_url: str | None, weights: str | None, **options) -> Backend:
     from .hf import HFBackend
 

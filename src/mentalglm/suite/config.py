@@ -25,6 +25,7 @@ from pathlib import Path
 from ..baselines import BASELINES
 from ..data.records import DataError
 from ..data.sources import SPLITS
+from ..llm import registry
 from ..tasks import get_task
 
 KINDS = (*BASELINES, "llm")
@@ -52,9 +53,14 @@ class SystemSpec:
     shots_seed: int = 13
     explain: bool = False
     max_tokens: int = 160
-    n_ctx: int = 4096
+    # the backend's options (llm.registry declares them, their defaults and the machine-chosen ones; None: the
+    # registry's default). Only those of the model's scheme apply: n_ctx, threads, parallel for llama.cpp,
+    # concurrency for an OpenAI-compatible server, tensor_parallel_size for vLLM.
+    n_ctx: int = registry.N_CTX.default
     threads: int | None = None
-    concurrency: int = 4
+    parallel: int | None = None
+    concurrency: int | None = None
+    tensor_parallel_size: int | None = None
     # encoder
     epochs: float = 3.0
     max_steps: int = -1
@@ -65,9 +71,13 @@ class SystemSpec:
     # Fields that do not change a prediction: left out of the cache key, so renaming a row or raising the
     # thread count reuses what was computed.
     _NOT_IN_KEY = ("name", "family", "tasks", "how_to_get", "threads", "concurrency")
+    # Fields in the key only when the file sets them: sequences decoded together round differently, which can
+    # change a label; unset (the machine's choice) they leave the keys of earlier runs as they were.
+    _KEY_WHEN_SET = ("parallel", "tensor_parallel_size")
 
     def settings(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k not in self._NOT_IN_KEY}
+        return {k: v for k, v in asdict(self).items()
+                if k not in self._NOT_IN_KEY and not (k in self._KEY_WHEN_SET and v is None)}
 
     @property
     def fitted_on_train(self) -> bool:
@@ -102,6 +112,7 @@ def cache_key(system: SystemSpec, task: str, split: str, sample: int | None, see
 
 
 _SYSTEM_FIELDS = {f.name: f for f in fields(SystemSpec)}
+_BACKEND_OPTIONS = {option.name for option in registry.options()}
 _SUITE_KEYS = {"name", "systems", "tasks", "split", "sample", "seed", "reference", "resamples", "bootstrap_seed",
                "title"}
 
@@ -141,6 +152,8 @@ def _system(path, k: int, raw) -> SystemSpec:
                 raise DataError(path, None, f"{where}.{key}: a number, found {value!r}")
         if isinstance(default, bool) and not isinstance(value, bool):
             raise DataError(path, None, f"{where}.{key}: true or false, found {value!r}")
+        if key in _BACKEND_OPTIONS and value is not None and (type(value) is not int or value < 1):
+            raise DataError(path, None, f"{where}.{key}: a whole number of at least 1, found {value!r}")
     for key in ("name", "family", "how_to_get", "model", "adapter", "weights", "base_url", "prompt_style", "heads"):
         if values.get(key) is not None:
             values[key] = str(values[key])

@@ -7,17 +7,14 @@ server address, or vLLM without its package make the system *skipped*, with the 
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from pathlib import Path
 from typing import Callable
 
 from ..data.records import Example
 from ..data.sources import training_posts
 from ..evaluate.predictions import GoldSet, write_predictions
+from ..llm import registry
 from ..llm.base import ModelUnavailable
-from ..llm.catalog import REGISTRY
-from ..llm.registry import scheme_of
 from .config import SystemSpec
 
 
@@ -25,22 +22,9 @@ class Skipped(Exception):
     """The system cannot run here; the message says why and how to get what it needs."""
 
 
-def _in_hf_cache(model_id: str) -> bool:
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        return isinstance(try_to_load_from_cache(model_id, "config.json"), str)
-    except Exception:  # not a valid repo id
-        return False
-
-
-def _hf_download(model_id: str, field: str) -> str:
-    return (f"on a machine with internet run `hf download {model_id} --local-dir DIR`, copy DIR here and set "
-            f"`{field}: DIR` for this system")
-
-
 def availability(system: SystemSpec) -> str | None:
-    """None when the system can run here, else why not (and how to get what it needs)."""
+    """None when the system can run here, else why not (and how to get what it needs): an LLM's model as the
+    registry's check for its scheme says, an encoder when it is a folder or in the Hugging Face cache."""
     advice = f" {system.how_to_get}" if system.how_to_get else ""
     if system.adapter and not Path(system.adapter).exists():
         return f"adapter {system.adapter} not found (train it with `mentalglm train`).{advice}"
@@ -48,38 +32,20 @@ def availability(system: SystemSpec) -> str | None:
         return None
     model = system.model or ""
     if system.kind == "encoder":
-        if Path(model).is_dir() or _in_hf_cache(model):
+        if Path(model).is_dir() or registry.in_hf_cache(model):
             return None
-        return f"encoder {model!r} is neither a local folder nor in the Hugging Face cache: {_hf_download(model, 'model')}."
-    scheme = scheme_of(model, system.base_url)
-    if scheme == "openai":
-        if not (system.base_url or os.environ.get("OPENAI_BASE_URL")):
-            return (f"{model} needs an OpenAI-compatible server: set `base_url` for this system (or $OPENAI_BASE_URL) "
-                    f"and the key in $OPENAI_API_KEY.{advice}")
-        return None
-    if scheme == "vllm":
-        return None if importlib.util.find_spec("vllm") else f"vLLM is not installed (GPU machines: pip install " \
-                                                                f"'mentalglm[vllm]').{advice}"
-    entry = REGISTRY.get(model)
-    if scheme == "gguf":
-        if entry or Path(model).exists():
-            return None  # packaged GGUFs assemble from installed parts; a missing part is reported when opening
-        return f"GGUF file {model} not found.{advice}"
-    if system.weights:
-        return None if Path(system.weights).is_dir() else f"weights folder {system.weights} not found.{advice}"
-    hf_id = entry.hf_id if entry else model
-    if Path(model).is_dir() or _in_hf_cache(hf_id):
-        return None
-    if entry and entry.how_to_get:
-        how = f"{entry.how_to_get} In a suite file: `weights: DIR` for this system."
-    else:
-        how = _hf_download(hf_id, "weights" if entry else "model") + "."
-    return f"{model!r}: weights are not on this machine. {how}{advice}"
+        return (f"encoder {model!r} is neither a local folder nor in the Hugging Face cache: on a machine with "
+                f"internet run `hf download {model} --local-dir DIR`, copy DIR here and set `model: DIR` for this "
+                f"system.{advice}")
+    reason = registry.availability(model, system.base_url, system.weights)
+    return f"{reason}{advice}" if reason else None
 
 
-def _backend_options(system: SystemSpec) -> dict:
-    return {"openai": {"concurrency": system.concurrency},
-            "gguf": {"n_ctx": system.n_ctx, "n_threads": system.threads}}.get(scheme_of(system.model, system.base_url), {})
+def backend_options(system: SystemSpec) -> dict:
+    """The registry's options for the system's model, as the system sets them or by default (``parallel``
+    chosen from the machine as on the command line)."""
+    given = {option.name: getattr(system, option.name) for option in registry.options()}
+    return registry.backend_options(system.model, system.base_url, system.adapter, **given)
 
 
 class SystemRunner:
@@ -116,13 +82,11 @@ class SystemRunner:
                 on_result(row)
 
     def _open(self) -> None:
-        from ..llm.registry import open_backend
-
         s = self.system
         try:
-            self.backend, self.style = open_backend(s.model, adapter=s.adapter, base_url=s.base_url,
-                                                    prompt_style=s.prompt_style, weights=s.weights,
-                                                    **_backend_options(s))
+            self.backend, self.style = registry.open_backend(s.model, adapter=s.adapter, base_url=s.base_url,
+                                                             prompt_style=s.prompt_style, weights=s.weights,
+                                                             **backend_options(s))
         except ModelUnavailable as e:
             raise Skipped(str(e) + (f" {s.how_to_get}" if s.how_to_get else "")) from None
 

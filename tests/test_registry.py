@@ -191,3 +191,9 @@ def test_availability_is_each_schemes_own_check(tmp_path, monkeypatch):
     assert "hf download zwzzz/MentalGLM" in availability("mentalglm")
     assert availability("mentalglm", weights=str(tmp_path)) is None
     assert availability(str(tmp_path)) is None  # a local folder
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("torch", "vllm") else real(name, *a))
+    assert "pip install 'mentalglm[train]'" in availability(str(tmp_path))  # before anything loads
+    assert "pip install 'mentalglm[vllm]'" in availability("vllm:zwzzz/MentalGLM-chat")

@@ -123,14 +123,16 @@ def in_hf_cache(model_id: str) -> bool:
         return False
 
 
-def _missing(module: str, extra: str, feature: str) -> str | None:
+def _missing(modules: tuple[str, ...], extra: str, feature: str) -> str | None:
+    """Why a backend cannot run without an optional extra (as ``errors.require`` would say), or None."""
     from ..errors import MissingExtra
 
-    return None if importlib.util.find_spec(module) else f"{MissingExtra(extra, module, feature)}."
+    absent = next((m for m in modules if importlib.util.find_spec(m) is None), None)
+    return f"{MissingExtra(extra, absent, feature)}." if absent else None
 
 
 def _vllm_available(model: str, base_url: str | None, weights: str | None) -> str | None:
-    return _missing("vllm", "vllm", "the vLLM backend (GPU machines only)")
+    return _missing(("vllm",), "vllm", "the vLLM backend (GPU machines only)")
 
 
 def _openai_available(model: str, base_url: str | None, weights: str | None) -> str | None:
@@ -149,7 +151,8 @@ def _gguf_available(model: str, base_url: str | None, weights: str | None) -> st
 
 
 def _hf_available(model: str, base_url: str | None, weights: str | None) -> str | None:
-    if missing := _missing("transformers", "train", "the Hugging Face backend"):
+    if missing := _missing(("torch", "transformers"), "train",
+                           "the Hugging Face backend (a model given as an HF id or folder)"):
         return missing
     entry = REGISTRY.get(model)
     if weights:

@@ -36,7 +36,7 @@ class Option:
     """One setting a scheme's opener takes. ``name`` is how callers give it: the command line's flag (``--n-ctx``
     for n_ctx), a suite system's field; ``keyword`` is the opener's argument when it is called otherwise. The
     default is ``default``, or, with ``choose``, chosen from the machine and the other settings (``chosen`` says
-    how, for the command line's help)."""
+    how, for the command line's help). Every option is a whole number of at least 1."""
 
     name: str
     help: str

@@ -14,7 +14,7 @@ from mentalglm.heads import HeadsError, load_heads
 from mentalglm.heads.fit import fit_head, recall_threshold
 from mentalglm.heads.model import NgramScorer
 from mentalglm.inputs import Post
-from mentalglm.llm.base import GenConfig
+from mentalglm.llm.base import Backend, GenConfig, Generation
 from mentalglm.prompts import heads_request
 from mentalglm.tasks import get_task
 from serve_helpers import serve, tiny_llama  # noqa: F401  (fixtures)
@@ -185,6 +185,8 @@ def test_analyze_with_heads_gives_labels_over_the_closed_set_with_probabilities(
             assert r["high_risk"] == (r["scores"]["高自杀风险"] >= head.risk_threshold)
             assert r["raw"].startswith(f"这篇帖子体现了{r['labels'][0]}。理由：")  # explained after the label
         assert r["evidence_ok"] in (True, False)
+        assert r["explanation_consistent"] in (True, False, None) and isinstance(r["quotes_repaired"], int)
+        assert "runner_up" in r and "explanation_labels" in r
     assert rows[0]["labels"] == ["高自杀风险"] and rows[2]["labels"] == ["低自杀风险"]
     # Labels only: the same labels and scores (an explanation never changes the label); a threshold of 0 flags all.
     labels_only = tmp_path / "labels.jsonl"
@@ -193,6 +195,8 @@ def test_analyze_with_heads_gives_labels_over_the_closed_set_with_probabilities(
     assert [(r["labels"], r["scores"]) for r in again] == [(r["labels"], r["scores"]) for r in rows]
     assert all(r["high_risk"] for r in again if r["task"] == "suicide_risk")
     assert all(r["explanation"] == "" and r["evidence_ok"] is None for r in again)
+    assert all(r["explanation_consistent"] is None and r["runner_up"] == rows[i]["runner_up"]
+               for i, r in enumerate(again))
 
 
 def test_resume_refuses_another_heads_folder(backend, heads_dir, tmp_path, capsys):
@@ -281,3 +285,103 @@ def test_the_table_says_when_a_low_risk_label_is_flagged_by_the_threshold(backen
     assert main([*args, "--risk-threshold", "1"]) == 0
     out = capsys.readouterr().out
     assert "低自杀风险" in out and "flagged" not in out and "12356" not in out
+
+
+class ScriptedExplainer(Backend):
+    """The tiny GGUF reads the states; every explanation is ``explanation`` after the prefilled answer (the
+    requests it was asked are kept, to check the prompt)."""
+
+    hidden_states = True
+
+    def __init__(self, inner, explanation: str):
+        self.inner, self.explanation, self.asked = inner, explanation, []
+        self.name, self.path, self.context_length = inner.name, inner.path, inner.context_length
+
+    def prompt_states(self, requests, mean_of):
+        return self.inner.prompt_states(requests, mean_of)
+
+    def generate(self, requests, config):
+        self.asked += requests
+        return [Generation(r.answer_prefix + self.explanation) for r in requests]
+
+    def count_tokens(self, text):
+        return self.inner.count_tokens(text)
+
+
+@pytest.fixture(scope="module")
+def unsure_heads(heads_dir, tmp_path_factory):
+    """The tiny heads with an unsure.json: every emotion row is unsure, no suicide_risk row is."""
+    import shutil
+
+    from mentalglm.heads.unsure import write_thresholds
+
+    folder = shutil.copytree(heads_dir, tmp_path_factory.mktemp("unsure") / "heads")
+    write_thresholds(folder, {"tasks": {"emotion": {"threshold": 1.01}, "suicide_risk": {"threshold": 0.0}}})
+    return folder
+
+
+def test_unsure_rows_name_the_runner_up_and_the_explanation_weighs_the_two(backend, heads_dir, unsure_heads):
+    assert load_heads(heads_dir).unsure == {}  # no unsure.json: the documented defaults
+    assert load_heads(heads_dir).unsure_threshold("emotion") == 0.6
+    assert load_heads(heads_dir).unsure_threshold("cognitive_distortion") == 0.1
+    assert load_heads(unsure_heads).unsure == {"emotion": 1.01, "suicide_risk": 0.0}  # listed, sha256-checked
+    scripted = ScriptedExplainer(backend, "帖子说“周末很开心朋友”，心情不错。")
+    analyzer = Analyzer(scripted, AnalyzeConfig(tasks=("emotion", "suicide_risk"), style="heads",
+                                                heads=str(unsure_heads)))
+    emotion, risk = analyzer.analyze(POSTS[1])
+    top, second = sorted(emotion.scores, key=emotion.scores.get, reverse=True)[:2]
+    assert emotion.labels == [top] and emotion.runner_up == {"label": second, "p": emotion.scores[second]}
+    [asked] = [r for r in scripted.asked if "情绪" in r.messages[1]["content"]]
+    lead = f"把握不大（{top} {emotion.scores[top]:.2f}，{second} {emotion.scores[second]:.2f}），需要在{top}与{second}之间权衡："
+    # The label sentence first (fixed), then the lead that asks to weigh the two; the prompt before the answer is
+    # the one the state was read from.
+    assert asked.answer_prefix == f"这篇帖子体现的情绪是{top}。理由：{lead}"
+    assert asked.messages == heads_request(get_task("emotion"), POSTS[1]).messages
+    assert emotion.explanation == lead + "帖子说“周末很开心朋友”，心情不错。"
+    assert emotion.raw.startswith(f"这篇帖子体现的情绪是{top}。理由：把握不大")
+    assert risk.runner_up is None and not risk.explanation.startswith("把握不大")
+    # The consistency check read both explanations (without the lead and the quote).
+    for row in (emotion, risk):
+        assert row.explanation_consistent in (True, False) and len(row.explanation_labels) == 1
+        assert row.evidence_ok is True and row.quotes_repaired == 0
+
+
+def test_near_miss_quotes_are_snapped_to_the_post_and_made_up_ones_are_not(backend, heads_dir):
+    scripted = ScriptedExplainer(backend, "帖子说“周末很高兴朋友”，还说“我要去海边旅行了”。")
+    analyzer = Analyzer(scripted, AnalyzeConfig(tasks=("emotion",), style="heads", heads=str(heads_dir)))
+    [row] = analyzer.analyze(POSTS[1])
+    assert row.explanation.endswith("帖子说“周末很开心朋友”，还说“我要去海边旅行了”。")
+    assert row.quotes_repaired == 1 and row.evidence_ok is False  # the made-up quote still fails the check
+    assert any("quote repaired to the post's words: “周末很高兴朋友” → “周末很开心朋友”" in w for w in row.warnings)
+    assert any("not in the post: “我要去海边旅行了”" in w for w in row.warnings)
+    assert "“周末很高兴朋友”" in row.raw  # raw keeps what the model wrote
+
+
+def test_the_levels_reader_reads_the_argument_not_the_quotes():
+    from mentalglm.heads.reader import argument, explanation_reader, load_trained
+
+    heads = load_heads()
+    levels = explanation_reader(heads.head("suicide_risk_levels"), ordinal=True, trained=load_trained())
+    risk = explanation_reader(heads.head("suicide_risk"), trained=load_trained())
+    assert levels.kind == risk.kind == "trained"
+    high = "该用户发言中“今天天气很好”表明用户已经决定了自杀的方法和日期，强烈的自杀意愿，准备结束生命。"
+    assert argument(high) == "该用户发言中表明用户已经决定了自杀的方法和日期，强烈的自杀意愿，准备结束生命。"
+    assert int(levels.argued(argument(high))) >= 6 and risk.argued(argument(high)) == "高自杀风险"
+    argued = levels.argued(argument(high))
+    assert levels.consistent(argued, [str(int(argued) - 1)]) and not levels.consistent(argued, ["0"])
+    assert levels.argued(argument("“只有引文”。")) is None and levels.consistent(None, ["3"]) is None
+
+
+def test_api_rows_carry_the_runner_up_and_the_explanation_checks(tiny_llama, unsure_heads, tmp_path):  # noqa: F811
+    with serve(tiny_llama, tmp_path, prompt_style="heads", heads=str(unsure_heads), max_tokens=8,
+               tasks=("emotion", "suicide_risk")) as (_, client):
+        out = client.post("/v1/analyze", json={"text": POSTS[1]}).json()
+        emotion, risk = out["results"][0]["analyses"]
+        second = sorted(emotion["scores"], key=emotion["scores"].get, reverse=True)[1]
+        assert emotion["runner_up"] == {"label": second, "p": emotion["scores"][second]}
+        assert emotion["explanation"].startswith("把握不大") and risk["runner_up"] is None
+        for row in (emotion, risk):
+            assert row["explanation_consistent"] in (True, False) and len(row["explanation_labels"]) == 1
+            assert isinstance(row["quotes_repaired"], int)
+        schema = client.get("/openapi.json").json()["components"]["schemas"]["AnalysisOut"]["properties"]
+        assert {"runner_up", "explanation_labels", "explanation_consistent", "quotes_repaired"} <= set(schema)

@@ -137,7 +137,10 @@ def test_the_explanation_appears_as_it_is_written(browser, paced_server, paced_s
 
 @pytest.fixture(scope="module")
 def heads_server(tiny_llama, tmp_path_factory):  # noqa: F811
+    from mentalglm.heads.unsure import write_thresholds
+
     folder = build_tiny_heads(tiny_llama, tmp_path_factory.mktemp("page-heads") / "heads")
+    write_thresholds(folder, {"tasks": {"suicide_risk": {"threshold": 1.01}}})  # every suicide_risk row unsure
     with serve(tiny_llama, tmp_path_factory.mktemp("page2"), prompt_style="heads", heads=str(folder)) as (server, _):
         yield server
 
@@ -155,4 +158,5 @@ def test_label_heads_show_probabilities_and_the_evidence_check(browser, heads_se
     bars = card.locator(".score-row")
     assert bars.count() == 2 and "高自杀风险" in bars.nth(0).inner_text()  # most probable first
     assert card.locator(".evidence").count() == 1  # the explanation's quotes were checked, one way or the other
+    assert "低自杀风险" in card.locator(".runner-up").inner_text()  # unsure: the runner-up beside the label
     page.context.close()

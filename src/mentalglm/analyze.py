@@ -4,10 +4,12 @@ posts -> (redact) -> prompt from the task spec -> backend -> parse with the task
 (+ high-risk flag). With label heads (``style="heads"``, the default model mentalglm-mini) the label
 is not generated: the heads give every label of the task a probability from the model's hidden
 state at the end of the prompt, the label is decided over that closed set, and the explanation is
-generated afterwards, continuing the same prompt after the chosen label's sentence. Quoted evidence
-in every explanation is checked against the post (``evidence_ok``). Files are written one JSON line
-per (post, task) as results are produced (``mentalglm.jsonl``), and ``--resume`` skips the pairs an
-earlier run already wrote, redoing its errors.
+generated afterwards, continuing the same prompt after the chosen label's sentence; when the decision is close
+(``heads.unsure``) the row names the runner-up and the explanation is asked to weigh the two. Quotes that are
+near misses of the post's words are repaired to the post's closest span, then every quote is checked against
+the post (``evidence_ok``), and a reader says which label the explanation argues for (``heads.reader``).
+Files are written one JSON line per (post, task) as results are produced (``mentalglm.jsonl``), and
+``--resume`` skips the pairs an earlier run already wrote, redoing its errors.
 
 ``Analyzer`` is the one run engine: ``analyze``, ``eval predict``, the service's requests and its jobs all go
 through it. A backend failure is either recorded in the rows it hit (a file of posts goes on) or raised (the
@@ -25,11 +27,11 @@ from itertools import islice
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
-from .evidence import check_evidence
+from .evidence import check_evidence, repair_quotes
 from .inputs import Post
 from .jsonl import drop_lines, read_objects
 from .llm.base import Backend, GenConfig, Request, batches
-from .prompts import build_request, heads_request, label_only_stops
+from .prompts import build_request, heads_request, label_only_stops, unsure_lead
 from .safety import redact as redact_pii
 from .tasks import DEFAULT_TASKS, INVALID, OK, TaskSpec, get_task, parse_answer
 
@@ -54,6 +56,11 @@ class Analysis:
     label_en: list[str] = field(default_factory=list)
     scores: dict[str, float] = field(default_factory=dict)  # label -> calibrated probability (label heads)
     evidence_ok: bool | None = None  # every quote of the explanation is in the post (None: no explanation)
+    # Added later, at the end with defaults so older rows (resume) still load:
+    runner_up: dict | None = None  # unsure rows (label heads): {"label": the runner-up, "p": its probability}
+    explanation_labels: list[str] | None = None  # the label the explanation argues for, read from it alone
+    explanation_consistent: bool | None = None  # that label agrees with the row's (None: no explanation or reader)
+    quotes_repaired: int = 0  # near-miss quotes replaced by the post's closest span (each named in warnings)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False)
@@ -99,8 +106,9 @@ class Analyzer:
         self.specs: list[TaskSpec] = [get_task(t) for t in config.tasks]
         self._budget: dict[str, int] = {}
         self.headset = None
+        self.readers: dict = {}  # task -> heads.reader.ExplanationReader
         if config.style == "heads":
-            self.headset = _open_heads(backend, config)
+            self.headset, self.readers = _open_heads(backend, config)
 
     def gen_config(self, spec: TaskSpec) -> GenConfig:
         if self.config.explain:
@@ -180,10 +188,11 @@ class Analyzer:
         parsed = parse_answer(spec, raw)
         if parsed.status == INVALID:
             warnings = [*warnings, f"model output did not parse: {parsed.reason}"]
-        return Analysis(post.id, spec.name, list(parsed.labels), parsed.explanation, raw, parsed.status,
+        explanation, evidence_ok, repaired = _evidence(spec, parsed.explanation, post.text, warnings)
+        return Analysis(post.id, spec.name, list(parsed.labels), explanation, raw, parsed.status,
                         self.backend.name, round(latency_ms, 1), spec.high_risk_in(parsed.labels), warnings,
-                        label_en=[spec.label(n).en for n in parsed.labels],
-                        evidence_ok=_evidence(spec, parsed.explanation, post.text, warnings))
+                        label_en=[spec.label(n).en for n in parsed.labels], evidence_ok=evidence_ok,
+                        quotes_repaired=repaired)
 
     def _by_heads(self, pairs: Sequence[tuple[Post, TaskSpec]], watch: Watcher | None = None) -> list[Analysis]:
         """Label (post, task) pairs by the tasks' heads over their closed label sets, then (optionally) explain each
@@ -208,6 +217,7 @@ class Analyzer:
         probs: list = [None] * len(live)
         labels: list = [None] * len(live)
         asked: list = [None] * len(live)
+        unsure: list = [(None, "")] * len(live)  # (runner-up, the explanation's prefilled lead)
 
         def decide(k: int, state) -> Request | None:
             """The head's decision from the state; then the explanation to write, if asked for. A watcher hears
@@ -215,11 +225,12 @@ class Analyzer:
             (post, spec), head = pairs[live[k]], heads[k]
             probs[k] = head.probabilities(texts[k], state)
             labels[k] = head.decide(probs[k])
+            unsure[k] = self._unsure(spec, head, probs[k], labels[k])
             if watch is not None:
                 watch.decided(self._heads_row(post, spec, head, probs[k], labels[k], spec.label_sentence(labels[k]),
-                                              "", 0.0, list(notes[k])))
+                                              "", 0.0, list(notes[k]), {"runner_up": unsure[k][0]}))
             if self.config.explain:
-                asked[k] = heads_request(spec, texts[k], tuple(labels[k]))
+                asked[k] = heads_request(spec, texts[k], tuple(labels[k]), unsure[k][1])
             return asked[k]
 
         keys = [(pairs[i][0].id, pairs[i][1].name) for i in live]
@@ -230,7 +241,8 @@ class Analyzer:
                 GenConfig(max_tokens=self.config.max_tokens, temperature=self.config.temperature, stop=("\n\n",)),
                 self._told(watch, keys))
             raws = [g.text if g else pairs[i][1].label_sentence(lab) for i, g, lab in zip(live, gens, labels)]
-            explanations = [g.text[len(r.answer_prefix):].strip() if g else "" for g, r in zip(gens, asked)]
+            explanations = [(lead + g.text[len(r.answer_prefix):]).strip() if g else ""
+                            for g, r, (_, lead) in zip(gens, asked, unsure)]
         except Exception as e:
             for i in live:
                 out[i] = self._backend_failed([pairs[i][0]], pairs[i][1], e)[0]
@@ -238,10 +250,35 @@ class Analyzer:
         latency = round((time.perf_counter() - start) * 1000, 1)
         for k, i in enumerate(live):
             (post, spec), warnings = pairs[i], notes[k]
-            out[i] = self._heads_row(
-                post, spec, heads[k], probs[k], labels[k], raws[k], explanations[k], latency, warnings,
-                _evidence(spec, explanations[k], texts[k], warnings) if self.config.explain else None)
+            checks = self._checked(spec, labels[k], explanations[k], texts[k], warnings, unsure[k][1])
+            out[i] = self._heads_row(post, spec, heads[k], probs[k], labels[k], raws[k], checks.pop("explanation"),
+                                     latency, warnings, {"runner_up": unsure[k][0], **checks})
         return out  # type: ignore[return-value]
+
+    def _unsure(self, spec: TaskSpec, head, probs, labels: list[str]) -> tuple[dict | None, str]:
+        """(the runner-up of an unsure decision, the lead its explanation starts with), or (None, "")."""
+        from .heads.unsure import runner_up
+
+        runner = runner_up(head, probs, labels, self.headset.unsure_threshold(spec.name))
+        if runner is None:
+            return None, ""
+        p_label = None if head.multi_label else float(probs[head.labels.index(labels[0])])
+        return runner, unsure_lead(spec, tuple(labels), runner["label"], runner["p"], p_label)
+
+    def _checked(self, spec: TaskSpec, labels: list[str], explanation: str, post: str, warnings: list[str],
+                 lead: str = "") -> dict:
+        """An explanation's checks: near-miss quotes repaired, then ``evidence_ok``; the label it argues for (read
+        without ``lead`` and the quotes) and whether that is the row's label."""
+        explanation, evidence_ok, repaired = _evidence(spec, explanation, post, warnings)
+        out = {"explanation": explanation, "evidence_ok": evidence_ok, "quotes_repaired": repaired}
+        reader = self.readers.get(spec.name)
+        if explanation and reader is not None:
+            from .heads.reader import argument
+
+            argued = reader.argued(argument(explanation, lead))
+            out["explanation_labels"] = None if argued is None else [argued]
+            out["explanation_consistent"] = reader.consistent(argued, labels)
+        return out
 
     def _pair_by_pair(self, pairs: Sequence[tuple[Post, TaskSpec]], watch: Watcher | None = None) -> list[Analysis]:
         """``_by_heads`` one sequence at a time, each pair alone: its explanation continues the prompt its state left
@@ -254,12 +291,12 @@ class Analyzer:
         return out  # type: ignore[return-value]
 
     def _heads_row(self, post: Post, spec: TaskSpec, head, probs, labels: list[str], raw: str, explanation: str,
-                   latency_ms: float, warnings: list[str], evidence_ok: bool | None = None) -> Analysis:
+                   latency_ms: float, warnings: list[str], checks: dict | None = None) -> Analysis:
+        """A label-heads row; ``checks``: more of its fields (runner_up, evidence_ok and the other checks)."""
         return Analysis(post.id, spec.name, list(labels), explanation, raw, OK, self.backend.name, latency_ms,
                         head.flagged(probs, self.config.risk_threshold), warnings,
                         label_en=[spec.label(n).en for n in labels],
-                        scores={lab: round(float(x), 4) for lab, x in zip(head.labels, probs)},
-                        evidence_ok=evidence_ok)
+                        scores={lab: round(float(x), 4) for lab, x in zip(head.labels, probs)}, **(checks or {}))
 
     def units(self, posts: Iterable[Post], done: set[tuple[str, str]] = frozenset(), chunk: int = 16,
               watch: Watcher | None = None) -> Iterator[Callable[[], list[Analysis]]]:
@@ -335,14 +372,19 @@ def _one_ahead(units: Iterator[Callable[[], list[Analysis]]]) -> Iterator[Callab
                 ahead.cancel()
 
 
-def _evidence(spec: TaskSpec, explanation: str, post: str, warnings: list[str]) -> bool | None:
-    """Whether the explanation's quotes are all in the post; a warning names any that is not."""
+def _evidence(spec: TaskSpec, explanation: str, post: str, warnings: list[str]) -> tuple[str, bool | None, int]:
+    """(the explanation with its near-miss quotes repaired, whether its quotes are then all in the post, how many
+    were repaired); a warning names each repaired quote and each quote still not in the post."""
     if not explanation:
-        return None
-    found = check_evidence(explanation, post, ignore=[f for lab in spec.labels for f in lab.surface_forms()])
+        return explanation, None, 0
+    names = [f for lab in spec.labels for f in lab.surface_forms()]
+    fixed = repair_quotes(explanation, post, ignore=names)
+    for quote, span in fixed.repaired:
+        warnings.append(f"quote repaired to the post's words: “{quote[:20]}” → “{span[:20]}”")
+    found = check_evidence(fixed.text, post, ignore=names)
     for quote in found.missing:
         warnings.append(f"quoted evidence not in the post: “{quote[:20]}”")
-    return found.ok
+    return fixed.text, found.ok, len(fixed.repaired)
 
 
 def _open_heads(backend: Backend, config: AnalyzeConfig):
@@ -351,11 +393,16 @@ def _open_heads(backend: Backend, config: AnalyzeConfig):
     if not backend.hidden_states:
         raise HeadsError(f"label heads read a model's hidden states, which {backend.name} does not expose; "
                          "use a llama.cpp (GGUF) model")
+    from .heads.reader import explanation_reader, load_trained
+
     headset = load_heads(config.heads)
     headset.check_base(backend.path)  # every backend with hidden states (llama.cpp) reads a model file
     for task in config.tasks:
         headset.head(task)  # a task without a head: fail before any post is read
-    return headset
+    trained = load_trained() if config.explain else None
+    readers = {task: explanation_reader(headset.head(task), get_task(task).ordinal, trained)
+               for task in config.tasks} if config.explain else {}
+    return headset, readers
 
 
 def resume_rows(out_path: Path, retry_errors: bool = True) -> tuple[dict[tuple[str, str], str], int]:

@@ -55,11 +55,24 @@ SYSTEM_HEADS_ZH = (SYSTEM_ZH + "回答时先给出结论，再写“理由：”
                    "说明这些原话为什么支持结论，理由不超过80字。")
 
 
-def heads_request(spec: TaskSpec, text: str, labels: tuple[str, ...] = ()) -> Request:
-    """The ``heads`` prompt; with ``labels`` the answer is prefilled with their sentence and 理由：."""
-    prefix = f"{spec.label_sentence(labels)}{spec.reason_marker}" if labels else ""
+def heads_request(spec: TaskSpec, text: str, labels: tuple[str, ...] = (), lead: str = "") -> Request:
+    """The ``heads`` prompt; with ``labels`` the answer is prefilled with their sentence and 理由：, then ``lead``
+    (``unsure_lead``: the explanation starts by saying the label is unsure). The label sentence always comes
+    first; the prompt before the answer is the one the state was read from, so it is evaluated once."""
+    prefix = f"{spec.label_sentence(labels)}{spec.reason_marker}{lead}" if labels else ""
     return Request(({"role": "system", "content": SYSTEM_HEADS_ZH},
                     {"role": "user", "content": spec.instruction_prompt(text)}), prefix)
+
+
+def unsure_lead(spec: TaskSpec, labels: tuple[str, ...], runner_up: str, p_runner: float,
+                p_label: float | None = None) -> str:
+    """The prefilled start of an unsure row's explanation: it names the runner-up with the probabilities and asks
+    for the two to be weighed, so the explanation does not sound certain (the label stays the one chosen)."""
+    other = spec.label(runner_up).zh
+    if spec.multi_label or p_label is None:
+        return f"把握不大：{other}（{p_runner:.2f}）也可能成立，权衡两者："
+    chosen = spec.label(labels[0]).zh
+    return f"把握不大（{chosen} {p_label:.2f}，{other} {p_runner:.2f}），需要在{chosen}与{other}之间权衡："
 
 
 def build_request(spec: TaskSpec, text: str, style: str = "zeroshot", question: str | None = None) -> Request:

@@ -48,7 +48,10 @@ with a hint to pass --format.
 
 Output JSONL fields: id, task, labels, explanation, raw, parse_status (ok | fallback | invalid | error),
 model, latency_ms, high_risk, warnings, error, label_en, scores (label -> probability; label heads),
-evidence_ok (every quote of the explanation is in the post; null without an explanation).
+evidence_ok (every quote of the explanation is in the post, after near-miss quotes are repaired; null without
+an explanation), runner_up ({label, p} when the label heads were unsure, else null), explanation_labels and
+explanation_consistent (the label the explanation argues for, read from it alone, and whether it is the row's),
+quotes_repaired (near-miss quotes replaced by the post's words).
 """
 
 
@@ -208,11 +211,14 @@ def print_tables(console: Console, results: list[Analysis], resources: str | Non
         for a in rows:
             spec = get_task(a.task)
             labels = "、".join(f"{n} {a.scores[n]:.2f}" if n in a.scores else n for n in a.labels) or "—"
+            if a.runner_up:  # unsure: the runner-up beside the label
+                labels += f"\n— 或 or {a.runner_up['label']} {a.runner_up['p']:.2f}"
             if a.high_risk and not spec.high_risk_in(a.labels):  # flagged by P(high) under the risk threshold
                 labels += "\n⚠ 风险标记 flagged"
             style = "bold red" if a.high_risk else None
             detail = a.explanation or a.error or ""
             status = a.parse_status + {True: "\n引文✓", False: "\n引文✗"}.get(a.evidence_ok, "")
+            status += {True: "\n论证✓", False: "\n论证✗"}.get(a.explanation_consistent, "")
             table.add_row(spec.title, f"[{style}]{labels}[/]" if style else labels, detail, status)
         console.print(table)
         if any(a.high_risk for a in rows):
@@ -220,16 +226,33 @@ def print_tables(console: Console, results: list[Analysis], resources: str | Non
     console.print(f"[dim]{DISCLAIMER}[/dim]")
 
 
+def _check_rates(rows: list[Analysis]) -> list[str]:
+    """evidence_ok, explanation_consistent (of the rows that have them) and unsure rows, as "k/n (x%)"."""
+    def rate(values: list) -> str:
+        return f"{sum(values)}/{len(values)} ({100 * sum(values) / len(values):.0f}%)" if values else "—"
+
+    decided = [a for a in rows if a.scores]
+    return [rate([a.evidence_ok for a in rows if a.evidence_ok is not None]),
+            rate([a.explanation_consistent for a in rows if a.explanation_consistent is not None]),
+            rate([a.runner_up is not None for a in decided])]
+
+
 def summarize(console: Console, results: list[Analysis], out: Path) -> None:
     status = Counter(a.parse_status for a in results)
     table = Table(title=f"wrote {len(results)} results to {out}")
-    for col in ("ok", "fallback", "invalid", "error", "high risk", "evidence in post"):
+    for col in ("ok", "fallback", "invalid", "error", "high risk", "evidence in post", "argues its label",
+                "unsure"):
         table.add_column(col, justify="right")
-    checked = [a.evidence_ok for a in results if a.evidence_ok is not None]
     table.add_row(*(str(status.get(k, 0)) for k in ("ok", "fallback", "invalid", "error")),
-                  str(sum(a.high_risk for a in results)),
-                  f"{sum(checked)}/{len(checked)}" if checked else "—")
+                  str(sum(a.high_risk for a in results)), *_check_rates(results))
     console.print(table)
+    if len({a.task for a in results}) > 1:  # the same per task
+        per_task = Table(title="explanations per task")
+        for col in ("task", "evidence in post", "argues its label", "unsure"):
+            per_task.add_column(col, justify="left" if col == "task" else "right")
+        for task in dict.fromkeys(a.task for a in results):
+            per_task.add_row(task, *_check_rates([a for a in results if a.task == task]))
+        console.print(per_task)
     for a in [a for a in results if a.error][:5]:
         console.print(f"[yellow]row {a.id} ({a.task}):[/yellow] {a.error}")
     console.print(f"[dim]{DISCLAIMER}[/dim]")

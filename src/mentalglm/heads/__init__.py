@@ -3,18 +3,20 @@
 A heads folder holds ``manifest.json`` (base model and its sha256, tasks, prompt, training data
 hashes, recipe, validation scores, and the sha256 of every file) and per task ``<task>.npz`` +
 ``<task>.json`` (see ``model.py``). ``mentalglm-mini`` is such a folder shipped inside the package;
-``mentalglm heads train`` makes new ones.
+``mentalglm heads train`` makes new ones. An optional ``unsure.json`` (listed in the manifest; written by
+``benchmarks/unsure_threshold.py``) holds each task's unsure threshold (``unsure.py``).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 from ..files import file_sha256
 from .model import TaskHead
+from .unsure import default_threshold, read_thresholds
 
 PACKAGED = "mentalglm-mini"
 
@@ -32,6 +34,7 @@ class HeadSet:
     folder: Path
     manifest: dict
     heads: dict[str, TaskHead]
+    unsure: dict[str, float] = field(default_factory=dict)  # task -> unsure threshold (unsure.json)
 
     @property
     def name(self) -> str:
@@ -41,6 +44,12 @@ class HeadSet:
         if task not in self.heads:
             raise HeadsError(f"{self.name} has no head for task {task!r}; it has: {', '.join(self.heads)}")
         return self.heads[task]
+
+    def unsure_threshold(self, task: str) -> float:
+        """The confidence under which a row of ``task`` is unsure (``unsure.py``): the folder's, else the default."""
+        if task in self.unsure:
+            return self.unsure[task]
+        return default_threshold(self.head(task).multi_label)
 
     def check_base(self, model_path: str | Path) -> None:
         """Refuse a base model other than the one the heads were trained on: their weights read its hidden
@@ -68,7 +77,8 @@ def load_heads(folder: str | Path | None = None) -> HeadSet:
             raise HeadsError(f"{folder}: {name} listed in manifest.json is missing")
         if file_sha256(path) != sha:
             raise HeadsError(f"{folder}: {name} does not match its sha256 in manifest.json (altered or corrupt)")
-    return HeadSet(folder, manifest, {t: TaskHead.load(folder, t) for t in manifest["tasks"]})
+    return HeadSet(folder, manifest, {t: TaskHead.load(folder, t) for t in manifest["tasks"]},
+                   read_thresholds(folder, manifest))
 
 
 __all__ = ["HeadSet", "HeadsError", "TaskHead", "load_heads", "packaged_dir", "PACKAGED"]

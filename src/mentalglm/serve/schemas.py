@@ -71,6 +71,11 @@ class AnalyzeRequest(BaseModel):
         return self
 
 
+class RunnerUp(BaseModel):
+    label: str
+    p: float = Field(description="its probability")
+
+
 class AnalysisOut(BaseModel):
     id: str
     task: str
@@ -87,7 +92,19 @@ class AnalysisOut(BaseModel):
     scores: dict[str, float] = Field(default_factory=dict, description=(
         "label -> calibrated probability (label-heads models; empty when the label was generated)"))
     evidence_ok: bool | None = Field(None, description=(
-        "every quote of the explanation is found in the post (null without an explanation)"))
+        "every quote of the explanation is found in the post, after near-miss quotes were repaired (null without an "
+        "explanation)"))
+    runner_up: RunnerUp | None = Field(None, description=(
+        "label heads, when the decision was close (confidence under the model's unsure threshold): the runner-up "
+        "label and its probability; the explanation then weighs the two. null when the model was sure"))
+    explanation_labels: list[str] | None = Field(None, description=(
+        "the label the explanation argues for, read from the explanation alone (quotes of the post removed); null "
+        "without an explanation or a reader"))
+    explanation_consistent: bool | None = Field(None, description=(
+        "the explanation argues for the row's label (the 0-10 scale: within one level); null without an "
+        "explanation"))
+    quotes_repaired: int = Field(0, description=(
+        "quotes that were near misses of the post's words, replaced by the post's closest span (named in warnings)"))
 
 
 class PostResult(BaseModel):
@@ -186,9 +203,11 @@ class ChatResponse(BaseModel):
     mentalglm: dict | None = Field(None, description=(
         "label-heads models, when the last user message is a C-IMHI question (考虑以下这个帖子：“…” 问题：…): "
         "the task, the labels decided over the closed label set, their probabilities (scores), high_risk, "
-        "resources (the crisis-resources message when high_risk, else null) and evidence_ok; the message content is "
-        "the label sentence and the explanation. Streamed, it comes in the first chunk (evidence_ok null: not known "
-        "before the explanation is written) and again, complete, in the last"))
+        "resources (the crisis-resources message when high_risk, else null), evidence_ok, runner_up, "
+        "explanation_consistent and quotes_repaired (as in /v1/analyze); the message content is the model's answer: "
+        "the label sentence and the explanation as written (quotes not repaired). Streamed, it comes in the first "
+        "chunk (evidence_ok and explanation_consistent null: not known before the explanation is written) and again, "
+        "complete, in the last"))
 
 
 # ---------------------------------------------------------------------------- jobs

@@ -116,6 +116,12 @@ function renderCard(a) {
     if (name in scores) chip.appendChild(el("b", "prob", " " + Math.round(100 * scores[name]) + "%"));
     labels.appendChild(chip);
   });
+  if (a.runner_up) {  // unsure: the decision was close, the runner-up beside the label
+    const alt = el("span", "runner-up", "把握不大，或 unsure, or " + a.runner_up.label + " ");
+    alt.appendChild(el("b", "prob", Math.round(100 * a.runner_up.p) + "%"));
+    alt.title = "模型在两个标签之间拿不准 the model was unsure between the two labels";
+    labels.appendChild(alt);
+  }
   card.appendChild(labels);
   const ranked = Object.entries(scores).sort((x, y) => y[1] - x[1]).slice(0, 4);
   if (ranked.length) {  // label heads: the closed label set with calibrated probabilities
@@ -142,6 +148,10 @@ function renderCard(a) {
     if (a.evidence_ok === true) card.appendChild(el("p", "evidence ok", "✓ 引文均出自原帖 every quote is in the post"));
     if (a.evidence_ok === false) card.appendChild(el("p", "evidence bad",
       "⚠ 理由中的引文未在原帖中找到，或没有引用原文 a quote is not in the post, or nothing is quoted"));
+    if (a.quotes_repaired) card.appendChild(el("p", "argues",
+      "✎ " + a.quotes_repaired + " 处引文已改为原帖原话 quote(s) repaired to the post's own words"));
+    if (a.explanation_consistent === false) card.appendChild(el("p", "argues bad",
+      "⚠ 理由读来更支持 the explanation reads as arguing for: " + (a.explanation_labels || []).join("、")));
   }
   for (const note of [a.error, ...a.warnings].filter(Boolean)) card.appendChild(el("p", "warning", note));
   return card;

@@ -1,4 +1,4 @@
-"""Posts for ``analyze``: one string, a CSV/TSV/JSONL/TXT file, or stdin.
+"""Posts for ``analyze``: one string, a CSV/TSV/JSONL/TXT/Parquet file, or stdin.
 
 A bad row never stops the file: it becomes a ``Post`` with ``error`` set, which ``analyze``
 records in the output like any other row. A bad *file* (missing column, unknown format, an
@@ -145,8 +145,11 @@ def read_posts(path: str | Path | None, text_column: str | None = None, id_colum
     if not path.exists():
         raise DataError(path, None, "file not found")
     fmt = (fmt or path.suffix.lstrip(".")).lower()
+    if fmt in ("parquet", "pq"):
+        yield from _parquet(path, text_column, id_column)
+        return
     if fmt not in ("txt", "text", "", "csv", "tsv", "jsonl", "ndjson"):
-        raise DataError(path, None, f"unknown format {fmt!r}; use .csv, .tsv, .jsonl or .txt (or --format)")
+        raise DataError(path, None, f"unknown format {fmt!r}; use .csv, .tsv, .jsonl, .txt or .parquet (or --format)")
     data = path.read_bytes()
     if not data.strip():
         raise DataError(path, None, "empty file: no posts")
@@ -187,6 +190,20 @@ def _table(data: bytes, path: Path, delimiter: str, text_column, id_column) -> I
         pid = (row.get(id_col) or "").strip() if id_col else ""
         yield _post(f"{path} line {line}", pid or str(line), row.get(text_col), start)
         start = line + 1
+
+
+def _parquet(path: Path, text_column, id_column) -> Iterator[Post]:
+    """Posts from a Parquet file (the ``parquet`` extra; ``mentalglm.columnar``): columns picked as for CSV."""
+    from .columnar import parquet_columns, parquet_rows
+
+    columns = parquet_columns(path)
+    text_col = _pick(columns, text_column, TEXT_COLUMNS, path, "text", "")
+    if text_col is None:
+        raise DataError(path, None, f"no text column; pass --text-column (columns are {columns})")
+    id_col = _pick(columns, id_column, ID_COLUMNS, path, "id", "")
+    for n, row in enumerate(parquet_rows(path, list(dict.fromkeys(c for c in (text_col, id_col) if c))), 1):
+        pid = str(row[id_col]).strip() if id_col and row[id_col] is not None else ""
+        yield _post(f"{path} row {n}", pid or str(n), row[text_col], n)
 
 
 def _jsonl(data: bytes, path: Path, text_column, id_column) -> Iterator[Post]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 from rich.console import Console
@@ -16,6 +17,8 @@ from rich.table import Table
 
 from .. import DISCLAIMER
 from ..analyze import ERROR, Analysis, AnalyzeConfig, Analyzer, resume_rows
+from ..cluster import add_ray_args, check_extras, open_on_ray
+from ..columnar import is_parquet, spooled
 from ..inputs import Post, read_posts, unique_ids
 from ..jsonl import check_settings, remove as remove_output, save_settings, write_rows
 from ..safety import resources_message
@@ -78,10 +81,14 @@ def register(sub, fmt):
     p.add_argument("--resources", help="file with the crisis-resources message shown for high-risk results")
     p.add_argument("--chunk", type=int, default=16, help="posts per chunk (prompts of one task run together)")
     add_model_args(p)
+    add_ray_args(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    check_extras(args)  # --ray, Parquet in or out: their optional extras, before anything is read (exit 4)
+    if args.out and is_parquet(args.out):  # rows go to a JSON-lines file next to it, packed at the end
+        return spooled(args, run)
     # Every usage error is found here, before a model is loaded (which can take a minute): exit 2.
     try:
         tasks = tuple(dict.fromkeys(get_task(t.strip()).name for t in args.tasks.split(",") if t.strip()))
@@ -117,14 +124,13 @@ def run(args) -> int:
                           + (f"; redoing {redo} error row(s) (--keep-errors keeps them)" if redo else ""),
                           soft_wrap=True)
 
-    backend, style = open_from_args(args)
-    try:
-        analyzer = Analyzer(backend, AnalyzeConfig(tasks=tasks, explain=args.explain, max_tokens=args.max_tokens,
-                                                   redact=args.redact, style=style, **heads_options(args)))
+    try:  # --ray: actors on a Ray cluster, each opening its analyzer with open_analyzer and these options
+        analyzer = (open_on_ray(args, partial(open_analyzer, tasks=tasks), tasks) if args.ray is not None
+                    else open_analyzer(args, tasks))
     except HeadsError as e:
         console.print(f"[red]error:[/red] {e}")
-        backend.close()
         return 2
+    backend = analyzer.backend
     if out:
         save_settings(out, settings)
     total = len(posts) * len(tasks) - sum(1 for p in posts for t in tasks if (p.id, t) in kept)
@@ -157,6 +163,19 @@ def run(args) -> int:
     if any(a.high_risk for a in results) and not single:
         console.print(Panel(resources_message(args.resources), title="high suicide risk in some posts", style="red"))
     return exit_code(results, kept, out)
+
+
+def open_analyzer(args, tasks: tuple[str, ...]) -> Analyzer:
+    """The model and the engine of a run, from its options: the local run opens its own here, and so does every
+    actor of a --ray run (mentalglm.cluster), so an option read here applies to both."""
+    backend, style = open_from_args(args)
+    try:
+        analyzer = Analyzer(backend, AnalyzeConfig(tasks=tasks, explain=args.explain, max_tokens=args.max_tokens,
+                                                   redact=args.redact, style=style, **heads_options(args)))
+    except BaseException:
+        backend.close()
+        raise
+    return analyzer
 
 
 class PostsPerSecond(ProgressColumn):

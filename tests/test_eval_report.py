@@ -120,3 +120,20 @@ def test_difference_to_the_reference_is_paired_over_the_same_posts(tmp_path):
                 + weak.card.intervals["accuracy"][1] - weak.card.intervals["accuracy"][0])
     assert hi - lo < separate
     assert "Difference to" not in write_report([strong, weak], tmp_path / "r2")[0].read_text(encoding="utf-8")
+
+
+def test_analyze_rows_report_their_explanation_checks_per_task(tmp_path, capsys):
+    paths = _files(tmp_path, "emotion", n=10, explain=True)
+    rows = [json.loads(line) for line in paths["strong"].read_text(encoding="utf-8").splitlines()]
+    for i, r in enumerate(rows):  # as `mentalglm eval predict` (analyze rows) writes them
+        r["evidence_ok"], r["explanation_consistent"] = i < 9, (None if i == 0 else i % 3 != 0)
+    paths["strong"].write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    gold = gold_set("emotion", gold_file=paths["gold"])
+    strong, weak = (entry_from_file(paths[n], gold, n, resamples=50) for n in ("strong", "weak"))
+    assert strong.checks == {"evidence_ok": [9, 10], "explanation_consistent": [6, 9]} and weak.checks == {}
+    md, _ = write_report([strong, weak], tmp_path / "report", command="mentalglm eval report ...")
+    text = md.read_text(encoding="utf-8")
+    assert "Explanation checks" in text and "| strong | 9/10 (90.0%) | 6/9 (66.7%) |" in text
+    assert main(["eval", "score", str(paths["strong"]), "--gold", str(paths["gold"]), "--task", "emotion"]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
+    assert "quotes in the post 9/10 (90.0%), argues for its label 6/9 (66.7%)" in out

@@ -248,6 +248,11 @@ def print_card(console: Console, path: str, entry) -> None:
         ex = entry.explanations
         console.print("explanations: " + ", ".join(f"{k} {v:.1f}" for k, v in ex.means.items())
                       + f" (n={ex.n}, empty {ex.empty})")
+    if entry.checks:
+        from ..evaluate.report import CHECK_NAMES, check_rate
+
+        console.print("explanation checks: " + ", ".join(f"{name.lower()} {check_rate(entry.checks.get(k))}"
+                                                         for k, name in CHECK_NAMES.items()))
 
 
 def _entries(args, specs: list[tuple[str | None, str]]):
@@ -269,7 +274,8 @@ def run_score(args) -> int:
     entries = _entries(args, [(None, f) for f in args.files])
     if args.json:
         print(json.dumps([{"file": e.source, "system": e.system, "gold": e.gold, **e.card.to_dict(),
-                           "explanations": e.explanations.to_dict() if e.explanations else None}
+                           "explanations": e.explanations.to_dict() if e.explanations else None,
+                           "explanation_checks": e.checks}
                           for e in entries], ensure_ascii=False, indent=2))
         return 0
     console = Console()

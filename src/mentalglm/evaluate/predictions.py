@@ -32,6 +32,8 @@ class Prediction:
     raw: str = ""
     model: str = ""
     line: int = 0  # where it sits in its file (1-based), for messages
+    evidence_ok: bool | None = None  # analyze rows: every quote in the post (after near-miss repair)
+    explanation_consistent: bool | None = None  # analyze rows: the explanation argues for the row's label
 
     @property
     def valid(self) -> bool:
@@ -40,6 +42,9 @@ class Prediction:
     def to_json(self) -> str:
         d = asdict(self)
         d.pop("line")
+        for check in ("evidence_ok", "explanation_consistent"):  # only analyze rows have them
+            if d[check] is None:
+                d.pop(check)
         d["labels"] = list(self.labels)
         return json.dumps(d, ensure_ascii=False)
 
@@ -78,8 +83,21 @@ def _row(path: Path, line: int, obj: dict, expected: TaskSpec | None) -> Predict
     if status in (OK, FALLBACK) and not labels and not spec.empty_sentence:
         raise DataError(path, line, f"parse_status {status!r} but no labels; an answer without a label is "
                                     f"'{INVALID}' for task {spec.name!r}")
+    checks = [obj.get(k) if isinstance(obj.get(k), bool) else None for k in ("evidence_ok", "explanation_consistent")]
     return Prediction(str(obj["id"]), spec.name, tuple(labels), status, str(obj.get("explanation") or ""),
-                      str(obj.get("raw") or ""), str(obj.get("model") or ""), line)
+                      str(obj.get("raw") or ""), str(obj.get("model") or ""), line, *checks)
+
+
+def explanation_checks(rows: Iterable[Prediction]) -> dict[str, list[int]]:
+    """[true, checked] of ``evidence_ok`` and ``explanation_consistent`` over the rows that carry them (analyze rows
+    with an explanation); a check no row carries is left out."""
+    rows = list(rows)
+    out = {}
+    for check in ("evidence_ok", "explanation_consistent"):
+        values = [getattr(r, check) for r in rows if getattr(r, check) is not None]
+        if values:
+            out[check] = [sum(values), len(values)]
+    return out
 
 
 def read_predictions(path: str | Path, task: str | None = None) -> list[Prediction]:

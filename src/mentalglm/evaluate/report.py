@@ -4,8 +4,8 @@
 Per task: a comparison table per gold set (systems scored on the same posts; the best value
 of each column in bold; 95% bootstrap intervals in brackets; the literature anchors of
 DESIGN.md §5 as reference rows with their sources), paired differences against a reference
-system when one is named, per-class F1 bars, confusion matrices, explanation scores and
-LLM-judge scores where present.
+system when one is named, per-class F1 bars, confusion matrices, explanation scores, the explanation checks of
+analyze rows (quotes in the post, explanation arguing for its label) and LLM-judge scores where present.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from .anchors import anchors_for
 from .classification import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, ScoreCard, evaluate, paired_difference_intervals
 from .explanations import ExplanationScores, score_explanations
 from .plots import confusion_png, per_class_f1_png
-from .predictions import Aligned, GoldSet, align, read_predictions
+from .predictions import Aligned, GoldSet, align, explanation_checks, read_predictions
 
 METRIC_NAMES = {
     "accuracy": "Accuracy", "weighted_f1": "Weighted F1", "macro_f1": "Macro F1", "micro_f1": "Micro F1",
@@ -51,6 +51,7 @@ class Entry:
     source: str = ""
     family: str = ""  # the paper's grouping of systems (discriminative, general LLM, fine-tuned LLM)
     aligned: Aligned | None = None  # the posts and answers scored, for paired differences
+    checks: dict = field(default_factory=dict)  # predictions.explanation_checks of the scored rows
 
 
 def entry_from_file(path: str | Path, gold: GoldSet, system: str | None = None, subset: bool = False,
@@ -71,7 +72,7 @@ def entry_from_file(path: str | Path, gold: GoldSet, system: str | None = None, 
     if len(aligned.ids) < len(gold.examples):
         where += f"; only the {len(aligned.ids)} predicted posts"
     return Entry(system or rows[0].model or Path(path).stem, spec.name, where, card, explanations, source=str(path),
-                 aligned=aligned)
+                 aligned=aligned, checks=explanation_checks(aligned.rows))
 
 
 # ---------------------------------------------------------------------------------------------- layout
@@ -231,6 +232,28 @@ def _explanation_table(entries: Sequence[Entry]) -> Table | None:
                  rows, notes=notes)
 
 
+CHECK_NAMES = {"evidence_ok": "Quotes in the post", "explanation_consistent": "Argues for its label"}
+
+
+def check_rate(counts: list[int] | None) -> str:
+    """"k/n (x%)" of an explanation check, or "—"."""
+    if not counts:
+        return "—"
+    k, n = counts
+    return f"{k}/{n} ({100 * k / n:.1f}%)"
+
+
+def _checks_table(entries: Sequence[Entry]) -> Table | None:
+    checked = [e for e in entries if e.checks]
+    if not checked:
+        return None
+    return Table("Explanation checks of analyze rows: every quote is the post's own words (after near-miss quotes "
+                 "were repaired; evidence_ok), and the explanation, read alone, argues for the row's label "
+                 "(explanation_consistent; the 0-10 scale: within one level)",
+                 ["System", *CHECK_NAMES.values()],
+                 [[e.system, *(check_rate(e.checks.get(k)) for k in CHECK_NAMES)] for e in checked])
+
+
 def _judge_table(entries: Sequence[Entry]) -> Table | None:
     judged = [e for e in entries if e.judge]
     if not judged:
@@ -258,7 +281,7 @@ def build_sections(entries: Sequence[Entry], reference: str | None = None, split
             group = [e for e in mine if e.gold == gold]
             section.tables.append(_comparison(group, anchors_for(task), split))
             difference = _difference_table(group, reference) if reference else None
-            for extra in (difference, _explanation_table(group), _judge_table(group)):
+            for extra in (difference, _explanation_table(group), _checks_table(group), _judge_table(group)):
                 if extra:
                     section.tables.append(extra)
             name = f"{task}-{k}"

@@ -128,7 +128,7 @@ def test_an_interrupted_ray_job_resumes_without_repeating_a_row(runs, model, pos
                              *RAY)) == 1
     rows = rows_of(out)
     kept = [line for line in lines[:10] if not json.loads(line)["error"]]  # error rows are redone
-    assert len(kept) < 10 and out.read_bytes().splitlines(keepends=True)[:len(kept)] == kept  # the rest stays
+    assert out.read_bytes().splitlines(keepends=True)[:len(kept)] == kept  # the rest stays as it was
     assert once_each(rows) and comparable(rows) == comparable(local)
     # Nothing left to do (the error row kept): a second resume writes nothing and starts no actor.
     before = out.read_bytes()
@@ -181,12 +181,25 @@ def test_a_killed_actor_is_restarted_and_every_row_is_written_once(runs, model, 
     assert once_each(rows) and comparable(rows) == comparable(local)
 
 
-def test_a_model_that_does_not_open_on_the_actors_exits_3_as_locally(ray_cluster, model, posts_csv, tmp_path,
-                                                                      capsys):
+@pytest.mark.parametrize("problem, code, message", [("missing", 3, "model not available"),
+                                                     ("other model", 2, "--heads: ")])
+def test_a_model_that_does_not_open_on_the_actors_exits_as_locally(ray_cluster, model, posts_csv, tmp_path, capsys,
+                                                                   problem, code, message):
+    from tiny_models import build_tiny_gguf
+
     args = analyze_args(model, "--file", str(posts_csv), "--out", str(tmp_path / "out.jsonl"), *RAY)
-    args[args.index("--model") + 1] = str(tmp_path / "missing.gguf")
-    assert main(args) == 3
-    assert "model not available" in capsys.readouterr().err
+    other = tmp_path / "missing.gguf" if problem == "missing" else build_tiny_gguf(tmp_path / "other.gguf", seed=1)
+    args[args.index("--model") + 1] = str(other)  # the heads were fitted on another model's states
+    assert main(args) == code
+    assert message in capsys.readouterr().err
+
+
+def test_a_pool_the_local_cluster_cannot_place_is_refused(ray_cluster, model, posts_csv, tmp_path, capsys):
+    args = analyze_args(model, "--file", str(posts_csv), "--out", str(tmp_path / "out.jsonl"), "--ray",
+                        "--ray-cpus", "4")
+    assert main(args) == 2
+    assert "--ray-cpus: each actor reserves 4 CPUs; the local cluster has 2" in capsys.readouterr().err
+    assert ray_cluster.is_initialized()  # a Ray the process already ran is left running
 
 
 # --------------------------------------------------------------------------------------------------- Parquet

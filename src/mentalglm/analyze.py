@@ -235,7 +235,7 @@ class Analyzer:
 
         keys = [(pairs[i][0].id, pairs[i][1].name) for i in live]
         try:
-            _, gens = self.backend.states_then_generate(
+            gens = self.backend.states_then_generate(
                 [heads_request(pairs[i][1], t) for i, t in zip(live, texts)],
                 [mean_of(t, h.pool) for t, h in zip(texts, heads)], decide,
                 GenConfig(max_tokens=self.config.max_tokens, temperature=self.config.temperature, stop=("\n\n",)),

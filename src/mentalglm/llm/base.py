@@ -125,11 +125,12 @@ class Backend(Protocol):
 
     def states_then_generate(self, requests: Sequence[Request], mean_of: Sequence[str | None],
                              follow_up: Callable[[int, object], Request | None], config: GenConfig,
-                             on_text: Callable[[int, str], None] | None = None) -> tuple[list, list]:
-        """Each request's state, then for each the request ``follow_up(index, state)`` returns (None: nothing)
-        generated: (states, generations or None). How label heads decide and then explain. This default reads
-        every state, then generates; llama.cpp with ``--parallel`` continues each sequence right after its state,
-        while its prompt is still cached. ``follow_up`` may run on another thread: keep it quick."""
+                             on_text: Callable[[int, str], None] | None = None) -> list[Generation | None]:
+        """Each request's state handed to ``follow_up(index, state)``, then the request it returns generated: the
+        generations, in order, None where it returned None. How label heads decide and then explain (the
+        decision is ``follow_up``'s to keep). This default reads every state, then generates; llama.cpp with
+        ``--parallel`` continues each sequence right after its state, while its prompt is still cached.
+        ``follow_up`` may run on another thread: keep it quick."""
         states = self.prompt_states(requests, mean_of)
         follow = [follow_up(i, s) for i, s in enumerate(states)]
         todo = [i for i, r in enumerate(follow) if r is not None]
@@ -139,7 +140,7 @@ class Backend(Protocol):
                                          (lambda k, text: on_text(todo[k], text)) if on_text else None)
             for i, generation in zip(todo, done):
                 gens[i] = generation
-        return states, gens
+        return gens
 
     def close(self) -> None:
         return None

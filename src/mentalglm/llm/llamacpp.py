@@ -200,15 +200,14 @@ class LlamaCppBackend(Backend):
 
         futures = [self.engine.state(*self._state_prompt(r, m), then=then(i))
                    for i, (r, m) in enumerate(zip(requests, mean_of))]
-        states, gens, alive = [], [], list(futures)
+        gens, alive = [], list(futures)
         with _cancelled_on_failure(alive):
             for future in futures:
-                state, follow = future.result()
-                states.append(state)
+                _, follow = future.result()  # the state went to follow_up
                 if follow is not None:
                     alive.append(follow)  # cancelled too if a later one fails
                 gens.append(follow.result() if follow is not None else None)
-        return states, gens
+        return gens
 
     def prompt_state(self, request: Request, mean_of: str | None = None) -> np.ndarray:
         """The final-layer hidden state of the last token of the rendered prompt (float32, n_embd).

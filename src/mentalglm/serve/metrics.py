@@ -90,8 +90,8 @@ class MeteredBackend:
     def states_then_generate(self, requests, mean_of, follow_up, config, on_text=None):
         start, generations = time.perf_counter(), []
         try:
-            states, generations = self._backend.states_then_generate(requests, mean_of, follow_up, config, on_text)
-            return states, generations
+            generations = self._backend.states_then_generate(requests, mean_of, follow_up, config, on_text)
+            return generations
         finally:
             written = [g for g in generations if g is not None]
             if written:  # labels only: states were read, nothing was generated

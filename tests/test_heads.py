@@ -385,3 +385,35 @@ def test_api_rows_carry_the_runner_up_and_the_explanation_checks(tiny_llama, uns
             assert isinstance(row["quotes_repaired"], int)
         schema = client.get("/openapi.json").json()["components"]["schemas"]["AnalysisOut"]["properties"]
         assert {"runner_up", "explanation_labels", "explanation_consistent", "quotes_repaired"} <= set(schema)
+
+
+def test_a_kept_head_is_the_earlier_one_scored_again_on_this_validation_sample(tmp_path):
+    """`heads train --keep TASK=FOLDER`: the earlier head as it is (same probabilities), with fresh validation scores
+    and a note of where it came from; fitting reads the recipe's training states, keeping only validation ones."""
+    import dataclasses
+
+    from mentalglm.heads.build import fit_task, keep_head, write_heads_folder
+    from mentalglm.heads.features import StateCache
+    from mentalglm.heads.recipe import Recipe
+    from synthetic_corpora import write_corpora
+
+    root = write_corpora(tmp_path / "data")
+    recipe = dataclasses.replace(Recipe(), tasks=("emotion",), folds=3,
+                                 state_posts={"emotion": 60}, validation_sample={"emotion": 20})
+    cache = StateCache(tmp_path / "states", {"base": "test"})
+    rng = np.random.default_rng(0)
+    for split, examples in (("train", recipe.state_examples("emotion", root)),
+                            ("validation", recipe.validation_examples("emotion", root))):
+        cache.add("emotion", split, [e.id for e in examples], rng.normal(size=(len(examples), 8)))
+    head, report = fit_task(recipe, cache, "emotion", root)
+    assert report["state_posts"] == 60 and report["validation_posts"] == 20 and len(report["predictions"]) == 20
+    folder = write_heads_folder(tmp_path / "earlier", {"emotion": head}, {"name": "earlier", "built": "2026-11-30"})
+    wider = dataclasses.replace(recipe, validation_sample={"emotion": 30})
+    extra = [e for e in wider.validation_examples("emotion", root) if e not in recipe.validation_examples("emotion", root)]
+    cache.add("emotion", "validation", [e.id for e in extra], rng.normal(size=(len(extra), 8)))
+    kept, again = keep_head(wider, cache, "emotion", root, folder)
+    assert again["validation_posts"] == 30 and again["state_posts"] == 60  # scored anew; fitted as before
+    assert kept.info["kept_from"]["built"] == "2026-11-30" and set(kept.info["kept_from"]["files"]) == {
+        "emotion.npz", "emotion.json"}
+    x = rng.normal(size=8)
+    assert np.allclose(kept.probabilities("开心的一天", x), head.probabilities("开心的一天", x))

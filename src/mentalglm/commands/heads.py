@@ -10,6 +10,8 @@ EXAMPLES = """examples:
   mentalglm heads train                                   # reproduce mentalglm-mini in runs/heads/mentalglm-mini
   mentalglm heads train --out runs/heads/mine --threads 2  # interrupted? run the same command again: it resumes
   mentalglm heads train --ship                            # ... and replace the packaged heads (source checkout)
+  mentalglm heads train --keep cognitive_distortion=src/mentalglm/resources/mentalglm-mini
+                                    # take that task's head as it is from an earlier build (only re-scored)
   mentalglm heads show                                    # the packaged heads: base model, validation scores
   mentalglm heads show runs/heads/mine/model
   mentalglm analyze --heads runs/heads/mine/model "最近总觉得自己什么都做不好"
@@ -31,6 +33,9 @@ def register(sub, fmt):
     p.add_argument("--threads", type=int, help="train: CPU threads for llama.cpp (default: all cores)")
     p.add_argument("--data-root", help="train: folder holding the corpora (default: ../shared/data or $MENTALGLM_DATA)")
     p.add_argument("--ship", action="store_true", help="train: copy the result into the package as mentalglm-mini")
+    p.add_argument("--keep", action="append", default=[], metavar="TASK=FOLDER",
+                   help="train: take TASK's head from an earlier heads folder instead of refitting it (when its "
+                        "recipe and data have not changed); only its validation states are read, to score it again")
     p.set_defaults(func=run)
 
 
@@ -47,8 +52,16 @@ def run(args) -> int:
     from ..heads.build import train_heads
     from ..heads.recipe import Recipe
 
-    command = "mentalglm heads train" + (f" --out {args.out}" if args.out != "runs/heads/mentalglm-mini" else "")
-    folder = train_heads(Recipe(), Path(args.out), args.threads, args.data_root, command)
+    recipe = Recipe()
+    kept = dict(k.split("=", 1) for k in args.keep if "=" in k)
+    unknown = [k for k in args.keep if "=" not in k] + [t for t in kept if t not in recipe.tasks]
+    if unknown:
+        print(f"error: --keep takes TASK=FOLDER with TASK one of {', '.join(recipe.tasks)}; got {unknown}",
+              file=sys.stderr)
+        return 2
+    command = "mentalglm heads train" + (f" --out {args.out}" if args.out != "runs/heads/mentalglm-mini" else "") \
+        + "".join(f" --keep {t}={f}" for t, f in kept.items())
+    folder = train_heads(recipe, Path(args.out), args.threads, args.data_root, command, kept)
     show(load_heads(folder))
     if args.ship:
         target = packaged_dir()

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from ..evaluate.classification import expected_calibration_error
 from ..prompts import SYSTEM_HEADS_ZH
 from .model import TaskHead, to_probabilities
 from .features import POST_CHARS, StateCache, extract_states, head_text
@@ -36,15 +37,17 @@ def open_base(recipe: Recipe, threads: int | None = None):
     return LlamaCppBackend(assemble_packaged(entry), name=entry.name, n_ctx=2048, n_threads=threads), entry
 
 
-def read_states(recipe: Recipe, out: Path, threads: int | None = None, root=None) -> StateCache:
-    """Step 1: every hidden state the recipe needs, cached under ``out/states``."""
+def read_states(recipe: Recipe, out: Path, threads: int | None = None, root=None, kept=()) -> StateCache:
+    """Step 1: every hidden state the recipe needs, cached under ``out/states`` (of a ``kept`` task, whose head is
+    taken from an earlier build, only the validation states that score it)."""
     backend, entry = open_base(recipe, threads)
     cache = StateCache(out / "states", {"base": entry.name, "base_sha256": entry.packaged.sha256,
                                         "prompt": prompt_fingerprint()})
     jobs = []
     for task in recipe.tasks:
-        jobs += [(task, "validation", recipe.validation_examples(task, root)),
-                 (task, "train", recipe.state_examples(task, root))]
+        jobs += [(task, "validation", recipe.validation_examples(task, root))]
+        if task not in kept:
+            jobs += [(task, "train", recipe.state_examples(task, root))]
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())
     started = time.time()
@@ -61,46 +64,60 @@ def read_states(recipe: Recipe, out: Path, threads: int | None = None, root=None
     return cache
 
 
-def fit_task(recipe: Recipe, cache: StateCache, task: str, root=None) -> tuple[TaskHead, dict]:
-    """Step 2 for one task: the head, and its scores on the validation sample beside each part alone."""
+def fit_task(recipe: Recipe, cache: StateCache, task: str, root=None, keep=None) -> tuple[TaskHead, dict]:
+    """Step 2 for one task: the head, and its scores on the validation sample beside each part alone.
+    ``keep(example)`` narrows the training posts (the ablations of benchmarks/heads_ablation.py)."""
     from ..data.sources import task_splits
-    from ..evaluate.classification import bootstrap_intervals, expected_calibration_error, score
     from ..tasks import get_task
     from .fit import fit_head, label_matrix
 
-    spec = get_task(task)
-    train = task_splits(task, root)["train"]
-    state_posts = recipe.state_examples(task, root)
-    val = recipe.validation_examples(task, root)
-    pool = recipe.pool(task)
-    have_train, have_val = cache.load(task, "train", pool), cache.load(task, "validation", pool)
-    missing = [e.id for e in state_posts if e.id not in have_train] + [e.id for e in val if e.id not in have_val]
-    if missing:
-        raise RuntimeError(f"{task}: {len(missing)} hidden states are missing from {cache.folder}; "
-                           "run the states step first")
+    train = [e for e in task_splits(task, root)["train"] if keep is None or keep(e)]
+    state_posts = [e for e in recipe.state_examples(task, root) if keep is None or keep(e)]
+    have = _states(cache, task, "train", recipe.pool(task), state_posts)
     fitted = fit_head(task, [head_text(e.text) for e in train], [e.labels for e in train],
-                      [head_text(e.text) for e in state_posts], np.stack([have_train[e.id] for e in state_posts]),
-                      [e.labels for e in state_posts], folds=recipe.folds, seed=recipe.seed, C_grid=recipe.C_grid,
+                      [head_text(e.text) for e in state_posts], have, [e.labels for e in state_posts],
+                      folds=recipe.folds, seed=recipe.seed, C_grid=recipe.C_grid,
                       ngram_C_grid=recipe.ngram_C_grid, risk_recall=recipe.risk_recall,
                       balanced=task in recipe.balanced, decision_metric=recipe.decision_metric.get(task))
-    head = fitted.head
-    head.pool = pool
+    fitted.head.pool = recipe.pool(task)
+    oof = {"ece_out_of_fold": expected_calibration_error(
+        fitted.oof, label_matrix(get_task(task), [e.labels for e in state_posts]), fitted.head.multi_label)}
+    return fitted.head, validate_head(recipe, cache, fitted.head, root, {
+        "state_posts": len(state_posts), "train_posts": len(train), **oof})
+
+
+def _states(cache: StateCache, task: str, split: str, pool: str, examples) -> np.ndarray:
+    have = cache.load(task, split, pool)
+    missing = [e.id for e in examples if e.id not in have]
+    if missing:
+        raise RuntimeError(f"{task}: {len(missing)} hidden states ({split}) are missing from {cache.folder}; "
+                           "run the states step first")
+    return np.stack([have[e.id] for e in examples])
+
+
+def validate_head(recipe: Recipe, cache: StateCache, head: TaskHead, root=None, facts: dict | None = None) -> dict:
+    """A head's scores on the recipe's validation sample, beside each of its parts alone, its calibration and risk
+    operating point there, and its answers (``predictions``); it is stored in ``head.info["validation"]``."""
+    from ..evaluate.classification import bootstrap_intervals, score
+    from ..tasks import get_task
+    from .fit import label_matrix
+
+    task, spec = head.task, get_task(head.task)
+    val = recipe.validation_examples(task, root)
     gold = [e.labels for e in val]
     y_val = label_matrix(spec, gold)
     ngram_scores = np.stack([head.ngram.scores(head_text(e.text)) for e in val])
-    state_scores = np.stack([head.state.scores(have_val[e.id]) for e in val])
+    state_scores = np.stack([head.state.scores(x) for x in _states(cache, task, "validation", head.pool, val)])
     probs = head.probabilities_from_scores(ngram_scores, state_scores)
     # Each part alone beside the head, for the record of what the stacking buys.
     parts = {"ngram": to_probabilities(ngram_scores, spec.multi_label),
              "state": to_probabilities(state_scores, spec.multi_label)}
     decided = {"stack": [tuple(head.decide(p)) for p in probs],
                **{name: [tuple(_part_decision(head, p)) for p in ps] for name, ps in parts.items()}}
-    report = {"validation_posts": len(val), "state_posts": len(state_posts), "train_posts": len(train),
+    report = {"validation_posts": len(val), **(facts or {}),
               "scores": {name: score(spec, gold, pred) for name, pred in decided.items()},
               "intervals": {k: list(v) for k, v in bootstrap_intervals(spec, gold, decided["stack"]).items()},
-              "ece_validation": expected_calibration_error(probs, y_val, spec.multi_label),
-              "ece_out_of_fold": expected_calibration_error(fitted.oof, label_matrix(
-                  spec, [e.labels for e in state_posts]), spec.multi_label)}
+              "ece_validation": expected_calibration_error(probs, y_val, spec.multi_label)}
     flagged = np.array([head.flagged(p) for p in probs])
     if head.high_labels:
         is_high = y_val[:, [head.labels.index(h) for h in head.high_labels]].sum(1) > 0
@@ -108,20 +125,33 @@ def fit_task(recipe: Recipe, cache: StateCache, task: str, root=None) -> tuple[T
         report["risk_operating_point"] = {
             "threshold": head.risk_threshold, "recall": tp / max(1, is_high.sum()),
             "precision": tp / max(1, flagged.sum()), "flagged": int(flagged.sum()), "high_posts": int(is_high.sum())}
+    head.info["validation"] = dict(report)
     # The validation answers as a predictions file (the format of `mentalglm eval predict`), to score and compare.
     report["predictions"] = [
         {"id": e.id, "task": task, "labels": list(lab), "parse_status": "ok", "model": recipe.name,
          "scores": {n: round(float(x), 4) for n, x in zip(head.labels, p)},
          "high_risk": bool(flag)}
         for e, lab, p, flag in zip(val, decided["stack"], probs, flagged)]
-    head.info["validation"] = {k: v for k, v in report.items() if k != "predictions"}
-    return head, report
+    return report
 
 
 def _part_decision(head: TaskHead, p: np.ndarray) -> list[str]:
     """A part alone: its most probable label, or (multi-label) every label at 0.5 or more, at least one."""
     chosen = [lab for lab, x in zip(head.labels, p) if x >= 0.5] if head.multi_label else []
     return chosen or [head.labels[int(np.argmax(p))]]
+
+
+def keep_head(recipe: Recipe, cache: StateCache, task: str, root, folder: Path) -> tuple[TaskHead, dict]:
+    """Step 2 for a task whose head is taken as it is from an earlier heads folder: scored again on this validation
+    sample; ``info["kept_from"]`` names the build (date, command, files' sha256) it comes from."""
+    head = TaskHead.load(folder, task)
+    earlier = head.info.get("validation", {})
+    report = validate_head(recipe, cache, head, root, {
+        k: earlier[k] for k in ("state_posts", "train_posts", "ece_out_of_fold") if k in earlier})
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    head.info["kept_from"] = {k: manifest.get(k) for k in ("name", "built", "command")} | {
+        "files": {name: sha for name, sha in manifest.get("files", {}).items() if name.startswith(f"{task}.")}}
+    return head, report
 
 
 def write_heads_folder(folder: Path, heads: dict, manifest: dict) -> Path:
@@ -146,13 +176,20 @@ def training_data_hashes(recipe: Recipe, root=None) -> dict[str, str]:
             for p in source_files(TASK_SOURCES[task], split, root)}
 
 
-def train_heads(recipe: Recipe, out: Path, threads: int | None = None, root=None, command: str = "") -> Path:
-    """The whole build: states (resumable), heads, ``out/model`` with its manifest, ``out/report.json``."""
+def train_heads(recipe: Recipe, out: Path, threads: int | None = None, root=None, command: str = "",
+                kept: dict[str, Path] | None = None) -> Path:
+    """The whole build: states (resumable), heads, ``out/model`` with its manifest, ``out/report.json``.
+
+    ``kept`` maps tasks to earlier heads folders whose head is taken as it is instead of refitted (what a long
+    build can skip when a task's recipe and data have not changed): it is scored again on this validation sample,
+    and its manifest entry says where it came from."""
     started = time.time()
-    cache = read_states(recipe, out, threads, root)
+    kept = kept or {}
+    cache = read_states(recipe, out, threads, root, kept)
     heads, reports = {}, {}
     for task in recipe.tasks:
-        heads[task], reports[task] = fit_task(recipe, cache, task, root)
+        fit = keep_head if task in kept else fit_task
+        heads[task], reports[task] = fit(recipe, cache, task, root, *([Path(kept[task])] if task in kept else []))
     from ..llm.catalog import REGISTRY
 
     base = REGISTRY[recipe.base]

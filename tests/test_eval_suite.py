@@ -197,3 +197,36 @@ def test_every_backend_option_is_a_system_field_checked_and_keyed_only_when_set(
     assert "parallel" not in plain.settings() and set_.parallel == 1  # unset: keys of earlier runs stay valid
     assert cache_key(plain, "emotion", "validation", None, 13, ["x"]) != \
         cache_key(set_, "emotion", "validation", None, 13, ["x"])
+
+
+def test_without_the_train_extra_encoder_and_hf_systems_are_skipped_with_the_pip_line(corpora, tmp_path,
+                                                                                     monkeypatch, capsys):
+    import importlib.util
+
+    from mentalglm.suite.config import SystemSpec
+    from mentalglm.suite.systems import availability
+
+    real = importlib.util.find_spec  # as if torch were not installed (None in sys.modules would break scikit-learn)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    folder = tmp_path / "model"
+    folder.mkdir()  # present on disk, so only the extra is missing
+    for kind in ("encoder", "llm"):
+        reason = availability(SystemSpec(name="s", kind=kind, model=str(folder)))
+        assert "'train' extra" in reason and "pip install 'mentalglm[train]'" in reason, reason
+    suite = _suite(tmp_path, f"""
+name: t
+sample: 8
+tasks: [emotion]
+systems:
+  - {{name: ngram, kind: ngram}}
+  - {{name: enc, kind: encoder, model: "{folder}"}}
+  - {{name: hf, kind: llm, model: "{folder}"}}
+""")
+    out = tmp_path / "run"
+    code = main(["eval", "suite", str(suite), "--data-root", str(corpora), "--out", str(out)])
+    assert code == 0, capsys.readouterr().err  # not exit 4: the suite goes on without them
+    by_name = {s["name"]: s for s in json.loads((out / "suite.json").read_text())["systems"]}
+    assert by_name["ngram"]["status"] == "ok"
+    for name in ("enc", "hf"):
+        assert by_name[name]["status"] == "skipped"
+        assert "pip install 'mentalglm[train]'" in by_name[name]["message"]

@@ -114,6 +114,7 @@ def test_the_base_install_leaves_training_and_the_small_model_to_extras():
     assert set(default.requirement_list().split()) <= set(PYPROJECT["project"]["dependencies"])
     small = REGISTRY["qwen2.5-coder-0.5b-instruct-q4"].packaged
     assert set(small.requirement_list().split()) == set(extras["small-model"])
+    assert small.extra == "small-model" and not default.extra  # what its "not installed" error names
     assert "mentalglm[small-model]" in extras["train"]
 
 

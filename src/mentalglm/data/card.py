@@ -40,9 +40,33 @@ def _table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def _quality_control(report: dict) -> list[str]:
+    """The card's quality-control section: thresholds, rule failures, tries of the kept samples, drop reasons."""
+    tasks, qc = report["tasks"], report["config"]["qc"]
+    out = ["## Quality control", "",
+           f"Thresholds: length {qc['min_chars']}–{qc['max_chars']} characters, CJK share ≥ {qc['min_cjk_share']}, "
+           f"copy ratio ≤ {qc['max_copy_ratio']}, near-duplicate post Jaccard ≥ {qc['near_duplicate_jaccard']} "
+           f"(character {qc['shingle']}-grams).", "",
+           "Rule failures, counted over every checked explanation (a sample can fail several rules, and again after "
+           "regeneration):", ""]
+    rules = list(report["rules"])
+    out += [_table(["rule", *tasks, "what it checks"],
+                   [[f"`{r}`", *(t["checks_failed"][r] for t in tasks.values()), report["rules"][r]]
+                    for r in rules]), ""]
+    out += ["Tries needed by the kept samples (1 = the first explanation passed):", ""]
+    tries = sorted({k for t in tasks.values() for k in t["tries_of_accepted"]}, key=int)
+    out += [_table(["task", *tries, "reused source explanations"],
+                   [[n, *(t["tries_of_accepted"].get(k, 0) for k in tries), t["reused_explanations"]]
+                    for n, t in tasks.items()]), ""]
+    out += ["Drop reasons (the rule failed on the last try):", ""]
+    reasons = sorted({r for t in tasks.values() for r in t["dropped"]})
+    out += [_table(["task", *reasons], [[n, *(t["dropped"].get(r, 0) for r in reasons)] for n, t in tasks.items()])
+            if reasons else "Nothing was dropped.", ""]
+    return out
+
+
 def card_markdown(report: dict, plot: str | None = PLOT) -> str:
     cfg, tasks = report["config"], report["tasks"]
-    qc = cfg["qc"]
     out = ["# C-IMHI build: data card", ""]
     if cfg.get("command"):
         out += ["Built with:", "", "```", cfg["command"], "```", ""]
@@ -80,25 +104,7 @@ def card_markdown(report: dict, plot: str | None = PLOT) -> str:
     out += ["", "Posts found in two splits (`leaks()`):" if leak_lines else "No post sits in two splits.",
             *leak_lines, ""]
 
-    out += ["## Quality control", "",
-            f"Thresholds: length {qc['min_chars']}–{qc['max_chars']} characters, CJK share ≥ {qc['min_cjk_share']}, "
-            f"copy ratio ≤ {qc['max_copy_ratio']}, near-duplicate post Jaccard ≥ {qc['near_duplicate_jaccard']} "
-            f"(character {qc['shingle']}-grams).", "",
-            "Rule failures, counted over every checked explanation (a sample can fail several rules, and again after "
-            "regeneration):", ""]
-    rules = list(report["rules"])
-    out += [_table(["rule", *tasks, "what it checks"],
-                   [[f"`{r}`", *(t["checks_failed"][r] for t in tasks.values()), report["rules"][r]]
-                    for r in rules]), ""]
-    out += ["Tries needed by the kept samples (1 = the first explanation passed):", ""]
-    tries = sorted({k for t in tasks.values() for k in t["tries_of_accepted"]}, key=int)
-    out += [_table(["task", *tries, "reused source explanations"],
-                   [[n, *(t["tries_of_accepted"].get(k, 0) for k in tries), t["reused_explanations"]]
-                    for n, t in tasks.items()]), ""]
-    out += ["Drop reasons (the rule failed on the last try):", ""]
-    reasons = sorted({r for t in tasks.values() for r in t["dropped"]})
-    out += [_table(["task", *reasons], [[n, *(t["dropped"].get(r, 0) for r in reasons)] for n, t in tasks.items()])
-            if reasons else "Nothing was dropped.", ""]
+    out += _quality_control(report)
 
     out += ["## Teacher calls and tokens", ""]
     out += [_table(["task", "new calls", "cached calls", "prompt tokens", "completion tokens", "call seconds"],

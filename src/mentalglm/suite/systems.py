@@ -12,6 +12,7 @@ from typing import Callable
 
 from ..data.records import Example
 from ..data.sources import training_posts
+from ..errors import missing
 from ..evaluate.predictions import GoldSet, write_predictions
 from ..llm import registry
 from ..llm.base import ModelUnavailable
@@ -24,7 +25,8 @@ class Skipped(Exception):
 
 def availability(system: SystemSpec) -> str | None:
     """None when the system can run here, else why not (and how to get what it needs): an LLM's model as the
-    registry's check for its scheme says, an encoder when it is a folder or in the Hugging Face cache."""
+    registry's check for its scheme says (a Hugging Face model needs the [train] extra), an encoder when the
+    [train] extra is installed and the model is a folder or in the Hugging Face cache."""
     advice = f" {system.how_to_get}" if system.how_to_get else ""
     if system.adapter and not Path(system.adapter).exists():
         return f"adapter {system.adapter} not found (train it with `mentalglm train`).{advice}"
@@ -32,6 +34,8 @@ def availability(system: SystemSpec) -> str | None:
         return None
     model = system.model or ""
     if system.kind == "encoder":
+        if absent := missing(("torch", "transformers", "accelerate"), "train", "the encoder baseline"):
+            return f"{absent}.{advice}"
         if Path(model).is_dir() or registry.in_hf_cache(model):
             return None
         return (f"encoder {model!r} is neither a local folder nor in the Hugging Face cache: on a machine with "

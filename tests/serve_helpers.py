@@ -85,6 +85,27 @@ def serve(backend, tmp_path, prompt_style: str = "instruction", **settings):
         yield server, client
 
 
+def hold_model(server) -> threading.Event:
+    """Occupy the server's model thread (as a long generation would) until the returned event is set."""
+    release, started = threading.Event(), threading.Event()
+
+    def long_generation():
+        started.set()
+        release.wait(60)
+
+    threading.Thread(target=server.app.state.serve.worker.call, args=(long_generation,), daemon=True).start()
+    assert started.wait(60)
+    return release
+
+
+def wait_until(condition, timeout=60, what="the server"):
+    """Poll ``condition`` until it holds (a generous deadline: a busy machine is slow, not wrong)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
 def error_of(response: httpx.Response) -> dict:
     body = response.json()
     assert set(body) == {"error"}, body

@@ -161,7 +161,7 @@ def test_the_server_batches_concurrent_requests_and_answers_as_one_at_a_time(tin
             if holding is not None:
                 holding.result()
             assert all(r.status_code == 200 for r in replies), [r.text for r in replies]
-            return [r.json()["results"][0]["analyses"][0]["raw"] for r in replies], server.app.state.worker
+            return [r.json()["results"][0]["analyses"][0]["raw"] for r in replies], server.app.state.serve.worker
 
     want, _ = answers(tiny_llama, 1)
     batched.engine.peak_sequences = 0

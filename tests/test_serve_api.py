@@ -14,7 +14,7 @@ from mentalglm.llm.openai_client import HTTPBackendError, OpenAIBackend
 from mentalglm.safety import resources_message
 from mentalglm.serve import ServeSettings
 from mentalglm.serve.service import AnalysisService
-from serve_helpers import error_of, scripted_llama, serve, tiny_llama  # noqa: F401  (fixtures)
+from serve_helpers import error_of, hold_model, scripted_llama, serve, tiny_llama, wait_until  # noqa: F401  (fixtures)
 
 POST = "最近总觉得自己什么都做不好，大家一定都讨厌我"
 
@@ -132,35 +132,14 @@ def test_bearer_token(tiny_llama, tmp_path, monkeypatch):  # noqa: F811
         serve(tiny_llama, tmp_path, token_env="MENTALGLM_TEST_TOKEN").__enter__()
 
 
-def _hold_model(server) -> threading.Event:
-    """Occupy the model thread (as a long generation would) until the returned event is set."""
-    release, started = threading.Event(), threading.Event()
-
-    def long_generation():
-        started.set()
-        release.wait(60)
-
-    threading.Thread(target=server.app.state.worker.call, args=(long_generation,), daemon=True).start()
-    assert started.wait(60)
-    return release
-
-
-def _wait_until(condition, timeout=60):
-    """Poll ``condition`` until it holds (a generous deadline: a busy machine is slow, not wrong)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting for the server"
-        time.sleep(0.01)
-
-
 def test_full_queue_answers_429_with_retry_after(tiny_llama, tmp_path):  # noqa: F811
     with serve(tiny_llama, tmp_path, max_queue=1) as (server, client):
-        release = _hold_model(server)
+        release = hold_model(server)
         first: dict = {}
         waiting = threading.Thread(target=lambda: first.update(r=client.post(
             "/v1/analyze", json={"text": POST, "tasks": ["emotion"]})))
         waiting.start()
-        _wait_until(lambda: server.app.state.worker.pending == 2)  # the first one waits for the model
+        wait_until(lambda: server.app.state.serve.worker.pending == 2)  # the first one waits for the model
         refused = client.post("/v1/analyze", json={"text": POST, "tasks": ["emotion"]})
         assert refused.status_code == 429
         assert int(refused.headers["retry-after"]) >= 1
@@ -175,13 +154,14 @@ def test_timeout_answers_504_and_the_server_goes_on(tiny_llama, tmp_path):  # no
     # The model is held (by an event, not by CPU speed) past the timeout; the timeout need not be tight, only
     # long enough for the tiny model's answer at the end on a busy machine.
     with serve(tiny_llama, tmp_path, request_timeout=3) as (server, client):
-        release = _hold_model(server)
+        release = hold_model(server)
         start = time.monotonic()
         response = client.post("/v1/analyze", json={"text": POST, "tasks": ["emotion"]})
         assert response.status_code == 504 and time.monotonic() - start < 30  # not when the model is free (60 s)
         assert "3 s" in error_of(response)["message"]
         release.set()
-        _wait_until(lambda: server.app.state.worker.pending == 0)  # the timed-out work was dropped, its place freed
+        # the timed-out work was dropped, its place freed
+        wait_until(lambda: server.app.state.serve.worker.pending == 0)
         assert client.post("/v1/analyze", json={"text": POST, "tasks": ["emotion"]}).status_code == 200
 
 

@@ -3,14 +3,14 @@ models, read with the official `openai` client, httpx and prometheus_client's ow
 
 import json
 import threading
-import time
 
 import httpx
 import pytest
 
 from mentalglm import DISCLAIMER
 from mentalglm.safety import resources_message
-from serve_helpers import error_of, held, paced_scripted_llama, serve, tiny_llama  # noqa: F401  (fixtures)
+from serve_helpers import (error_of, held, hold_model, paced_scripted_llama, serve, tiny_llama,  # noqa: F401
+                           wait_until)
 from tiny_heads import build_tiny_heads
 
 openai = pytest.importorskip("openai", reason="pip install openai (the dev extra)")
@@ -189,16 +189,11 @@ def test_a_client_that_goes_away_stops_the_generation_and_frees_the_model(paced_
             with client.stream("POST", "/v1/chat/completions", json=body) as response:
                 next(response.iter_lines())
             # Once the server has noticed the client is gone it is done with the request: /metrics counts it.
-            deadline = time.monotonic() + 60
-            while not _value(_scrape(client), "mentalglm_requests", "mentalglm_requests_total",
-                             route="/v1/chat/completions", status="200"):
-                assert time.monotonic() < deadline, "the server did not notice that the client went away"
-                time.sleep(0.02)
+            wait_until(lambda: _value(_scrape(client), "mentalglm_requests", "mentalglm_requests_total",
+                                      route="/v1/chat/completions", status="200"),
+                       what="the server to notice that the client went away")
             go_on.set()
-            deadline = time.monotonic() + 60
-            while server.app.state.worker.pending and time.monotonic() < deadline:
-                time.sleep(0.02)
-        assert server.app.state.worker.pending == 0  # a queue of one is free again
+            wait_until(lambda: server.app.state.serve.worker.pending == 0)  # a queue of one is free again
         stopped_after = backend.pieces
         with client.stream("POST", "/v1/chat/completions", json=body) as response:
             assert "[DONE]" in response.read().decode()
@@ -209,16 +204,11 @@ def test_a_stream_keeps_the_queue_limit_and_the_request_timeout(paced_scripted_l
     body = {"model": "scripted.gguf", "stream": True, "messages": [{"role": "user", "content": "我好累"}]}
     # The model is held by events, not by CPU speed: the timeout only has to outlast the way to a first piece.
     with serve(paced_scripted_llama, tmp_path, max_queue=1, request_timeout=2) as (server, client):
-        release, started = threading.Event(), threading.Event()
-        threading.Thread(target=server.app.state.worker.call,
-                         args=(lambda: (started.set(), release.wait(60)),), daemon=True).start()
-        assert started.wait(60)
+        release = hold_model(server)
         waiting: dict = {}
         first = threading.Thread(target=lambda: waiting.update(r=client.post("/v1/chat/completions", json=body)))
         first.start()
-        deadline = time.monotonic() + 60
-        while server.app.state.worker.pending < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: server.app.state.serve.worker.pending == 2)  # the first one waits for the model
         refused = client.post("/v1/chat/completions", json=body)
         assert refused.status_code == 429 and refused.headers["retry-after"]  # before any stream starts
         first.join(60)
@@ -230,10 +220,7 @@ def test_a_stream_keeps_the_queue_limit_and_the_request_timeout(paced_scripted_l
             lines = [line for line in response.iter_lines() if line.startswith("data: ")]
         error = json.loads(lines[-1][len("data: "):])["error"]
         assert error["type"] == "timeout_error" and "2 s" in error["message"]
-        deadline = time.monotonic() + 60
-        while server.app.state.worker.pending and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert server.app.state.worker.pending == 0
+        wait_until(lambda: server.app.state.serve.worker.pending == 0)
 
 
 def _scrape(client, **kw) -> dict:
@@ -284,10 +271,7 @@ def test_metrics_count_requests_tokens_queue_and_latency(tiny_llama, tmp_path): 
         assert _value(after, "mentalglm_queue_limit") == 8 and _value(after, "mentalglm_queue_depth") == 0
         assert _value(after, "process_resident_memory_bytes") > 0
         # Queue depth is live: it shows work waiting for the model while the model is held.
-        release, started = threading.Event(), threading.Event()
-        threading.Thread(target=server.app.state.worker.call,
-                         args=(lambda: (started.set(), release.wait(60)),), daemon=True).start()
-        assert started.wait(60)
+        release = hold_model(server)
         assert _value(_scrape(client), "mentalglm_queue_depth") == 1
         release.set()
 

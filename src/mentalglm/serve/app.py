@@ -52,8 +52,6 @@ def create_app(backend: Backend, prompt_style: str = "zeroshot", settings: Serve
         description="Explainable mental-health analysis of Chinese social-media posts. " + DISCLAIMER +
                     "\n\nAuth (when the server was started with --token-env): `Authorization: Bearer <token>`.")
     app.state.serve = state
-    app.state.worker, app.state.jobs, app.state.service, app.state.settings = \
-        state.worker, state.jobs, state.service, state.settings
     install_handlers(app)
     app.add_middleware(BodyLimit, default=state.settings.max_body_bytes,
                        limits={"/v1/jobs": state.settings.max_upload_bytes})

@@ -399,10 +399,11 @@ def _open_heads(backend: Backend, config: AnalyzeConfig):
     headset.check_base(backend.path)  # every backend with hidden states (llama.cpp) reads a model file
     for task in config.tasks:
         headset.head(task)  # a task without a head: fail before any post is read
-    trained = load_trained() if config.explain else None
-    readers = {task: explanation_reader(headset.head(task), get_task(task).ordinal, trained)
-               for task in config.tasks} if config.explain else {}
-    return headset, readers
+    if not config.explain:  # no explanation to read
+        return headset, {}
+    trained = load_trained()
+    return headset, {task: explanation_reader(headset.head(task), get_task(task).ordinal, trained)
+                     for task in config.tasks}
 
 
 def resume_rows(out_path: Path, retry_errors: bool = True) -> tuple[dict[tuple[str, str], str], int]:

@@ -52,6 +52,11 @@ def quotes_in(explanation: str) -> list[str]:
     return [next(g for g in m.groups() if g is not None) for m in _QUOTES.finditer(explanation)]
 
 
+def without_quotes(explanation: str) -> str:
+    """``explanation`` with every quote (marks included) removed: its argument without the evidence it cites."""
+    return _QUOTES.sub("", explanation)
+
+
 def check_evidence(explanation: str, post: str, ignore: Iterable[str] = ()) -> Evidence:
     """Every quoted span of ``explanation``, and those not in ``post`` (an elided quote "A……B" needs A and B).
 

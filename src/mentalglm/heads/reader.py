@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..evidence import _QUOTES
+from ..evidence import without_quotes
 from .model import NgramScorer, TaskHead, to_probabilities
 
 TRAINED = "suicide_risk_levels"  # the task SOS-4K's reference explanations are written for
@@ -40,7 +40,7 @@ def argument(explanation: str, lead: str = "") -> str:
     """What the reader reads: the explanation without ``lead`` (the unsure lead) and without its quotes."""
     if lead and explanation.startswith(lead):
         explanation = explanation[len(lead):]
-    return _QUOTES.sub("", explanation).strip()
+    return without_quotes(explanation).strip()
 
 
 @dataclass

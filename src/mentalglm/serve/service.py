@@ -67,8 +67,8 @@ class AnalysisService:
         row) for each finished row. With label heads, a post's text waits for the decisions that can flag it (see
         ``_Emitter``)."""
         analyzer = self.analyzer(config)
-        flagging = [s.name for s in analyzer.specs if s.high_risk] if analyzer.headset is not None else []
-        return analyzer.run(posts, _Emitter(emit, {p.id: len(flagging) for p in posts if not p.error}))
+        flagging = sum(1 for s in analyzer.specs if s.high_risk) if analyzer.headset is not None else 0
+        return analyzer.run(posts, _Emitter(emit, {p.id: flagging for p in posts if not p.error}))
 
     def cimhi_question(self, messages: Sequence[dict]) -> tuple[str, str] | None:
         """(task, post) when a label-heads model is asked a C-IMHI question about a post, else None."""

@@ -246,14 +246,15 @@ def print_tables(console: Console, results: list[Analysis], resources: str | Non
 
 
 def _check_rates(rows: list[Analysis]) -> list[str]:
-    """evidence_ok, explanation_consistent (of the rows that have them) and unsure rows, as "k/n (x%)"."""
-    def rate(values: list) -> str:
-        return f"{sum(values)}/{len(values)} ({100 * sum(values) / len(values):.0f}%)" if values else "—"
+    """evidence_ok, explanation_consistent (of the rows that have them) and unsure rows (of those decided by label
+    heads), as "k/n (x%)" (as ``eval score`` gives the checks)."""
+    from ..evaluate.predictions import CHECKS, check_rate
 
-    decided = [a for a in rows if a.scores]
-    return [rate([a.evidence_ok for a in rows if a.evidence_ok is not None]),
-            rate([a.explanation_consistent for a in rows if a.explanation_consistent is not None]),
-            rate([a.runner_up is not None for a in decided])]
+    def rate(values: list[bool]) -> str:
+        return check_rate([sum(values), len(values)])
+
+    return [*(rate([getattr(a, k) for a in rows if getattr(a, k) is not None]) for k in CHECKS),
+            rate([a.runner_up is not None for a in rows if a.scores])]
 
 
 def summarize(console: Console, results: list[Analysis], out: Path) -> None:

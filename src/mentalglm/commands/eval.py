@@ -249,10 +249,10 @@ def print_card(console: Console, path: str, entry) -> None:
         console.print("explanations: " + ", ".join(f"{k} {v:.1f}" for k, v in ex.means.items())
                       + f" (n={ex.n}, empty {ex.empty})")
     if entry.checks:
-        from ..evaluate.report import CHECK_NAMES, check_rate
+        from ..evaluate.predictions import CHECKS, check_rate
 
         console.print("explanation checks: " + ", ".join(f"{name.lower()} {check_rate(entry.checks.get(k))}"
-                                                         for k, name in CHECK_NAMES.items()))
+                                                         for k, name in CHECKS.items()))
 
 
 def _entries(args, specs: list[tuple[str | None, str]]):

@@ -18,6 +18,8 @@ from ..data.sources.io import read_jsonl
 from ..tasks import FALLBACK, INVALID, OK, TaskSpec, get_task
 
 ERROR = "error"  # the backend failed on the row (see mentalglm.analyze)
+# The explanation checks analyze rows carry (true, false, or null without an explanation), as reports name them.
+CHECKS = {"evidence_ok": "Quotes in the post", "explanation_consistent": "Argues for its label"}
 STATUSES = (OK, FALLBACK, INVALID, ERROR)
 REQUIRED = ("id", "task", "labels", "parse_status")
 
@@ -42,7 +44,7 @@ class Prediction:
     def to_json(self) -> str:
         d = asdict(self)
         d.pop("line")
-        for check in ("evidence_ok", "explanation_consistent"):  # only analyze rows have them
+        for check in CHECKS:  # only analyze rows have them
             if d[check] is None:
                 d.pop(check)
         d["labels"] = list(self.labels)
@@ -83,7 +85,7 @@ def _row(path: Path, line: int, obj: dict, expected: TaskSpec | None) -> Predict
     if status in (OK, FALLBACK) and not labels and not spec.empty_sentence:
         raise DataError(path, line, f"parse_status {status!r} but no labels; an answer without a label is "
                                     f"'{INVALID}' for task {spec.name!r}")
-    checks = [obj.get(k) if isinstance(obj.get(k), bool) else None for k in ("evidence_ok", "explanation_consistent")]
+    checks = [obj.get(k) if isinstance(obj.get(k), bool) else None for k in CHECKS]
     return Prediction(str(obj["id"]), spec.name, tuple(labels), status, str(obj.get("explanation") or ""),
                       str(obj.get("raw") or ""), str(obj.get("model") or ""), line, *checks)
 
@@ -93,11 +95,19 @@ def explanation_checks(rows: Iterable[Prediction]) -> dict[str, list[int]]:
     with an explanation); a check no row carries is left out."""
     rows = list(rows)
     out = {}
-    for check in ("evidence_ok", "explanation_consistent"):
+    for check in CHECKS:
         values = [getattr(r, check) for r in rows if getattr(r, check) is not None]
         if values:
             out[check] = [sum(values), len(values)]
     return out
+
+
+def check_rate(counts: Sequence[int] | None) -> str:
+    """"k/n (x%)" of a check's [true, checked] counts, or "—" when nothing was checked."""
+    if not counts or not counts[1]:
+        return "—"
+    k, n = counts
+    return f"{k}/{n} ({100 * k / n:.1f}%)"
 
 
 def read_predictions(path: str | Path, task: str | None = None) -> list[Prediction]:

@@ -24,7 +24,7 @@ from .anchors import anchors_for
 from .classification import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, ScoreCard, evaluate, paired_difference_intervals
 from .explanations import ExplanationScores, score_explanations
 from .plots import confusion_png, per_class_f1_png
-from .predictions import Aligned, GoldSet, align, explanation_checks, read_predictions
+from .predictions import CHECKS, Aligned, GoldSet, align, check_rate, explanation_checks, read_predictions
 
 METRIC_NAMES = {
     "accuracy": "Accuracy", "weighted_f1": "Weighted F1", "macro_f1": "Macro F1", "micro_f1": "Micro F1",
@@ -232,17 +232,6 @@ def _explanation_table(entries: Sequence[Entry]) -> Table | None:
                  rows, notes=notes)
 
 
-CHECK_NAMES = {"evidence_ok": "Quotes in the post", "explanation_consistent": "Argues for its label"}
-
-
-def check_rate(counts: list[int] | None) -> str:
-    """"k/n (x%)" of an explanation check, or "—"."""
-    if not counts:
-        return "—"
-    k, n = counts
-    return f"{k}/{n} ({100 * k / n:.1f}%)"
-
-
 def _checks_table(entries: Sequence[Entry]) -> Table | None:
     checked = [e for e in entries if e.checks]
     if not checked:
@@ -250,8 +239,8 @@ def _checks_table(entries: Sequence[Entry]) -> Table | None:
     return Table("Explanation checks of analyze rows: every quote is the post's own words (after near-miss quotes "
                  "were repaired; evidence_ok), and the explanation, read alone, argues for the row's label "
                  "(explanation_consistent; the 0-10 scale: within one level)",
-                 ["System", *CHECK_NAMES.values()],
-                 [[e.system, *(check_rate(e.checks.get(k)) for k in CHECK_NAMES)] for e in checked])
+                 ["System", *CHECKS.values()],
+                 [[e.system, *(check_rate(e.checks.get(k)) for k in CHECKS)] for e in checked])
 
 
 def _judge_table(entries: Sequence[Entry]) -> Table | None:

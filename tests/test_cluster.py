@@ -230,12 +230,12 @@ def test_parquet_output_schema(tmp_path):
     import pyarrow.parquet as pq
 
     from mentalglm.analyze import Analysis
-    from mentalglm.columnar import KNOWN_FIELDS, rows_table, table_rows, write_parquet
+    from mentalglm.columnar import known_types, rows_table, table_rows, write_parquet
 
-    fields = [f.name for f in dataclasses.fields(Analysis)]
-    assert fields[:len(KNOWN_FIELDS)] == list(KNOWN_FIELDS)  # the fields typed by name; later ones by their values
+    # Every field of a row is typed by name; fields added later are typed by their values.
+    assert [f.name for f in dataclasses.fields(Analysis)] == list(known_types())
     row = dataclasses.asdict(Analysis("a1", "emotion", ["悲伤"], "", "这篇帖子体现了悲伤。", "ok", "m", 1.5,
-                                      scores={"悲伤": 0.75, "积极": 0.25}))
+                                      scores={"悲伤": 0.75, "积极": 0.25}, runner_up={"label": "积极", "p": 0.25}))
     later = {**row, "decided_by": "screen", "extra": {"k": [1]}}  # fields added later: typed from their values
     write_parquet([later, {**row, "id": "a2", "decided_by": None, "extra": None, "evidence_ok": True}],
                   tmp_path / "r.parquet")
@@ -243,6 +243,9 @@ def test_parquet_output_schema(tmp_path):
     assert schema.field("labels").type == pa.list_(pa.string())
     assert schema.field("scores").type == pa.map_(pa.string(), pa.float64())
     assert schema.field("evidence_ok").type == pa.bool_() and schema.field("error").type == pa.string()
+    assert schema.field("explanation_consistent").type == pa.bool_()  # null in every row, still typed
+    assert schema.field("runner_up").type == pa.struct([("label", pa.string()), ("p", pa.float64())])
+    assert schema.field("quotes_repaired").type == pa.int64()
     assert schema.field("decided_by").type == pa.string() and schema.field("extra").type == pa.string()
     back = table_rows(pq.read_table(tmp_path / "r.parquet"))
     assert back[0] == later and back[0]["scores"] == {"悲伤": 0.75, "积极": 0.25}

@@ -277,7 +277,6 @@ class ClusterAnalyzer:
 def _as_local(e: Exception) -> Exception:
     """An actor's failure to open the model as the local command reports it: heads that do not fit the model are a
     usage error (exit 2), a model that is not available exit 3, and so on."""
-    from .errors import DataError
     from .heads import HeadsError
 
     return DataError("--heads", None, str(e)) if isinstance(e, HeadsError) else e

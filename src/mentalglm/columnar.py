@@ -11,8 +11,11 @@ Output: the same rows as the JSON lines of ``--out results.jsonl``, one column p
 | labels, warnings, label_en | list<string> |
 | latency_ms | double |
 | high_risk | bool |
-| evidence_ok | bool, null without an explanation |
+| evidence_ok, explanation_consistent | bool, null without an explanation |
 | scores | map<string, double>: label -> probability, in the head's label order (empty map without heads) |
+| runner_up | struct<label: string, p: double>, null unless the label heads were unsure |
+| explanation_labels | list<string>, null without an explanation |
+| quotes_repaired | int64 |
 
 A field this table does not know (added to the rows later) gets its type from its values: strings, booleans,
 numbers and lists of strings as such, anything else as a JSON string (marked in the field's metadata, and decoded
@@ -73,16 +76,16 @@ def parquet_rows(path: str | os.PathLike, columns: list[str], batch_rows: int = 
 
 
 # ----------------------------------------------------------------------------------------------------- output
-def _known_types(pa) -> dict:
+def known_types() -> dict:
+    """field -> Arrow type of every field typed by name (the module doc's table), in the rows' field order."""
+    pa = _pa()
     strings = pa.list_(pa.string())
     return {"id": pa.string(), "task": pa.string(), "labels": strings, "explanation": pa.string(),
             "raw": pa.string(), "parse_status": pa.string(), "model": pa.string(), "latency_ms": pa.float64(),
             "high_risk": pa.bool_(), "warnings": strings, "error": pa.string(), "label_en": strings,
-            "scores": pa.map_(pa.string(), pa.float64()), "evidence_ok": pa.bool_()}
-
-
-KNOWN_FIELDS = ("id", "task", "labels", "explanation", "raw", "parse_status", "model", "latency_ms", "high_risk",
-                "warnings", "error", "label_en", "scores", "evidence_ok")
+            "scores": pa.map_(pa.string(), pa.float64()), "evidence_ok": pa.bool_(),
+            "runner_up": pa.struct([("label", pa.string()), ("p", pa.float64())]), "explanation_labels": strings,
+            "explanation_consistent": pa.bool_(), "quotes_repaired": pa.int64()}
 
 
 def _inferred(pa, name: str, values: list):
@@ -104,10 +107,8 @@ def _inferred(pa, name: str, values: list):
 def rows_table(rows: list[dict]):
     """An Arrow table of result rows (dicts as written to JSON lines), typed as in the module doc."""
     pa = _pa()
-    known = _known_types(pa)
-    names = list(dict.fromkeys([k for row in rows[:1] for k in row] + [k for row in rows for k in row]))
-    if not names:
-        names = list(KNOWN_FIELDS)
+    known = known_types()
+    names = list(dict.fromkeys([k for row in rows[:1] for k in row] + [k for row in rows for k in row])) or list(known)
     fields, arrays = [], []
     for name in names:
         values = [row.get(name) for row in rows]

@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from .columnar import is_parquet
 from .errors import DataError
 
 log = logging.getLogger("mentalglm")
@@ -145,7 +146,7 @@ def read_posts(path: str | Path | None, text_column: str | None = None, id_colum
     if not path.exists():
         raise DataError(path, None, "file not found")
     fmt = (fmt or path.suffix.lstrip(".")).lower()
-    if fmt in ("parquet", "pq"):
+    if is_parquet(path, fmt):
         yield from _parquet(path, text_column, id_column)
         return
     if fmt not in ("txt", "text", "", "csv", "tsv", "jsonl", "ndjson"):

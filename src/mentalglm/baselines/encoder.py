@@ -22,6 +22,10 @@ from ..tasks import OK, TaskSpec
 
 log = logging.getLogger("mentalglm")
 
+# What the encoder baseline imports, all in the 'train' extra (the Trainer of fit() needs accelerate).
+NEEDS = ("torch", "transformers", "accelerate")
+FEATURE = "the encoder baseline"
+
 
 @dataclass(frozen=True)
 class EncoderConfig:
@@ -56,8 +60,8 @@ class _Encoded:
 
 
 def _load(spec: TaskSpec, model: str):
-    for module in ("torch", "transformers", "accelerate"):  # the Trainer of fit() needs accelerate
-        require(module, "train", "the encoder baseline")
+    for module in NEEDS:
+        require(module, "train", FEATURE)
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     names = spec.label_names

@@ -122,7 +122,7 @@ def in_hf_cache(model_id: str) -> bool:
         return False
 
 
-def _missing(modules: tuple[str, ...], extra: str, feature: str) -> str | None:
+def _missing(modules: tuple[str, ...], extra: str, feature: str | None = None) -> str | None:
     """Why a backend cannot run without an optional extra (as ``errors.require`` would say), or None."""
     from ..errors import missing
 
@@ -131,7 +131,7 @@ def _missing(modules: tuple[str, ...], extra: str, feature: str) -> str | None:
 
 
 def _vllm_available(model: str, base_url: str | None, weights: str | None) -> str | None:
-    return _missing(("vllm",), "vllm", "the vLLM backend (GPU machines only)")
+    return _missing(("vllm",), "vllm")  # errors.EXTRAS says what it is
 
 
 def _openai_available(model: str, base_url: str | None, weights: str | None) -> str | None:
@@ -159,13 +159,17 @@ def _hf_available(model: str, base_url: str | None, weights: str | None) -> str 
     hf_id = entry.hf_id if entry else model
     if Path(model).is_dir() or in_hf_cache(hf_id):
         return None
-    field = "weights" if entry else "model"
     if entry and entry.how_to_get:
         how = f"{entry.how_to_get} In a suite file: `weights: DIR` for this system."
     else:
-        how = (f"On a machine with internet run `hf download {hf_id} --local-dir DIR`, copy DIR here and give it as "
-               f"the {field} (--{field} DIR; `{field}: DIR` for a system of a suite file).")
+        how = download_advice(hf_id, "weights" if entry else "model")
     return f"{model!r}: weights are not on this machine. {how}"
+
+
+def download_advice(hf_id: str, field: str) -> str:
+    """How to bring a Hugging Face model here: downloaded elsewhere, then given as ``field`` (flag, suite key)."""
+    return (f"On a machine with internet run `hf download {hf_id} --local-dir DIR`, copy DIR here and give it as "
+            f"the {field} (--{field} DIR; `{field}: DIR` for a system of a suite file).")
 
 
 N_CTX = Option("n_ctx", "context length of a sequence, in tokens (llama.cpp)", default=4096)

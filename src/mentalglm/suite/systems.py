@@ -34,13 +34,14 @@ def availability(system: SystemSpec) -> str | None:
         return None
     model = system.model or ""
     if system.kind == "encoder":
-        if absent := missing(("torch", "transformers", "accelerate"), "train", "the encoder baseline"):
+        from ..baselines.encoder import FEATURE, NEEDS
+
+        if absent := missing(NEEDS, "train", FEATURE):
             return f"{absent}.{advice}"
         if Path(model).is_dir() or registry.in_hf_cache(model):
             return None
-        return (f"encoder {model!r} is neither a local folder nor in the Hugging Face cache: on a machine with "
-                f"internet run `hf download {model} --local-dir DIR`, copy DIR here and set `model: DIR` for this "
-                f"system.{advice}")
+        return (f"encoder {model!r} is neither a local folder nor in the Hugging Face cache. "
+                f"{registry.download_advice(model, 'model')}{advice}")
     reason = registry.availability(model, system.base_url, system.weights)
     return f"{reason}{advice}" if reason else None
 

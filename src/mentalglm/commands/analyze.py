@@ -41,11 +41,17 @@ EXAMPLES = """examples:
   mentalglm analyze --risk-threshold 0.3 --tasks suicide_risk --no-explain --file posts.csv --out risk.jsonl
   mentalglm analyze --model qwen2.5-coder-1.5b-instruct-q4 "..."   # the zero-shot model, labels generated
 
+  mentalglm analyze --file posts.parquet --text-column content --out results.parquet --resume  # Parquet in and out
+  mentalglm analyze --file posts.csv --out results.jsonl --no-explain --ray    # an embedded Ray cluster here
+  mentalglm analyze --file posts.parquet --out results.parquet --ray 10.0.0.1:6379 --ray-cpus 4 --resume
+
 Exit status: 0 every row ok or fallback; 1 some row invalid or error (a one-line summary on stderr);
 2 a usage error (empty post, unknown task, missing column, repeated id, no posts, --resume with other
-settings), found before the model loads; 3 the model is not available.
+settings), found before the model loads; 3 the model is not available; 4 an optional extra is missing
+(--ray: cluster; a Parquet file: parquet), with its pip install line.
 
-Input files: UTF-8 (with or without BOM), UTF-16 with a BOM, or GB18030, detected. A repeated id is an
+Input files: CSV, TSV, JSONL, TXT or Parquet (--format when the suffix does not say). Text files: UTF-8
+(with or without BOM), UTF-16 with a BOM, or GB18030, detected. A repeated id is an
 error naming both lines unless --dedupe-ids. A tab-separated .csv (or comma-separated .tsv) is refused
 with a hint to pass --format.
 
@@ -54,7 +60,7 @@ model, latency_ms, high_risk, warnings, error, label_en, scores (label -> probab
 evidence_ok (every quote of the explanation is in the post, after near-miss quotes are repaired; null without
 an explanation), runner_up ({label, p} when the label heads were unsure, else null), explanation_labels and
 explanation_consistent (the label the explanation argues for, read from it alone, and whether it is the row's),
-quotes_repaired (near-miss quotes replaced by the post's words).
+quotes_repaired (near-miss quotes replaced by the post's words). A .parquet --out has one typed column each.
 """
 
 

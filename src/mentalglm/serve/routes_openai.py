@@ -102,7 +102,8 @@ async def _heads_answer(state: ServeState, task: str, post: str) -> dict:
 
 
 def _heads_extension(state: ServeState, task: str, row: dict) -> dict:
+    """The answer's ``mentalglm`` field from an analysis row (its fields as ``Analysis`` has them)."""
     return {"task": task, "labels": row["labels"], "scores": row["scores"], "high_risk": row["high_risk"],
             "resources": state.resources_text if row["high_risk"] else None, "evidence_ok": row["evidence_ok"],
-            "runner_up": row.get("runner_up"), "explanation_consistent": row.get("explanation_consistent"),
-            "quotes_repaired": row.get("quotes_repaired", 0)}
+            "runner_up": row["runner_up"], "explanation_consistent": row["explanation_consistent"],
+            "quotes_repaired": row["quotes_repaired"]}

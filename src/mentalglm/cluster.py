@@ -41,7 +41,7 @@ from .analyze import Analysis
 from .columnar import is_parquet
 from .errors import DataError, require
 from .inputs import Post
-from .llm.registry import scheme_of
+from .llm.registry import scheme_of, whole_number
 
 log = logging.getLogger("mentalglm")
 
@@ -61,12 +61,6 @@ def ray_address(value: str) -> str:
         "it before --ray, or use --file")
 
 
-def _positive(value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a positive number")
-    return int(value)
-
-
 def add_ray_args(p) -> None:
     g = p.add_argument_group("cluster (Ray; the 'cluster' extra, docs/scale.md)")
     g.add_argument("--ray", nargs="?", const="", type=ray_address, metavar="ADDRESS",
@@ -74,7 +68,7 @@ def add_ray_args(p) -> None:
                         "local run (in the order batches finish). ADDRESS: host:port of a cluster's head "
                         "(`ray start --head`), ray://host:10001, or auto (the cluster this node belongs to); "
                         "without one, an embedded cluster on this machine, shut down after")
-    g.add_argument("--ray-actors", type=_positive,
+    g.add_argument("--ray-actors", type=whole_number,
                    help="actors (model copies) in the pool (default: the cluster's CPUs / --ray-cpus, or its GPUs / "
                         "--ray-gpus)")
     g.add_argument("--ray-cpus", type=float,

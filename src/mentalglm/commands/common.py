@@ -32,7 +32,7 @@ def add_backend_args(group) -> None:
     machine is said in the help and left unset here, so the registry chooses it when the model opens)."""
     for option in registry.options():
         text = f"{option.help} (default: {option.chosen})" if option.choose else option.help
-        group.add_argument(option.flag, type=int, default=option.default, metavar="N", help=text)
+        group.add_argument(option.flag, type=registry.whole_number, default=option.default, metavar="N", help=text)
 
 
 def backend_options(args, model: str | None = None) -> dict:

@@ -65,6 +65,15 @@ class Scheme:
 SCHEMES: dict[str, Scheme] = {}
 
 
+def whole_number(text: str) -> int:
+    """An option's value as the command line gives it (argparse's ``type``): a whole number of at least 1."""
+    import argparse
+
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
 def scheme(name: str, options: tuple[Option, ...], availability: Check) -> Callable[[Opener], Opener]:
     def register(opener: Opener) -> Opener:
         SCHEMES[name] = Scheme(name, opener, options, availability)

@@ -1,4 +1,5 @@
-"""Each task's unsure threshold, chosen on a heads run's validation predictions (never on test posts).
+"""Each task's unsure threshold, chosen on a heads run's validation predictions (never on test posts), for a run
+made before ``mentalglm heads train`` chose them itself (it calls the same ``heads.unsure.fit_thresholds``).
 
 Reads ``<run>/validation/<task>.jsonl`` (written by ``mentalglm heads train``: rows with ``labels`` and ``scores``)
 and the gold labels of ``mentalglm.data.sources.task_splits(task)["validation"]`` (joined by id), and computes
@@ -24,43 +25,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
-
-import numpy as np
 
 from mentalglm.data.sources import task_splits
 from mentalglm.heads import load_heads
-from mentalglm.heads.unsure import confidence, write_thresholds
-
-
-def threshold_for(conf: np.ndarray, correct: np.ndarray, target: float) -> float:
-    """The lowest confidence at which the isotonic fit of accuracy on confidence reaches ``target``."""
-    from sklearn.isotonic import IsotonicRegression
-
-    order = np.argsort(conf)
-    conf, correct = conf[order], correct[order].astype(float)
-    fitted = IsotonicRegression(increasing=True, out_of_bounds="clip").fit(conf, correct).predict(conf)
-    reached = np.flatnonzero(fitted >= target)
-    if not len(reached):
-        return float(np.nextafter(conf[-1], np.inf))  # never reached: every row is unsure
-    return float(conf[reached[0]])
-
-
-def task_table(task: str, rows: list[dict], head, gold: dict[str, tuple], target: float) -> dict:
-    rows = [r for r in rows if r["id"] in gold]
-    if not rows:
-        raise SystemExit(f"{task}: no validation row's id is in the task's validation split")
-    conf = np.array([confidence(head, np.array([r["scores"][n] for n in head.labels]), r["labels"])[0]
-                     for r in rows])
-    correct = np.array([set(r["labels"]) == set(gold[r["id"]]) for r in rows])
-    t = threshold_for(conf, correct, target)
-    below = conf < t
-    return {"threshold": round(t, 4), "kind": "margin" if head.multi_label else "top_probability",
-            "validation_posts": len(rows), "unsure_share": round(float(below.mean()), 4),
-            "accuracy": round(float(correct.mean()), 4),
-            "accuracy_unsure": round(float(correct[below].mean()), 4) if below.any() else None,
-            "accuracy_sure": round(float(correct[~below].mean()), 4) if (~below).any() else None}
+from mentalglm.heads.unsure import fit_thresholds, write_thresholds
 
 
 def main() -> None:
@@ -74,20 +43,16 @@ def main() -> None:
     run = Path(args.run)
     heads_folder = Path(args.heads) if args.heads else run / "model"
     heads = load_heads(heads_folder)
-    tasks = {}
+    predictions, gold = {}, {}
     for path in sorted((run / "validation").glob("*.jsonl")):
-        task = path.stem
-        if task not in heads.heads:
-            continue
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        gold = {e.id: e.labels for e in task_splits(task, args.data_root)["validation"]}
-        tasks[task] = task_table(task, rows, heads.head(task), gold, args.target)
-    if not tasks:
+        if path.stem in heads.heads:
+            predictions[path.stem] = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
+                                      if line.strip()]
+            gold[path.stem] = {e.id: e.labels for e in task_splits(path.stem, args.data_root)["validation"]}
+    if not predictions:
         raise SystemExit(f"no validation predictions of {heads.name}'s tasks in {run / 'validation'}")
-    table = {"rule": f"lowest confidence at which the isotonic fit of validation accuracy reaches {args.target}",
-             "target_accuracy": args.target, "source": str(run / "validation"), "heads": heads.name,
-             "command": f"python benchmarks/unsure_threshold.py {args.run}" + (" --write" if args.write else ""),
-             "made": time.strftime("%Y-%m-%d"), "tasks": tasks}
+    table = fit_thresholds(heads.heads, predictions, gold, args.target, str(run / "validation"),
+                           f"python benchmarks/unsure_threshold.py {args.run}" + (" --write" if args.write else ""))
     print(json.dumps(table, ensure_ascii=False, indent=1))
     if args.write:
         print(f"wrote {write_thresholds(heads_folder, table)} (listed in {heads_folder / 'manifest.json'})")

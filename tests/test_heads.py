@@ -417,3 +417,30 @@ def test_a_kept_head_is_the_earlier_one_scored_again_on_this_validation_sample(t
         "emotion.npz", "emotion.json"}
     x = rng.normal(size=8)
     assert np.allclose(kept.probabilities("开心的一天", x), head.probabilities("开心的一天", x))
+
+
+def test_the_unsure_threshold_is_where_validation_accuracy_reaches_the_target(heads_dir, tmp_path):
+    """heads train stores it: rows under it are right less often than the target, rows over it more often."""
+    from mentalglm.heads.unsure import fit_thresholds, threshold_for, write_thresholds
+
+    rng = np.random.default_rng(5)
+    conf = rng.random(2000)
+    correct = rng.random(2000) < conf  # accuracy equals confidence
+    t = threshold_for(conf, correct, 0.6)
+    assert 0.5 < t < 0.7 and correct[conf < t].mean() < 0.6 < correct[conf >= t].mean()
+    assert threshold_for(conf, np.zeros(2000, bool), 0.6) > conf.max()  # never reached: every row is unsure
+    head = load_heads(heads_dir).head("emotion")
+    rows, gold = [], {}
+    for i, c in enumerate(conf[:400]):
+        p = np.full(6, (1 - c) / 5)
+        p[0] = c
+        rows.append({"id": f"e{i}", "labels": [head.labels[0]], "scores": dict(zip(head.labels, p))})
+        gold[f"e{i}"] = (head.labels[0],) if correct[i] else (head.labels[1],)
+    table = fit_thresholds({"emotion": head}, {"emotion": rows}, {"emotion": gold})
+    row = table["tasks"]["emotion"]
+    assert row["validation_posts"] == 400 and row["accuracy_unsure"] < 0.6 < row["accuracy_sure"]
+    import shutil
+
+    folder = shutil.copytree(heads_dir, tmp_path / "h")
+    write_thresholds(folder, table)
+    assert load_heads(folder).unsure_threshold("emotion") == row["threshold"]

@@ -22,6 +22,7 @@ from ..prompts import SYSTEM_HEADS_ZH
 from .model import TaskHead, to_probabilities
 from .features import POST_CHARS, StateCache, extract_states, head_text
 from .recipe import Recipe
+from .unsure import fit_thresholds, write_thresholds
 
 
 def prompt_fingerprint() -> str:
@@ -206,10 +207,14 @@ def train_heads(recipe: Recipe, out: Path, threads: int | None = None, root=None
         "seconds": round(time.time() - started, 1),
     }
     folder = write_heads_folder(out / "model", heads, manifest)
-    for task, report in reports.items():
-        predictions = out / "validation" / f"{task}.jsonl"
-        predictions.parent.mkdir(parents=True, exist_ok=True)
-        predictions.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in report.pop("predictions")),
-                               encoding="utf-8")
+    predictions = {task: report.pop("predictions") for task, report in reports.items()}
+    for task, rows in predictions.items():
+        path = out / "validation" / f"{task}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    # Where a decision is too close to call, rows name the runner-up: the threshold is chosen on these predictions.
+    gold = {task: {e.id: e.labels for e in recipe.validation_examples(task, root)} for task in predictions}
+    write_thresholds(folder, fit_thresholds(heads, predictions, gold, source=str(out / "validation"),
+                                            command=manifest["command"]))
     (out / "report.json").write_text(json.dumps(reports, ensure_ascii=False, indent=1), encoding="utf-8")
     return folder

@@ -8,9 +8,9 @@ A decision's *confidence* is one number per row:
   and the nearest was taken); the runner-up is the unchosen label nearest to its threshold.
 
 A row is unsure when its confidence is below the task's threshold. Thresholds are chosen on validation
-predictions by ``benchmarks/unsure_threshold.py`` (the confidence below which labels are right less than 60% of
-the time) and stored in the heads folder as ``unsure.json``, listed in its manifest; a folder without it uses
-``DEFAULT_SINGLE`` / ``DEFAULT_MULTI``.
+predictions (``fit_thresholds``: the confidence below which labels are right less than 60% of the time) by
+``mentalglm heads train`` (or ``benchmarks/unsure_threshold.py`` for an earlier run) and stored in the heads
+folder as ``unsure.json``, listed in its manifest; a folder without it uses ``DEFAULT_SINGLE`` / ``DEFAULT_MULTI``.
 """
 
 from __future__ import annotations
@@ -57,6 +57,48 @@ def runner_up(head: TaskHead, probs: np.ndarray, labels: list[str], threshold: f
     if runner is None or value >= threshold:
         return None
     return {"label": runner, "p": round(float(probs[head.labels.index(runner)]), 4)}
+
+
+def threshold_for(conf: np.ndarray, correct: np.ndarray, target: float) -> float:
+    """The lowest confidence at which the isotonic fit of accuracy on confidence reaches ``target``."""
+    from sklearn.isotonic import IsotonicRegression
+
+    order = np.argsort(conf)
+    conf, correct = conf[order], correct[order].astype(float)
+    fitted = IsotonicRegression(increasing=True, out_of_bounds="clip").fit(conf, correct).predict(conf)
+    reached = np.flatnonzero(fitted >= target)
+    if not len(reached):
+        return float(np.nextafter(conf[-1], np.inf))  # never reached: every row is unsure
+    return float(conf[reached[0]])
+
+
+def task_threshold(head: TaskHead, rows: list[dict], gold: dict[str, tuple], target: float) -> dict:
+    """A task's threshold from its validation predictions (rows with ``id``, ``labels``, ``scores``) and the gold
+    labels by id, with the share of unsure rows and the accuracy on either side. A row is right when its labels are
+    the gold labels (the exact set; the 0-10 scale: the exact level)."""
+    rows = [r for r in rows if r["id"] in gold]
+    if not rows:
+        raise ValueError(f"{head.task}: no validation row's id is in the task's validation split")
+    conf = np.array([confidence(head, np.array([r["scores"][n] for n in head.labels]), r["labels"])[0]
+                     for r in rows])
+    correct = np.array([set(r["labels"]) == set(gold[r["id"]]) for r in rows])
+    t = threshold_for(conf, correct, target)
+    below = conf < t
+    return {"threshold": round(t, 4), "kind": "margin" if head.multi_label else "top_probability",
+            "validation_posts": len(rows), "unsure_share": round(float(below.mean()), 4),
+            "accuracy": round(float(correct.mean()), 4),
+            "accuracy_unsure": round(float(correct[below].mean()), 4) if below.any() else None,
+            "accuracy_sure": round(float(correct[~below].mean()), 4) if (~below).any() else None}
+
+
+def fit_thresholds(heads: dict[str, TaskHead], predictions: dict[str, list[dict]], gold: dict[str, dict],
+                   target: float = 0.6, source: str = "", command: str = "") -> dict:
+    """The ``unsure.json`` table: each task's ``task_threshold`` on its validation predictions."""
+    import time
+
+    return {"rule": f"lowest confidence at which the isotonic fit of validation accuracy reaches {target}",
+            "target_accuracy": target, "source": source, "command": command, "made": time.strftime("%Y-%m-%d"),
+            "tasks": {t: task_threshold(heads[t], predictions[t], gold[t], target) for t in predictions}}
 
 
 def read_thresholds(folder: Path, manifest: dict) -> dict[str, float]:

@@ -68,11 +68,12 @@ def pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
-def compare(task, examples, cache, old, new, label=None) -> list[str]:
+def compare(task, examples, cache, old, new, label=None) -> tuple[list[str], str]:
+    """The table rows of one task (or one domain of it), and a note on calibration and the high-risk flag."""
     spec = get_task(task)
     gold = [e.labels for e in examples]
     texts = [head_text(e.text) for e in examples]
-    out, notes, runs = [], [], {}
+    out, runs = [], {}
     for name, heads in (("old", old), ("new", new)):
         head = heads.head(task)
         have = cache.load(task, "validation", head.pool)
@@ -102,8 +103,7 @@ def compare(task, examples, cache, old, new, label=None) -> list[str]:
             flagged = runs[name][2]
             note += f"; {name} flag recall {pct((high & flagged).sum() / max(1, high.sum()))}% " \
                     f"precision {pct((high & flagged).sum() / max(1, flagged.sum()))}%"
-    notes.append(note)
-    return out + ["NOTE " + n for n in notes]
+    return out, note
 
 
 def face_validity(cache: StateCache, old, new, threads: int | None) -> str:
@@ -156,8 +156,9 @@ def main() -> None:
                 groups += [(f"{task} {e_src.split('/')[-1]}", [e for e in examples if e.source == e_src])
                            for e_src in sorted({e.source for e in examples})]
             for label, part in groups:
-                for line in compare(task, part, cache, old, new, label):
-                    (notes.append(line[5:]) if line.startswith("NOTE ") else print(line))
+                rows, note = compare(task, part, cache, old, new, label)
+                print("\n".join(rows))
+                notes.append(note)
         if "emotion" in args.tasks:
             notes.append(face_validity(cache, old, new, args.threads))
     print()

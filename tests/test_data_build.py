@@ -257,3 +257,14 @@ def test_default_model_teacher_writes_explanations_that_pass_or_are_dropped_with
     for r in _built(out, "suicide_risk_levels"):
         assert parse_answer(spec, r["output"]).labels == tuple(r["labels"])
         assert r["teacher"] == "qwen2.5-coder-1.5b-instruct-q4"
+
+
+def test_splits_train_asks_the_teacher_only_for_training_posts(tmp_path, rule_server):
+    rows = [(synthetic_post(k), [get_task("cognitive_distortion").label_names[k % 12]]) for k in range(20)]
+    root = write_socialcd3k(tmp_path / "data", rows)
+    out = tmp_path / "out"
+    assert _build(root, out, rule_server, "--tasks", "cognitive_distortion", "--splits", "train") == 0
+    built = _rows(out / "cognitive_distortion" / "train.jsonl")
+    assert built and {r["split"] for r in built} == {"train"}
+    assert not (out / "cognitive_distortion" / "validation.jsonl").exists()
+    assert rule_server.calls == len(built) + len(_rows(out / "cognitive_distortion" / "dropped.jsonl"))

@@ -15,7 +15,7 @@ from mentalglm.heads.fit import fit_head, recall_threshold
 from mentalglm.heads.model import NgramScorer
 from mentalglm.inputs import Post
 from mentalglm.llm.base import Backend, GenConfig, Generation
-from mentalglm.prompts import heads_request
+from mentalglm.prompts import heads_request, unsure_lead
 from mentalglm.tasks import get_task
 from serve_helpers import serve, tiny_llama  # noqa: F401  (fixtures)
 from tiny_heads import build_tiny_heads, corpus, probabilities_sum_to_one
@@ -444,3 +444,67 @@ def test_the_unsure_threshold_is_where_validation_accuracy_reaches_the_target(he
     folder = shutil.copytree(heads_dir, tmp_path / "h")
     write_thresholds(folder, table)
     assert load_heads(folder).unsure_threshold("emotion") == row["threshold"]
+
+
+@pytest.fixture(scope="module")
+def explained_heads(backend, heads_dir, tmp_path_factory):
+    """The tiny heads with a trained explainer: a LoRA adapter on the tiny GGUF, installed from a run folder the
+    way `mentalglm heads explainer --run RUN` does it."""
+    import shutil
+
+    from mentalglm.heads.explainer import install_explainer
+    from mentalglm.llm.manifest import AdapterManifest
+    from tiny_models import build_tiny_lora_gguf
+
+    root = tmp_path_factory.mktemp("explainer")
+    run = root / "run"
+    (run / "export").mkdir(parents=True)
+    build_tiny_lora_gguf(run / "export" / "adapter.gguf")
+    AdapterManifest(str(backend.path), "instruction", ("suicide_risk",)).write(run)
+    (run / "config.yaml").write_text("name: tiny-explainer\n", encoding="utf-8")
+    (run / "data.json").write_text('{"stage2": {"records": 6}}', encoding="utf-8")
+    folder = shutil.copytree(heads_dir, root / "heads")
+    install_explainer(run, folder, "test", {"evidence_ok": 1.0})
+    return folder
+
+
+def test_the_trained_explainer_writes_the_explanation_and_never_moves_a_label(backend, explained_heads):
+    from mentalglm.heads.explainer import explainer_request
+    from mentalglm.llm.llamacpp import LlamaCppBackend
+
+    headset = load_heads(explained_heads)
+    assert headset.explainer is not None and headset.explainer.info["validation"] == {"evidence_ok": 1.0}
+    assert {"explainer/adapter.gguf", "explainer/explainer.json"} <= set(headset.manifest["files"])
+    tasks = ("suicide_risk", "emotion")
+    posts = [Post(str(i), p) for i, p in enumerate(POSTS)]
+    runs = {kind: Analyzer(backend, AnalyzeConfig(tasks=tasks, style="heads", heads=str(explained_heads),
+                                                  explainer=kind, max_tokens=12)).run(posts)
+            for kind in ("trained", "base")}
+    labels_only = Analyzer(backend, AnalyzeConfig(tasks=tasks, style="heads", heads=str(explained_heads),
+                                                  explain=False)).run(posts)
+    # The heads read their states without the adapter: labels and scores are the same whoever explains.
+    assert [(r.labels, r.scores) for r in runs["trained"]] == [(r.labels, r.scores) for r in runs["base"]] \
+        == [(r.labels, r.scores) for r in labels_only]
+    # The explanation is the explainer's answer to the C-IMHI question with the label prefilled.
+    tuned = LlamaCppBackend(backend.path, lora_path=str(headset.explainer.adapter), n_ctx=2048)
+    try:
+        for row, post in zip(runs["trained"], [p for p in posts for _ in tasks]):
+            spec = get_task(row.task)
+            lead = "" if row.runner_up is None else unsure_lead(  # an unsure row's explanation weighs the two
+                spec, tuple(row.labels), row.runner_up["label"], row.runner_up["p"], row.scores[row.labels[0]])
+            request = explainer_request(spec, post.text, tuple(row.labels), lead)
+            written = tuned.generate([request], GenConfig(max_tokens=12, stop=("\n\n",)))[0].text
+            assert row.raw == written and row.raw.startswith(spec.label_sentence(row.labels) + spec.reason_marker)
+    finally:
+        tuned.close()
+    assert [r.explanation for r in runs["trained"]] != [r.explanation for r in runs["base"]]
+
+
+def test_an_altered_explainer_is_refused(explained_heads, tmp_path):
+    import shutil
+
+    folder = shutil.copytree(explained_heads, tmp_path / "heads")
+    with open(folder / "explainer" / "adapter.gguf", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(HeadsError, match="explainer/adapter.gguf does not match its sha256"):
+        load_heads(folder)

@@ -154,7 +154,7 @@ def test_each_scheme_declares_its_options_with_their_defaults(monkeypatch):
     assert registry.backend_options("x.gguf", n_ctx=1024, threads=2)["parallel"] == 3  # chosen for that context
     assert registry.backend_options("x.gguf", parallel=4, concurrency=9) == {"n_ctx": 4096, "n_threads": machine.cores(),
                                                                             "parallel": 4}  # not an HTTP backend
-    assert registry.backend_options("x.gguf", adapter="lora.gguf")["parallel"] == 1  # the engine applies no LoRA yet
+    assert registry.backend_options("x.gguf", adapter="lora.gguf")["parallel"] == 7  # every sequence gets the LoRA
     assert registry.backend_options("openai:gpt-4o", n_ctx=1024) == {"concurrency": 4}
     assert registry.backend_options("vllm:m", tensor_parallel_size=2) == {"tensor_parallel_size": 2}
     assert registry.backend_options("Qwen/Qwen2.5-0.5B-Instruct", parallel=8) == {}

@@ -223,6 +223,12 @@ def test_gguf_adapter_answers_in_llamacpp_backend(tiny_hf_model_dir, trained_run
         # same tokens; transformers shows a character cut by max_tokens as U+FFFD, llama.cpp holds it back
         assert got.startswith(expected.rstrip("\ufffd")) and len(got) >= len(expected) - 1
         assert not plain.generate([SAD_REQUEST], GREEDY)[0].text.startswith("这篇帖子")
+        # decoded several at a time (--parallel), every sequence gets the adapter
+        batched = LlamaCppBackend(base, lora_path=str(trained_run), n_ctx=512, parallel=2)
+        try:
+            assert [g.text for g in batched.generate([SAD_REQUEST, SAD_REQUEST], GREEDY)] == [got, got]
+        finally:
+            batched.close()
     finally:
         tuned.close()
         plain.close()

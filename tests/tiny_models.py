@@ -204,3 +204,27 @@ def build_tiny_gguf(path: str | Path, *, vocab_size: int = 400, seed: int = 0, n
     w.write_tensors_to_file()
     w.close()
     return path
+
+
+def build_tiny_lora_gguf(path: str | Path, *, n_embd: int = 64, n_layers: int = 2, rank: int = 4, seed: int = 1,
+                         scale: float = 1.0) -> Path:
+    """A random LoRA adapter for ``build_tiny_gguf``'s model in llama.cpp's adapter GGUF layout (what
+    convert_lora_to_gguf.py writes: ``<tensor>.lora_a`` (rank, in) and ``<tensor>.lora_b`` (out, rank) in numpy
+    order), on the attention query and output projections: it changes what the model writes."""
+    import gguf
+
+    path = Path(path)
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_string("general.type", "adapter")
+    w.add_string("adapter.type", "lora")
+    w.add_float32("adapter.lora.alpha", float(rank))
+    rng = np.random.default_rng(seed)
+    for b in range(n_layers):
+        for name in ("attn_q", "attn_output"):
+            w.add_tensor(f"blk.{b}.{name}.weight.lora_a", (rng.standard_normal((rank, n_embd)) * scale).astype(np.float32))
+            w.add_tensor(f"blk.{b}.{name}.weight.lora_b", (rng.standard_normal((n_embd, rank)) * scale).astype(np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path

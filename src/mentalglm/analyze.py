@@ -4,7 +4,9 @@ posts -> (redact) -> prompt from the task spec -> backend -> parse with the task
 (+ high-risk flag). With label heads (``style="heads"``, the default model mentalglm-mini) the label
 is not generated: the heads give every label of the task a probability from the model's hidden
 state at the end of the prompt, the label is decided over that closed set, and the explanation is
-generated afterwards, continuing the same prompt after the chosen label's sentence; when the decision is close
+generated afterwards, after the chosen label's sentence: by the heads folder's trained explainer (a LoRA adapter
+on a smaller model, ``heads.explainer``) where it has one, else continuing the prompt the state was read from
+(``explainer="base"``); when the decision is close
 (``heads.unsure``) the row names the runner-up and the explanation is asked to weigh the two. Quotes that are
 near misses of the post's words are repaired to the post's closest span, then every quote is checked against
 the post (``evidence_ok``), and a reader says which label the explanation argues for (``heads.reader``).
@@ -92,6 +94,9 @@ class AnalyzeConfig:
     temperature: float = 0.0
     heads: str | None = None  # heads folder for style "heads" (default: the packaged mentalglm-mini)
     risk_threshold: float | None = None  # P(high risk) that flags a post (default: the heads' operating point)
+    # Who writes a heads row's explanation: "trained", the heads folder's explainer where it has one (heads/explainer.py);
+    # "base", the heads' own model continuing the prompt its state was read from.
+    explainer: str = "trained"
 
 
 class Analyzer:
@@ -107,8 +112,13 @@ class Analyzer:
         self._budget: dict[str, int] = {}
         self.headset = None
         self.readers: dict = {}  # task -> heads.reader.ExplanationReader
+        self.explainer = None  # the trained explainer's backend, when it writes the explanations
         if config.style == "heads":
             self.headset, self.readers = _open_heads(backend, config)
+            if config.explain and config.explainer == "trained" and self.headset.explainer is not None:
+                from .heads.explainer import open_explainer
+
+                self.explainer = open_explainer(self.headset.explainer, parallel=backend.batch_size)
 
     def gen_config(self, spec: TaskSpec) -> GenConfig:
         if self.config.explain:
@@ -198,6 +208,7 @@ class Analyzer:
         """Label (post, task) pairs by the tasks' heads over their closed label sets, then (optionally) explain each
         chosen label. The backend reads every state, then writes every explanation, as one batch: a backend that
         decodes sequences together (llama.cpp with ``--parallel``) runs them at once."""
+        from .heads.explainer import explainer_request
         from .heads.features import POST_CHARS, head_text, mean_of
 
         out: list[Analysis | None] = [None] * len(pairs)
@@ -230,16 +241,18 @@ class Analyzer:
                 watch.decided(self._heads_row(post, spec, head, probs[k], labels[k], spec.label_sentence(labels[k]),
                                               "", 0.0, list(notes[k]), {"runner_up": unsure[k][0]}))
             if self.config.explain:
-                asked[k] = heads_request(spec, texts[k], tuple(labels[k]), unsure[k][1])
-            return asked[k]
+                asked[k] = (explainer_request if self.explainer else heads_request)(
+                    spec, texts[k], tuple(labels[k]), unsure[k][1])
+            return None if self.explainer else asked[k]
 
         keys = [(pairs[i][0].id, pairs[i][1].name) for i in live]
+        explaining = GenConfig(max_tokens=self.config.max_tokens, temperature=self.config.temperature, stop=("\n\n",))
         try:
             gens = self.backend.states_then_generate(
                 [heads_request(pairs[i][1], t) for i, t in zip(live, texts)],
-                [mean_of(t, h.pool) for t, h in zip(texts, heads)], decide,
-                GenConfig(max_tokens=self.config.max_tokens, temperature=self.config.temperature, stop=("\n\n",)),
-                self._told(watch, keys))
+                [mean_of(t, h.pool) for t, h in zip(texts, heads)], decide, explaining, self._told(watch, keys))
+            if self.explainer is not None:
+                gens = self.explainer.generate_watched(asked, explaining, self._told(watch, keys))
             raws = [g.text if g else pairs[i][1].label_sentence(lab) for i, g, lab in zip(live, gens, labels)]
             explanations = [(lead + g.text[len(r.answer_prefix):]).strip() if g else ""
                             for g, r, (_, lead) in zip(gens, asked, unsure)]

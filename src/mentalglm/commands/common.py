@@ -24,6 +24,10 @@ def add_model_args(p, default_model: str = DEFAULT_MODEL) -> None:
     g.add_argument("--risk-threshold", type=float,
                    help="P(high suicide risk) at which a post is flagged (label heads only; default: the heads' "
                         "operating point, chosen for high-risk recall of at least 0.90)")
+    g.add_argument("--explainer", choices=["trained", "base"], default="trained",
+                   help="who writes the explanation of a label chosen by heads: trained, the heads folder's "
+                        "explainer (a LoRA adapter on the 0.5B model) where it has one; base, the heads' own model "
+                        "continuing its prompt (default: trained)")
     add_backend_args(g)
 
 
@@ -63,9 +67,10 @@ def model_settings(args) -> dict:
 
     style = resolve_style(args.model, args.adapter, _asked_style(args))
     return {"model": where(args.model), "adapter": where(args.adapter), "prompt_style": style,
-            "heads": (where(args.heads) or "packaged") if style == "heads" else None}
+            "heads": (where(args.heads) or "packaged") if style == "heads" else None,
+            "explainer": args.explainer if style == "heads" else None}
 
 
 def heads_options(args) -> dict:
     """AnalyzeConfig fields of the label-heads options."""
-    return {"heads": args.heads, "risk_threshold": args.risk_threshold}
+    return {"heads": args.heads, "risk_threshold": args.risk_threshold, "explainer": args.explainer}

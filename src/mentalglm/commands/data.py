@@ -91,6 +91,8 @@ def _register_build(verbs, fmt):
                    help=f"comma-separated, from: {', '.join(BUILD_TASKS)}")
     b.add_argument("--out", required=True, help="output folder (also holds the teacher cache)")
     b.add_argument("--max-per-task", type=int, help="stratified sample of at most N posts per task (None: all)")
+    b.add_argument("--splits", default="train,validation",
+                   help="splits to explain, comma-separated; 'train' spends the teacher only on training posts")
     b.add_argument("--reuse-explanations", action="store_true",
                    help="use explanations the source already has (SOS-4K `explain`) before asking the teacher")
     b.add_argument("--retries", type=int, default=2,
@@ -229,6 +231,7 @@ def run_build(args) -> int:
     out = Path(args.out)
     cfg = BuildConfig(
         tasks=tasks, out=out, max_per_task=args.max_per_task, retries=args.retries,
+        splits=tuple(s.strip() for s in args.splits.split(",") if s.strip()),
         reuse_explanations=args.reuse_explanations, redact_posts=args.redact_posts, seed=args.seed,
         command=shlex.join(["mentalglm", *sys.argv[1:]]) if "build" in sys.argv[1:] else "",
         qc=QCConfig(min_chars=args.min_chars, max_chars=args.max_chars, min_cjk_share=args.min_cjk_share,

@@ -14,6 +14,7 @@ EXAMPLES = """examples:
                                     # take that task's head as it is from an earlier build (only re-scored)
   mentalglm heads show                                    # the packaged heads: base model, validation scores
   mentalglm heads show runs/heads/mine/model
+  mentalglm heads explainer --run runs/train/explainer-0.5b   # the run's adapter becomes the packaged explainer
   mentalglm analyze --heads runs/heads/mine/model "最近总觉得自己什么都做不好"
 
 train reads the research corpora (../shared/data, MENTALGLM_DATA or --data-root; docs/data.md says where to get
@@ -27,8 +28,11 @@ def register(sub, fmt):
                        description="Label heads decide each task's label over its closed label set, with calibrated "
                                    "probabilities, from a frozen GGUF model's hidden state and the post's characters.",
                        epilog=EXAMPLES, formatter_class=fmt)
-    p.add_argument("action", choices=["train", "show"])
-    p.add_argument("folder", nargs="?", help="show: a heads folder (default: the packaged mentalglm-mini)")
+    p.add_argument("action", choices=["train", "show", "explainer"])
+    p.add_argument("folder", nargs="?", help="show, explainer: a heads folder (default: the packaged mentalglm-mini)")
+    p.add_argument("--run", help="explainer: a finished `mentalglm train` run whose GGUF adapter becomes the folder's "
+                                 "explainer")
+    p.add_argument("--scores", help="explainer: a JSON file of the explainer's validation scores for its manifest")
     p.add_argument("--out", default="runs/heads/mentalglm-mini", help="train: run folder (states cache, model, report)")
     p.add_argument("--threads", type=int, help="train: CPU threads for llama.cpp (default: all cores)")
     p.add_argument("--data-root", help="train: folder holding the corpora (default: ../shared/data or $MENTALGLM_DATA)")
@@ -49,6 +53,8 @@ def run(args) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         return 0
+    if args.action == "explainer":
+        return add_explainer(args)
     from ..heads.build import train_heads
     from ..heads.recipe import Recipe
 
@@ -64,11 +70,36 @@ def run(args) -> int:
     folder = train_heads(recipe, Path(args.out), args.threads, args.data_root, command, kept)
     show(load_heads(folder))
     if args.ship:
+        from ..heads.explainer import carry_explainer
+
         target = packaged_dir()
         if target.exists():
+            if carry_explainer(target, folder):
+                print(f"kept the explainer of {target}")
             shutil.rmtree(target)
         shutil.copytree(folder, target)
         print(f"shipped: {target}")
+    return 0
+
+
+def add_explainer(args) -> int:
+    import json
+
+    from ..heads import HeadsError, packaged_dir
+    from ..heads.explainer import install_explainer
+
+    if not args.run:
+        print("error: heads explainer needs --run RUN (a `mentalglm train` run folder)", file=sys.stderr)
+        return 2
+    folder = Path(args.folder) if args.folder else packaged_dir()
+    scores = json.loads(Path(args.scores).read_text(encoding="utf-8")) if args.scores else None
+    command = f"mentalglm heads explainer {args.folder or ''} --run {args.run}".replace("  ", " ")
+    try:
+        spec = install_explainer(Path(args.run), folder, command, scores)
+    except HeadsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{folder}: explainer {spec.adapter} on {spec.base}")
     return 0
 
 

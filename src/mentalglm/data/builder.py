@@ -46,6 +46,9 @@ class BuildConfig:
     tasks: tuple[str, ...]
     out: Path
     max_per_task: int | None = None
+    # Splits to explain: ("train",) spends the teacher only on posts a model will train on. Near-duplicates are
+    # still removed against every split first, so no training post repeats a validation one.
+    splits: tuple[str, ...] = SPLITS
     retries: int = 2
     reuse_explanations: bool = False
     redact_posts: bool = False
@@ -145,7 +148,7 @@ class Builder:
             log.warning("%s: post %s is in both %s and %s; dropped from %s", task, example_id, first, other, other)
         kept, removed = dedupe(loaded, self.cfg.qc)
         assert not leaks(kept), "dedupe must leave no post in two splits"
-        sample = cap(kept, self.cfg.max_per_task, self.cfg.seed)
+        sample = cap({s: kept[s] for s in kept if s in self.cfg.splits}, self.cfg.max_per_task, self.cfg.seed)
         pending = [_Pending(e, split) for split in sample for e in sample[split]]
         order = {p.example.id: k for k, p in enumerate(pending)}
         self.progress.start(task, len(pending))

@@ -4,7 +4,8 @@ A heads folder holds ``manifest.json`` (base model and its sha256, tasks, prompt
 hashes, recipe, validation scores, and the sha256 of every file) and per task ``<task>.npz`` +
 ``<task>.json`` (see ``model.py``). ``mentalglm-mini`` is such a folder shipped inside the package;
 ``mentalglm heads train`` makes new ones. An optional ``unsure.json`` (listed in the manifest; written by
-``benchmarks/unsure_threshold.py``) holds each task's unsure threshold (``unsure.py``).
+``benchmarks/unsure_threshold.py``) holds each task's unsure threshold (``unsure.py``); an optional ``explainer/``
+the trained explainer (``explainer.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..files import file_sha256
+from .explainer import ExplainerSpec, read_explainer
 from .model import TaskHead
 from .unsure import default_threshold, read_thresholds
 
@@ -35,6 +37,7 @@ class HeadSet:
     manifest: dict
     heads: dict[str, TaskHead]
     unsure: dict[str, float] = field(default_factory=dict)  # task -> unsure threshold (unsure.json)
+    explainer: ExplainerSpec | None = None  # explainer/ (explainer.py)
 
     @property
     def name(self) -> str:
@@ -56,12 +59,16 @@ class HeadSet:
         states, and another model's states are noise to them."""
         want = self.manifest["base"]["sha256"]
         path = Path(model_path)
-        marker = path.with_suffix(".sha256")  # written by the registry when it assembled the GGUF
-        have = marker.read_text().strip() if marker.exists() else file_sha256(path)
+        have = model_sha256(path)
         if have != want:
             raise HeadsError(f"{self.name} was trained on {self.manifest['base']['name']} (sha256 {want[:12]}…); "
                              f"{path.name} has sha256 {have[:12]}…. Use --model {self.manifest['base']['name']}, "
                              "or heads trained on this model")
+
+
+def model_sha256(path: Path) -> str:
+    marker = path.with_suffix(".sha256")  # written by the registry when it assembled the GGUF
+    return marker.read_text().strip() if marker.exists() else file_sha256(path)
 
 
 def load_heads(folder: str | Path | None = None) -> HeadSet:
@@ -78,7 +85,7 @@ def load_heads(folder: str | Path | None = None) -> HeadSet:
         if file_sha256(path) != sha:
             raise HeadsError(f"{folder}: {name} does not match its sha256 in manifest.json (altered or corrupt)")
     return HeadSet(folder, manifest, {t: TaskHead.load(folder, t) for t in manifest["tasks"]},
-                   read_thresholds(folder, manifest))
+                   read_thresholds(folder, manifest), read_explainer(folder))
 
 
 __all__ = ["HeadSet", "HeadsError", "TaskHead", "load_heads", "packaged_dir", "PACKAGED"]

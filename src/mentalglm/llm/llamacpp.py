@@ -54,9 +54,6 @@ class LlamaCppBackend(Backend):
         self.context_length = n_ctx if parallel > 1 else self.llm.n_ctx()
         self.engine = None
         if parallel > 1:
-            if lora_path is not None:
-                raise ModelUnavailable("--parallel above 1 does not apply a LoRA adapter yet; merge it or use "
-                                       "--parallel 1")
             from .llamacpp_batch import BatchEngine
 
             self.engine = BatchEngine(self.llm, parallel, n_ctx, n_batch, threads)

@@ -81,6 +81,13 @@ class BatchEngine:
         params.kv_unified = False  # a KV stream per slot (see the module's docstring)
         params.n_threads = params.n_threads_batch = threads
         self._ctx = _internals.LlamaContext(model=llm._model, params=params, verbose=False)
+        adapter = getattr(llm, "_lora_adapter", None)  # loaded by Llama(lora_path=...): this context applies it too
+        if adapter is not None:
+            import ctypes
+
+            adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(adapter)
+            if llama_cpp.llama_set_adapters_lora(self._ctx.ctx, adapters, 1, (ctypes.c_float * 1)(llm.lora_scale)):
+                raise RuntimeError("llama.cpp could not apply the LoRA adapter to the batch context")
         self._batch = _internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1, verbose=False)
         self._vocab = llama_cpp.llama_model_get_vocab(llm._model.model)
         self.n_vocab, self.n_embd = llm.n_vocab(), llm.n_embd()

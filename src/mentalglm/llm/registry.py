@@ -187,9 +187,8 @@ THREADS = Option("threads", "CPU threads (llama.cpp)", choose=lambda settings: m
 PARALLEL = Option(
     "parallel", "sequences decoded together (llama.cpp): posts, and the tasks of a post, share each step's read of "
                 "the weights; 1 is one at a time; each costs a context of --n-ctx tokens of KV cache (see docs/scale.md)",
-    choose=lambda settings: 1 if settings["adapter"] else machine.parallel_for(settings["n_ctx"]),
-    chosen="as many as a tenth of the free memory holds KV caches of --n-ctx tokens for, a power of two up to 32; "
-           "1 with an adapter")
+    choose=lambda settings: machine.parallel_for(settings["n_ctx"]),
+    chosen="as many as a tenth of the free memory holds KV caches of --n-ctx tokens for, a power of two up to 32")
 CONCURRENCY = Option("concurrency", "parallel requests (HTTP backends)", default=4)
 TENSOR_PARALLEL_SIZE = Option("tensor_parallel_size", "GPUs per model (vllm:<model> only)", default=1)
 

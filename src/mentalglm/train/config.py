@@ -43,9 +43,9 @@ class LoraSettings:
 @dataclass
 class DataSettings:
     kind: str = _f("cimhi", "cimhi: Chinese C-IMHI tasks; imhi: the English IMHI instructions (stage 1)")
-    path: str | None = _f(
+    path: str | list | None = _f(
         None, "built instruction data: a folder or file of Alpaca {instruction, input, output} JSON/JSONL "
-              "(`mentalglm data build`); empty = build records straight from the raw corpora")
+              "(`mentalglm data build`), or a list of them; empty = build records straight from the raw corpora")
     tasks: list = _f([], "tasks to train on (C-IMHI task names, or IMHI set names such as DR, dreaddit, SAD)")
     splits: list = _f(["train"], "source splits to draw training records from (IMHI: train, val)")
     per_task: int = _f(0, "at most this many training records per task (stratified by label; 0 = all)")

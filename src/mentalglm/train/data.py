@@ -175,7 +175,7 @@ def instruction_files(root: Path) -> list[Path]:
     def usable(p: Path) -> bool:
         stem = p.name.removesuffix(".jsonl").removesuffix(".json").removesuffix(".messages")
         return p.name != "dataset_info.json" and not any(w in stem for w in ("valid", "test", "dev", "dropped",
-                                                                             "counts", "qc_"))
+                                                                             "counts", "qc_", "cache"))
 
     for pattern in ("train.jsonl", "*train*.json", "*train*.messages.jsonl"):
         files = sorted(p for p in root.rglob(pattern) if usable(p))
@@ -230,9 +230,15 @@ def alpaca_records(path: str | Path, splits=("train",)) -> list[SFTRecord]:
     return out
 
 
+def data_paths(data: DataSettings) -> list[Path]:
+    """``data.path`` as a list: one folder or file, or several (built data from more than one build)."""
+    paths = data.path if isinstance(data.path, (list, tuple)) else [data.path] if data.path else []
+    return [Path(p) for p in paths]
+
+
 def training_records(data: DataSettings, seed: int, tokenizer=None) -> list[SFTRecord]:
     if data.path:
-        records = alpaca_records(data.path, tuple(data.splits))
+        records = [r for path in data_paths(data) for r in alpaca_records(path, tuple(data.splits))]
         if data.tasks:
             keep = {get_task(t).name for t in data.tasks}
             records = [r for r in records if r.task in keep]

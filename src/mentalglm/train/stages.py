@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from .config import TrainConfig
-from .data import eval_records, instruction_files, records_hash, tokenize_all, training_records
+from .data import data_paths, eval_records, instruction_files, records_hash, tokenize_all, training_records
 from .export import combine_adapters, copy_adapter, export_gguf, export_merged
 from .models import resolve_base
 from ..files import file_sha256
@@ -111,7 +111,7 @@ def _data_info(data, records, items, dropped) -> dict:
             # Which splits the stage read: records from these, held-out evaluation from validation; never test.
             "splits_read": {"training": list(data.splits), "evaluation": ["validation"]}}
     if data.path:
-        info["files"] = {str(p): file_sha256(p) for p in instruction_files(Path(data.path))}
+        info["files"] = {str(p): file_sha256(p) for root in data_paths(data) for p in instruction_files(root)}
     else:
         info["files"] = _source_files(data)
     return info

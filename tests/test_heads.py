@@ -508,3 +508,74 @@ def test_an_altered_explainer_is_refused(explained_heads, tmp_path):
         f.write(b"\0")
     with pytest.raises(HeadsError, match="explainer/adapter.gguf does not match its sha256"):
         load_heads(folder)
+
+
+@pytest.fixture(scope="module")
+def screened_heads(heads_dir, tmp_path_factory):
+    """The tiny heads with a screen fitted out of fold on their own keyword corpus."""
+    import shutil
+
+    from mentalglm.heads.screen import fit_screen, write_screen
+
+    folder = shutil.copytree(heads_dir, tmp_path_factory.mktemp("screen") / "heads")
+    heads = load_heads(folder).heads
+    screens = {}
+    for task, head in heads.items():
+        train = corpus(task, n=60, seed=1)
+        screens[task] = fit_screen(head, [e.text for e in train], [e.labels for e in train], folds=3)
+    write_screen(folder, screens)
+    return folder
+
+
+def test_the_screen_decides_the_posts_it_is_sure_of_and_the_model_the_rest(backend, screened_heads):
+    class Counting:  # the real backend, counting the states it is asked to read
+        def __init__(self, inner):
+            self.inner, self.states = inner, 0
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def states_then_generate(self, requests, *rest):
+            self.states += len(requests)
+            return self.inner.states_then_generate(requests, *rest)
+
+    headset = load_heads(screened_heads)
+    assert set(headset.screens) == set(headset.heads)
+    tasks = ("suicide_risk", "emotion", "cognitive_distortion")
+    posts = [Post(str(i), p) for i, p in enumerate(POSTS + ["路上好害怕晚上", "今天通知一下工作"])]
+    counted = Counting(backend)
+    screened = Analyzer(counted, AnalyzeConfig(tasks=tasks, style="heads", heads=str(screened_heads), screen=True,
+                                               explain=False)).run(posts)
+    full = Analyzer(backend, AnalyzeConfig(tasks=tasks, style="heads", heads=str(screened_heads),
+                                           explain=False)).run(posts)
+    by_screen = [r for r in screened if r.decided_by == "screen"]
+    assert by_screen and {r.decided_by for r in full} == {"model"}
+    assert counted.states == len(screened) - len(by_screen)  # no state read for a screened row
+    for s, f in zip(screened, full):
+        head, screen = headset.head(s.task), headset.screens[s.task]
+        if s.decided_by == "model":  # the rest: exactly the full stack's rows
+            assert (s.labels, s.scores, s.high_risk) == (f.labels, f.scores, f.high_risk)
+        else:  # the screen's own calibrated n-gram decision, confident enough
+            text = dict((p.id, p.text) for p in posts)[s.id]
+            probs = screen.probabilities(head, text)
+            assert s.labels == screen.decide(head, probs) and s.scores == {
+                lab: round(float(x), 4) for lab, x in zip(head.labels, probs)}
+            assert s.high_risk == head.flagged(probs)
+    # An operating point above any confidence sends every post to the model: the full stack's rows.
+    none = Analyzer(backend, AnalyzeConfig(tasks=tasks, style="heads", heads=str(screened_heads), screen=True,
+                                           screen_threshold=1.01, explain=False)).run(posts)
+    assert [(r.labels, r.scores, r.decided_by) for r in none] == [(r.labels, r.scores, "model") for r in full]
+
+
+def test_the_screen_never_decides_low_risk_above_its_bound():
+    from mentalglm.heads.screen import TaskScreen
+
+    head = load_heads().head("suicide_risk")
+    screen = TaskScreen(np.ones(2), np.zeros(2), threshold=0.6, high_bound=0.05)
+    low, high = head.labels.index("低自杀风险"), head.labels.index("高自杀风险")
+    sure_low, unsure_low, sure_high = (np.eye(2)[low] * 0.98 + np.eye(2)[high] * 0.02,
+                                       np.eye(2)[low] * 0.9 + np.eye(2)[high] * 0.1,
+                                       np.eye(2)[high] * 0.9 + np.eye(2)[low] * 0.1)
+    assert screen.decide(head, sure_low) == ["低自杀风险"]
+    assert screen.decide(head, unsure_low) is None  # confident enough, but P(high) 0.1 is above the bound
+    assert screen.decide(head, sure_high) == ["高自杀风险"]

@@ -63,6 +63,7 @@ class Analysis:
     explanation_labels: list[str] | None = None  # the label the explanation argues for, read from it alone
     explanation_consistent: bool | None = None  # that label agrees with the row's (None: no explanation or reader)
     quotes_repaired: int = 0  # near-miss quotes replaced by the post's closest span (each named in warnings)
+    decided_by: str | None = None  # label heads: "model" (the stack on the model's state) or "screen" (heads.screen)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False)
@@ -97,6 +98,10 @@ class AnalyzeConfig:
     # Who writes a heads row's explanation: "trained", the heads folder's explainer where it has one (heads/explainer.py);
     # "base", the heads' own model continuing the prompt its state was read from.
     explainer: str = "trained"
+    # Screening (heads.screen): the heads' n-gram part decides the posts it is sure of, the model only the rest;
+    # screen_threshold moves every task's operating point (default: the heads folder's screen.json).
+    screen: bool = False
+    screen_threshold: float | None = None
 
 
 class Analyzer:
@@ -230,29 +235,49 @@ class Analyzer:
         asked: list = [None] * len(live)
         unsure: list = [(None, "")] * len(live)  # (runner-up, the explanation's prefilled lead)
 
-        def decide(k: int, state) -> Request | None:
-            """The head's decision from the state; then the explanation to write, if asked for. A watcher hears
-            the decision before the explanation is written (the crisis banner need not wait for it)."""
+        def decided(k: int, p, chosen: list[str] | None = None) -> None:
+            """Row k's decision (the screen's ``chosen``, else the head's from ``p``), and the explanation to write,
+            if asked for. A watcher hears the decision before the explanation is written (the crisis banner need
+            not wait for it)."""
             (post, spec), head = pairs[live[k]], heads[k]
-            probs[k] = head.probabilities(texts[k], state)
-            labels[k] = head.decide(probs[k])
+            probs[k], labels[k] = p, chosen or head.decide(p)
             unsure[k] = self._unsure(spec, head, probs[k], labels[k])
             if watch is not None:
                 watch.decided(self._heads_row(post, spec, head, probs[k], labels[k], spec.label_sentence(labels[k]),
-                                              "", 0.0, list(notes[k]), {"runner_up": unsure[k][0]}))
+                                              "", 0.0, list(notes[k]), {"runner_up": unsure[k][0],
+                                                                        "decided_by": by[k]}))
             if self.config.explain:
                 asked[k] = (explainer_request if self.explainer else heads_request)(
                     spec, texts[k], tuple(labels[k]), unsure[k][1])
-            return None if self.explainer else asked[k]
+
+        by = ["model"] * len(live)
+        for k, (p, chosen) in (self._screened(heads, texts) if self.config.screen else {}).items():
+            by[k] = "screen"
+            decided(k, p, chosen)
+        model = [k for k in range(len(live)) if by[k] == "model"]
+
+        def decide(j: int, state) -> Request | None:
+            """The head's decision from model row j's state; the request the model then continues, if any."""
+            decided(model[j], heads[model[j]].probabilities(texts[model[j]], state))
+            return None if self.explainer else asked[model[j]]
 
         keys = [(pairs[i][0].id, pairs[i][1].name) for i in live]
         explaining = GenConfig(max_tokens=self.config.max_tokens, temperature=self.config.temperature, stop=("\n\n",))
+        gens: list = [None] * len(live)
         try:
-            gens = self.backend.states_then_generate(
-                [heads_request(pairs[i][1], t) for i, t in zip(live, texts)],
-                [mean_of(t, h.pool) for t, h in zip(texts, heads)], decide, explaining, self._told(watch, keys))
-            if self.explainer is not None:
-                gens = self.explainer.generate_watched(asked, explaining, self._told(watch, keys))
+            if model:  # the model's states (and, without an explainer, its explanations as it continues each prompt)
+                done = self.backend.states_then_generate(
+                    [heads_request(pairs[live[k]][1], texts[k]) for k in model],
+                    [mean_of(texts[k], heads[k].pool) for k in model], decide, explaining,
+                    self._told(watch, [keys[k] for k in model]))
+                for k, g in zip(model, done):
+                    gens[k] = g
+            todo = [k for k in range(len(live)) if asked[k] is not None and gens[k] is None]
+            if todo:  # explanations by the explainer, or of screened rows by the model
+                done = (self.explainer or self.backend).generate_watched(
+                    [asked[k] for k in todo], explaining, self._told(watch, [keys[k] for k in todo]))
+                for k, g in zip(todo, done):
+                    gens[k] = g
             raws = [g.text if g else pairs[i][1].label_sentence(lab) for i, g, lab in zip(live, gens, labels)]
             explanations = [(lead + g.text[len(r.answer_prefix):]).strip() if g else ""
                             for g, r, (_, lead) in zip(gens, asked, unsure)]
@@ -265,8 +290,20 @@ class Analyzer:
             (post, spec), warnings = pairs[i], notes[k]
             checks = self._checked(spec, labels[k], explanations[k], texts[k], warnings, unsure[k][1])
             out[i] = self._heads_row(post, spec, heads[k], probs[k], labels[k], raws[k], checks.pop("explanation"),
-                                     latency, warnings, {"runner_up": unsure[k][0], **checks})
+                                     latency, warnings, {"runner_up": unsure[k][0], "decided_by": by[k], **checks})
         return out  # type: ignore[return-value]
+
+    def _screened(self, heads: list, texts: list[str]) -> dict[int, tuple]:
+        """{k: (the screen's probabilities, its labels)} for the rows the screen is sure of (``heads.screen``)."""
+        out = {}
+        for k, (head, text) in enumerate(zip(heads, texts)):
+            screen = self.headset.screens.get(head.task)
+            if screen is not None:
+                p = screen.probabilities(head, text)
+                chosen = screen.decide(head, p, self.config.screen_threshold)
+                if chosen:
+                    out[k] = (p, chosen)
+        return out
 
     def _unsure(self, spec: TaskSpec, head, probs, labels: list[str]) -> tuple[dict | None, str]:
         """(the runner-up of an unsure decision, the lead its explanation starts with), or (None, "")."""

@@ -16,6 +16,7 @@ Output: the same rows as the JSON lines of ``--out results.jsonl``, one column p
 | runner_up | struct<label: string, p: double>, null unless the label heads were unsure |
 | explanation_labels | list<string>, null without an explanation |
 | quotes_repaired | int64 |
+| decided_by | string, null without label heads |
 
 A field this table does not know (added to the rows later) gets its type from its values: strings, booleans,
 numbers and lists of strings as such, anything else as a JSON string (marked in the field's metadata, and decoded
@@ -85,7 +86,7 @@ def known_types() -> dict:
             "high_risk": pa.bool_(), "warnings": strings, "error": pa.string(), "label_en": strings,
             "scores": pa.map_(pa.string(), pa.float64()), "evidence_ok": pa.bool_(),
             "runner_up": pa.struct([("label", pa.string()), ("p", pa.float64())]), "explanation_labels": strings,
-            "explanation_consistent": pa.bool_(), "quotes_repaired": pa.int64()}
+            "explanation_consistent": pa.bool_(), "quotes_repaired": pa.int64(), "decided_by": pa.string()}
 
 
 def _inferred(pa, name: str, values: list):

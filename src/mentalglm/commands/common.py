@@ -28,6 +28,12 @@ def add_model_args(p, default_model: str = DEFAULT_MODEL) -> None:
                    help="who writes the explanation of a label chosen by heads: trained, the heads folder's "
                         "explainer (a LoRA adapter on the 0.5B model) where it has one; base, the heads' own model "
                         "continuing its prompt (default: trained)")
+    g.add_argument("--screen", action="store_true",
+                   help="label heads: the heads' character n-gram part decides the posts it is sure of, the model only "
+                        "the rest (faster; rows say decided_by; operating point fitted out of fold, docs/scale.md)")
+    g.add_argument("--screen-threshold", type=float, metavar="P",
+                   help="with --screen: the confidence at which the screen decides, for every task (default: each "
+                        "task's from the heads folder; higher sends more posts to the model)")
     add_backend_args(g)
 
 
@@ -68,9 +74,11 @@ def model_settings(args) -> dict:
     style = resolve_style(args.model, args.adapter, _asked_style(args))
     return {"model": where(args.model), "adapter": where(args.adapter), "prompt_style": style,
             "heads": (where(args.heads) or "packaged") if style == "heads" else None,
-            "explainer": args.explainer if style == "heads" else None}
+            "explainer": args.explainer if style == "heads" else None,
+            "screen": (args.screen_threshold or "fitted") if style == "heads" and args.screen else None}
 
 
 def heads_options(args) -> dict:
     """AnalyzeConfig fields of the label-heads options."""
-    return {"heads": args.heads, "risk_threshold": args.risk_threshold, "explainer": args.explainer}
+    return {"heads": args.heads, "risk_threshold": args.risk_threshold, "explainer": args.explainer,
+            "screen": args.screen, "screen_threshold": args.screen_threshold}

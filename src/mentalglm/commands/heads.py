@@ -15,6 +15,7 @@ EXAMPLES = """examples:
   mentalglm heads show                                    # the packaged heads: base model, validation scores
   mentalglm heads show runs/heads/mine/model
   mentalglm heads explainer --run runs/train/explainer-0.5b   # the run's adapter becomes the packaged explainer
+  mentalglm heads screen                                  # refit the packaged heads' screen (analyze --screen)
   mentalglm analyze --heads runs/heads/mine/model "最近总觉得自己什么都做不好"
 
 train reads the research corpora (../shared/data, MENTALGLM_DATA or --data-root; docs/data.md says where to get
@@ -28,8 +29,9 @@ def register(sub, fmt):
                        description="Label heads decide each task's label over its closed label set, with calibrated "
                                    "probabilities, from a frozen GGUF model's hidden state and the post's characters.",
                        epilog=EXAMPLES, formatter_class=fmt)
-    p.add_argument("action", choices=["train", "show", "explainer"])
-    p.add_argument("folder", nargs="?", help="show, explainer: a heads folder (default: the packaged mentalglm-mini)")
+    p.add_argument("action", choices=["train", "show", "explainer", "screen"])
+    p.add_argument("folder", nargs="?", help="show, explainer, screen: a heads folder (default: the packaged "
+                                             "mentalglm-mini)")
     p.add_argument("--run", help="explainer: a finished `mentalglm train` run whose GGUF adapter becomes the folder's "
                                  "explainer")
     p.add_argument("--scores", help="explainer: a JSON file of the explainer's validation scores for its manifest")
@@ -55,6 +57,12 @@ def run(args) -> int:
         return 0
     if args.action == "explainer":
         return add_explainer(args)
+    if args.action == "screen":
+        from ..heads.screen import fit_screens, write_screen
+
+        folder = Path(args.folder) if args.folder else packaged_dir()
+        print(f"wrote {write_screen(folder, fit_screens(load_heads(folder).heads, args.data_root))}")
+        return 0
     from ..heads.build import train_heads
     from ..heads.recipe import Recipe
 

@@ -5,7 +5,7 @@ hashes, recipe, validation scores, and the sha256 of every file) and per task ``
 ``<task>.json`` (see ``model.py``). ``mentalglm-mini`` is such a folder shipped inside the package;
 ``mentalglm heads train`` makes new ones. An optional ``unsure.json`` (listed in the manifest; written by
 ``benchmarks/unsure_threshold.py``) holds each task's unsure threshold (``unsure.py``); an optional ``explainer/``
-the trained explainer (``explainer.py``).
+the trained explainer (``explainer.py``); an optional ``screen.json`` the screen (``screen.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 from ..files import file_sha256
 from .explainer import ExplainerSpec, read_explainer
 from .model import TaskHead
+from .screen import TaskScreen, read_screen
 from .unsure import default_threshold, read_thresholds
 
 PACKAGED = "mentalglm-mini"
@@ -38,6 +39,7 @@ class HeadSet:
     heads: dict[str, TaskHead]
     unsure: dict[str, float] = field(default_factory=dict)  # task -> unsure threshold (unsure.json)
     explainer: ExplainerSpec | None = None  # explainer/ (explainer.py)
+    screens: dict[str, TaskScreen] = field(default_factory=dict)  # task -> screen.json's (screen.py)
 
     @property
     def name(self) -> str:
@@ -85,7 +87,7 @@ def load_heads(folder: str | Path | None = None) -> HeadSet:
         if file_sha256(path) != sha:
             raise HeadsError(f"{folder}: {name} does not match its sha256 in manifest.json (altered or corrupt)")
     return HeadSet(folder, manifest, {t: TaskHead.load(folder, t) for t in manifest["tasks"]},
-                   read_thresholds(folder, manifest), read_explainer(folder))
+                   read_thresholds(folder, manifest), read_explainer(folder), read_screen(folder))
 
 
 __all__ = ["HeadSet", "HeadsError", "TaskHead", "load_heads", "packaged_dir", "PACKAGED"]

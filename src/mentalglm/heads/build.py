@@ -22,6 +22,7 @@ from ..prompts import SYSTEM_HEADS_ZH
 from .model import TaskHead, to_probabilities
 from .features import POST_CHARS, StateCache, extract_states, head_text
 from .recipe import Recipe
+from .screen import fit_screens, write_screen
 from .unsure import fit_thresholds, write_thresholds
 
 
@@ -216,5 +217,6 @@ def train_heads(recipe: Recipe, out: Path, threads: int | None = None, root=None
     gold = {task: {e.id: e.labels for e in recipe.validation_examples(task, root)} for task in predictions}
     write_thresholds(folder, fit_thresholds(heads, predictions, gold, source=str(out / "validation"),
                                             command=manifest["command"]))
+    write_screen(folder, fit_screens(heads, root))  # the screen's calibration follows the heads' n-gram parts
     (out / "report.json").write_text(json.dumps(reports, ensure_ascii=False, indent=1), encoding="utf-8")
     return folder

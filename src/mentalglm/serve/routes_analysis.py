@@ -43,7 +43,7 @@ async def tasks(state: Shared):
 async def analyze(req: AnalyzeRequest, state: Shared):
     settings, service = state.settings, state.service
     posts = request_posts(req, settings)
-    config = service.config(req.tasks or settings.tasks, req.explain, req.redact, req.risk_threshold)
+    config = service.config(req.tasks or settings.tasks, req.explain, req.redact, req.risk_threshold, req.screen)
     log.info("analyze: %d post(s) [%s%s] tasks=%s explain=%s", len(posts),
              "; ".join(fingerprint(p.text) for p in posts[:8]), "; ..." if len(posts) > 8 else "",
              ",".join(config.tasks), config.explain)

@@ -37,6 +37,9 @@ class AnalyzeRequest(BaseModel):
     tasks: list[str] | None = Field(None, description="task names from GET /v1/tasks (default: the server's)")
     explain: bool = Field(True, description="write an explanation; false stops after the label (much faster)")
     redact: bool = Field(False, description="mask phone numbers, ID numbers, e-mails and @handles before the model")
+    screen: bool = Field(False, description=(
+        "label heads: the heads' character n-gram part decides the posts it is sure of and the model only the rest "
+        "(faster; rows say decided_by)"))
     risk_threshold: float | None = Field(None, ge=0, le=1, description=(
         "P(high suicide risk) at which a post is flagged (label-heads models only; default: the model's operating "
         "point, chosen on held-out posts for high-risk recall of at least 0.90)"))
@@ -105,6 +108,9 @@ class AnalysisOut(BaseModel):
         "explanation"))
     quotes_repaired: int = Field(0, description=(
         "quotes that were near misses of the post's words, replaced by the post's closest span (named in warnings)"))
+    decided_by: str | None = Field(None, description=(
+        "label heads: which stage decided the label: 'model' (the heads on the model's hidden state) or 'screen' "
+        "(the heads' character n-gram part, sure of this post; analyze with screen=true)"))
 
 
 class PostResult(BaseModel):

@@ -39,10 +39,10 @@ class AnalysisService:
         self._lock = threading.Lock()
 
     def config(self, tasks: Sequence[str], explain: bool, redact: bool,
-               risk_threshold: float | None = None) -> AnalyzeConfig:
+               risk_threshold: float | None = None, screen: bool = False) -> AnalyzeConfig:
         s = self.settings
         return AnalyzeConfig(tasks=tuple(tasks), explain=explain, max_tokens=s.max_tokens, redact=redact,
-                             style=self.prompt_style, heads=s.heads, explainer=s.explainer,
+                             style=self.prompt_style, heads=s.heads, explainer=s.explainer, screen=screen,
                              risk_threshold=s.risk_threshold if risk_threshold is None else risk_threshold)
 
     def analyzer(self, config: AnalyzeConfig) -> Analyzer:

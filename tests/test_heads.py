@@ -579,3 +579,25 @@ def test_the_screen_never_decides_low_risk_above_its_bound():
     assert screen.decide(head, sure_low) == ["低自杀风险"]
     assert screen.decide(head, unsure_low) is None  # confident enough, but P(high) 0.1 is above the bound
     assert screen.decide(head, sure_high) == ["高自杀风险"]
+
+
+def test_an_interrupted_screen_run_resumes_like_any_other(backend, screened_heads, tmp_path):
+    posts = tmp_path / "posts.txt"
+    posts.write_text("\n".join([*POSTS, "周末朋友家里", "晚上天气路上", "今天学校"]) + "\n", encoding="utf-8")
+    args = ["analyze", "--model", str(backend.path), "--heads", str(screened_heads), "--file", str(posts),
+            "--tasks", "suicide_risk,emotion", "--no-explain", "--screen", "--threads", "1"]
+    whole, cut = tmp_path / "whole.jsonl", tmp_path / "cut.jsonl"
+    assert main([*args, "--out", str(whole)]) == 0
+    lines = whole.read_text(encoding="utf-8").splitlines()
+    assert {json.loads(x)["decided_by"] for x in lines} == {"screen", "model"}
+    cut.write_text("\n".join(lines[:5]) + "\n" + lines[5][:20], encoding="utf-8")  # killed mid-line
+    (tmp_path / "cut.jsonl.meta.json").write_text(
+        (tmp_path / "whole.jsonl.meta.json").read_text(encoding="utf-8"), encoding="utf-8")
+    assert main([*args, "--out", str(cut), "--resume"]) == 0
+    key = lambda r: (r["id"], r["task"])  # noqa: E731
+    resumed = sorted((json.loads(x) for x in cut.read_text(encoding="utf-8").splitlines()), key=key)
+    expected = sorted((json.loads(x) for x in lines), key=key)
+    assert [(key(r), r["labels"], r["decided_by"]) for r in resumed] == \
+        [(key(r), r["labels"], r["decided_by"]) for r in expected]
+    # the screen is part of a run's settings: resuming without it is refused
+    assert main([*args[:-3], "--threads", "1", "--out", str(cut), "--resume"]) != 0

@@ -9,7 +9,7 @@
    a screened row is the screen's own decision, any other row is the full stack's, exactly (tested), so the
    screened predictions are the full stack's validation predictions (--predictions, written by `heads train`)
    with the screen's decisions put in where it is sure. Headline metrics of both, the paired bootstrap interval of
-   screen - full (1,000 resamples of the posts, seed 13), high-risk recall, and the share screened.
+   screen - full (1,000 resamples of the posts, seed 13), the recall of the high-risk flag, and the share screened.
 """
 
 from __future__ import annotations
@@ -44,23 +44,25 @@ def quality(heads, predictions: Path) -> list[dict]:
         spec, head, screen = get_task(task), heads.head(task), heads.screens.get(task)
         examples = recipe.validation_examples(task)
         full = {r["id"]: r for r in map(json.loads, (predictions / f"{task}.jsonl").read_text().splitlines())}
-        gold, pred_full, pred_screen, screened = [], [], [], 0
+        gold, pred_full, pred_screen, screened, flags = [], [], [], 0, {"full": [], "screen": []}
         for e in examples:
-            decided = screen.decide(head, screen.probabilities(head, e.text)) if screen else None
+            probs = screen.probabilities(head, e.text) if screen else None
+            decided = screen.decide(head, probs) if screen else None
             screened += decided is not None
             gold.append(list(e.labels))
             pred_full.append(full[e.id]["labels"])
             pred_screen.append(decided or full[e.id]["labels"])
+            flags["full"].append(full[e.id]["high_risk"])
+            flags["screen"].append(head.flagged(probs) if decided else full[e.id]["high_risk"])
         a, b = score(spec, gold, pred_full), score(spec, gold, pred_screen)
         diff = paired_difference_intervals(spec, gold, pred_full, pred_screen)  # screen - full
         row = {"task": task, "posts": len(examples), "screened": screened / len(examples)}
         for metric in spec.metrics:
             row[metric] = (a[metric], b[metric], (b[metric] - a[metric], *diff[metric]))
-        if spec.high_risk:
-            high = [bool(set(g) & set(spec.high_risk)) for g in gold]
-            for name, pred in (("full", pred_full), ("screen", pred_screen)):
-                row[f"recall_{name}"] = float(np.mean([bool(set(p) & set(spec.high_risk))
-                                                       for p, h in zip(pred, high) if h]))
+        if spec.high_risk:  # recall of the high-risk flag (P(high) at the operating point), what a reader acts on
+            high = np.array([bool(set(g) & set(spec.high_risk)) for g in gold])
+            for name, flagged in flags.items():
+                row[f"recall_{name}"] = float(np.array(flagged)[high].mean())
         out.append(row)
     return out
 
@@ -94,7 +96,7 @@ def main() -> None:
                   + " | ".join(f"{100 * s:.0f}%" for s in shares) + " |")
         backend.close()
     print("\nValidation samples: full stack vs --screen, percent; [95% paired interval of screen - full]\n")
-    print("| task | posts | screened | metric | full stack | --screen | difference | high-risk recall full / screen |")
+    print("| task | posts | screened | metric | full stack | --screen | difference | high-risk flag recall full / screen |")
     print("|---|---|---|---|---|---|---|---|")
     for row in quality(heads, Path(args.predictions)):
         spec = get_task(row["task"])

@@ -46,9 +46,13 @@ class LlamaCppBackend(Backend):
             lora_path = str(_gguf_adapter(lora_path))
         threads = n_threads or cores()  # llama-cpp-python's own default is 1 thread here
         # With parallel sequences the engine's context does all the work; this one only tokenizes.
-        self.llm = Llama(model_path=str(path), n_ctx=n_ctx if parallel <= 1 else 64, n_threads=threads,
-                         n_threads_batch=threads, n_batch=n_batch if parallel <= 1 else 64, seed=seed,
-                         lora_path=lora_path, verbose=verbose)
+        from llama_cpp._utils import suppress_stdout_stderr
+
+        # llama.cpp reports each LoRA tensor it cannot repack (harmless) on stderr, past its own log level.
+        with suppress_stdout_stderr(disable=verbose or lora_path is None):
+            self.llm = Llama(model_path=str(path), n_ctx=n_ctx if parallel <= 1 else 64, n_threads=threads,
+                             n_threads_batch=threads, n_batch=n_batch if parallel <= 1 else 64, seed=seed,
+                             lora_path=lora_path, verbose=verbose)
         self.name = name or path.name
         self.path = path
         self.context_length = n_ctx if parallel > 1 else self.llm.n_ctx()

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from mentalglm.analyze import AnalyzeConfig, Analyzer
+from mentalglm.analyze import AnalyzeConfig, Analyzer, Watcher
 from mentalglm.cli import main
 from mentalglm.heads import HeadsError, load_heads
 from mentalglm.heads.fit import fit_head, recall_threshold
@@ -498,6 +498,19 @@ def test_the_trained_explainer_writes_the_explanation_and_never_moves_a_label(ba
     finally:
         tuned.close()
     assert [r.explanation for r in runs["trained"]] != [r.explanation for r in runs["base"]]
+
+    class Pieces(Watcher):  # a streamed reader sees the explainer's answer as it is written
+        def __init__(self):
+            self.pieces = {}
+
+        def text(self, post_id, task, piece):
+            self.pieces.setdefault((post_id, task), []).append(piece)
+
+    watch = Pieces()
+    streamed = list(Analyzer(backend, AnalyzeConfig(tasks=tasks, style="heads", heads=str(explained_heads),
+                                                    max_tokens=12)).stream(posts, watch=watch))
+    assert sorted(r.raw for r in streamed) == sorted(r.raw for r in runs["trained"])
+    assert all("".join(watch.pieces[(r.id, r.task)]) == r.raw for r in streamed)
 
 
 def test_an_altered_explainer_is_refused(explained_heads, tmp_path):

@@ -272,12 +272,7 @@ class Analyzer:
                     self._told(watch, [keys[k] for k in model]))
                 for k, g in zip(model, done):
                     gens[k] = g
-            todo = [k for k in range(len(live)) if asked[k] is not None and gens[k] is None]
-            if todo:  # explanations by the explainer, or of screened rows by the model
-                done = (self.explainer or self.backend).generate_watched(
-                    [asked[k] for k in todo], explaining, self._told(watch, [keys[k] for k in todo]))
-                for k, g in zip(todo, done):
-                    gens[k] = g
+            self._write_rest(asked, gens, explaining, self._told(watch, keys))
             raws = [g.text if g else pairs[i][1].label_sentence(lab) for i, g, lab in zip(live, gens, labels)]
             explanations = [(lead + g.text[len(r.answer_prefix):]).strip() if g else ""
                             for g, r, (_, lead) in zip(gens, asked, unsure)]
@@ -292,6 +287,16 @@ class Analyzer:
             out[i] = self._heads_row(post, spec, heads[k], probs[k], labels[k], raws[k], checks.pop("explanation"),
                                      latency, warnings, {"runner_up": unsure[k][0], "decided_by": by[k], **checks})
         return out  # type: ignore[return-value]
+
+    def _write_rest(self, asked: list, gens: list, config: GenConfig, told) -> None:
+        """Write every asked explanation not yet written (into ``gens``): all of them where the explainer writes,
+        else those of screened rows (no state was read for them, so the model has no prompt to continue)."""
+        todo = [k for k, request in enumerate(asked) if request is not None and gens[k] is None]
+        if todo:
+            done = (self.explainer or self.backend).generate_watched(
+                [asked[k] for k in todo], config, told and (lambda j, text: told(todo[j], text)))
+            for k, g in zip(todo, done):
+                gens[k] = g
 
     def _screened(self, heads: list, texts: list[str]) -> dict[int, tuple]:
         """{k: (the screen's probabilities, its labels)} for the rows the screen is sure of (``heads.screen``)."""

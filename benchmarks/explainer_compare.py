@@ -18,8 +18,9 @@ the explainer never sees a state); they differ only in who writes the explanatio
    reference. Paired bootstrap intervals (1,000 resamples of the posts, seed 13) of trained - base and
    trained - each floor.
 
-Writes the rows to --out (``base.jsonl``, ``trained.jsonl``: each post for its own corpus's task, ready for
-``mentalglm data review-sample base=... trained=...``; ``*-all-tasks.jsonl``: every row) and, with --scores-out, the numbers as JSON (what `mentalglm heads explainer --scores`
+Writes the rows to --out (``<explainer>-<task>.jsonl``: each post for its own corpus's task, ready for
+``mentalglm data review-sample base=base-<task>.jsonl trained=trained-<task>.jsonl ...``; ``*-all-tasks.jsonl``:
+every row) and, with --scores-out, the numbers as JSON (what `mentalglm heads explainer --scores`
 puts in the explainer's manifest).
 """
 
@@ -97,13 +98,17 @@ def reference_scores(rows: dict, examples, bertscore: str | None) -> dict:
     candidates = {name: [r.explanation for r in rows[name]] for name in rows}
     candidates["quote-only template"] = [quote_template(e.text) for e in examples]
     candidates["another post's reference"] = refs[1:] + refs[:1]
-    scorer = BertScorer(bertscore, layer=12) if bertscore else None
     per = {}
     for name, texts in candidates.items():
         lex = [lexical_scores(c, r) for c, r in zip(texts, refs)]
         per[name] = {"rougeL": np.array([s["rougeL"] for s in lex]), "chrF": np.array([s["chrf"] for s in lex])}
-        if scorer:
-            per[name]["BERTScore"] = np.array([s["bertscore_f1"] for s in scorer.score(texts, refs)])
+    if bertscore:  # minutes a set on a CPU: after the cheap scores, the references embedded once
+        scorer = BertScorer(bertscore, layer=12)
+        ref_vectors = scorer._embed(refs)
+        for name, texts in candidates.items():
+            scores = scorer.score_embedded(scorer._embed(texts), ref_vectors)
+            per[name]["BERTScore"] = np.array([s["bertscore_f1"] for s in scores])
+    for name, texts in candidates.items():
         per[name]["chars"] = np.array([len(t) for t in texts], dtype=float)
     out = {}
     for name, metrics in per.items():
@@ -142,6 +147,15 @@ def main() -> None:
                                                           explainer=v)) for v in VARIANTS}
     level_rows, level_seconds = run_interleaved(level_analyzers, [Post(e.id, e.text) for e in levels_examples],
                                                 args.block, LEVELS)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for v in VARIANTS:  # predictions files per explainer and task, each post for its own corpus's task
+        for task in (*DEFAULT_TASKS, LEVELS):
+            with open(out / f"{v}-{task}.jsonl", "w", encoding="utf-8") as f:
+                f.writelines(r.to_json() + "\n" for r in [*rows[v], *level_rows[v]]
+                             if r.task == task and own_task.get(r.id, LEVELS) == task)
+        with open(out / f"{v}-all-tasks.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(r.to_json() + "\n" for r in rows[v])
     refs = reference_scores(level_rows, levels_examples, args.bertscore_model)
 
     stamp = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()}, llama.cpp on all cores"
@@ -172,15 +186,6 @@ def main() -> None:
         print(f"| {name} | " + " | ".join(cells) + f" | {score['chars']:.0f} | "
               f"{pct(lr['evidence_ok']) if lr else '—'} | {pct(lr['consistent']) if lr else '—'} |")
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for v in VARIANTS:  # predictions files, one per explainer: each post for its own corpus's task (review-sample)
-        with open(out / f"{v}.jsonl", "w", encoding="utf-8") as f:
-            for r in [*rows[v], *level_rows[v]]:
-                if own_task.get(r.id, LEVELS) == r.task:
-                    f.write(r.to_json() + "\n")
-        with open(out / f"{v}-all-tasks.jsonl", "w", encoding="utf-8") as f:
-            f.writelines(r.to_json() + "\n" for r in rows[v])
     if args.scores_out:
         scores = {"date": stamp, "default_tasks": {"posts": len(posts), "posts_per_second": speed,
                                                    "peak_memory_mib": round(peak_mib), "per_task": per_task},

@@ -479,7 +479,7 @@ def test_the_trained_explainer_writes_the_explanation_and_never_moves_a_label(ba
     posts = [Post(str(i), p) for i, p in enumerate(POSTS)]
     runs = {kind: Analyzer(backend, AnalyzeConfig(tasks=tasks, style="heads", heads=str(explained_heads),
                                                   explainer=kind, max_tokens=12)).run(posts)
-            for kind in ("trained", "base")}
+            for kind in ("trained", "base", "auto")}
     labels_only = Analyzer(backend, AnalyzeConfig(tasks=tasks, style="heads", heads=str(explained_heads),
                                                   explain=False)).run(posts)
     # The heads read their states without the adapter: labels and scores are the same whoever explains.
@@ -498,6 +498,10 @@ def test_the_trained_explainer_writes_the_explanation_and_never_moves_a_label(ba
     finally:
         tuned.close()
     assert [r.explanation for r in runs["trained"]] != [r.explanation for r in runs["base"]]
+    # auto: the explainer writes the tasks its manifest names (here suicide_risk), the heads' model the others
+    assert headset.explainer.tasks == ["suicide_risk"]
+    assert [r.raw for r in runs["auto"]] == [(t if r.task == "suicide_risk" else b).raw
+                                             for r, t, b in zip(runs["auto"], runs["trained"], runs["base"])]
 
     class Pieces(Watcher):  # a streamed reader sees the explainer's answer as it is written
         def __init__(self):
@@ -508,7 +512,7 @@ def test_the_trained_explainer_writes_the_explanation_and_never_moves_a_label(ba
 
     watch = Pieces()
     streamed = list(Analyzer(backend, AnalyzeConfig(tasks=tasks, style="heads", heads=str(explained_heads),
-                                                    max_tokens=12)).stream(posts, watch=watch))
+                                                    explainer="trained", max_tokens=12)).stream(posts, watch=watch))
     assert sorted(r.raw for r in streamed) == sorted(r.raw for r in runs["trained"])
     assert all("".join(watch.pieces[(r.id, r.task)]) == r.raw for r in streamed)
 

@@ -60,10 +60,11 @@ def test_the_wheel_has_the_heads_the_page_and_the_crisis_resources_and_nothing_e
     names = set(zipfile.ZipFile(dists["wheel"]).namelist())
     data = {n for n in names if n.startswith("mentalglm/") and not n.endswith(".py")}
     expected = {f"mentalglm/{p.relative_to(PACKAGE).as_posix()}"
-                for folder in ("resources", "resources/mentalglm-mini", "serve/static")
+                for folder in ("resources", "resources/mentalglm-mini", "resources/mentalglm-mini/explainer",
+                               "serve/static")
                 for p in (PACKAGE / folder).iterdir() if p.is_file()}
     assert {"mentalglm/resources/crisis_resources_zh.txt", "mentalglm/resources/mentalglm-mini/manifest.json",
-            "mentalglm/serve/static/index.html"} <= expected
+            "mentalglm/resources/mentalglm-mini/explainer/adapter.gguf", "mentalglm/serve/static/index.html"} <= expected
     assert data == expected
     sources = {f"mentalglm/{p.relative_to(PACKAGE).as_posix()}" for p in PACKAGE.rglob("*.py")}
     assert {n for n in names if n.endswith(".py")} == sources  # every module, __main__ included; no tests
@@ -96,7 +97,7 @@ def test_python_dash_m_mentalglm_is_the_command():
     assert done.stdout.startswith("usage: mentalglm") and "analyze" in done.stdout and "serve" in done.stdout
 
 
-def test_the_base_install_leaves_training_and_the_small_model_to_extras():
+def test_the_base_install_leaves_training_to_extras_and_brings_the_default_models():
     base = _requirement_names(PYPROJECT["project"]["dependencies"])
     extras = PYPROJECT["project"]["optional-dependencies"]
     assert not base & {"torch", "transformers", "peft", "accelerate", "safetensors", "sentencepiece", "gguf", "vllm",
@@ -107,15 +108,16 @@ def test_the_base_install_leaves_training_and_the_small_model_to_extras():
     assert "torch==2.13.0" in extras["train"]
     assert {"ray", "pyarrow"} <= _requirement_names(extras["cluster"]) and "pyarrow" in _requirement_names(
         extras["parquet"])
-    # The default model's weights come with the base install; the 0.5B model's with [small-model] (and [train]).
+    # The default model's weights come with the base install, and so do those of the 0.5B its explainer runs on.
+    from mentalglm.heads import load_heads
     from mentalglm.llm.catalog import DEFAULT_MODEL, REGISTRY
 
     default = REGISTRY[REGISTRY[DEFAULT_MODEL].base].packaged
-    assert set(default.requirement_list().split()) <= set(PYPROJECT["project"]["dependencies"])
-    small = REGISTRY["qwen2.5-coder-0.5b-instruct-q4"].packaged
-    assert set(small.requirement_list().split()) == set(extras["small-model"])
-    assert small.extra == "small-model" and not default.extra  # what its "not installed" error names
-    assert "mentalglm[small-model]" in extras["train"]
+    explainer = load_heads().explainer
+    parts = [default] + ([REGISTRY[explainer.base].packaged] if explainer else [])
+    for packaged in parts:
+        assert set(packaged.requirement_list().split()) <= set(PYPROJECT["project"]["dependencies"])
+        assert not packaged.extra  # nothing to name in a "not installed" error
 
 
 def test_every_module_imports_without_the_extras_packages():

@@ -4,9 +4,9 @@ posts -> (redact) -> prompt from the task spec -> backend -> parse with the task
 (+ high-risk flag). With label heads (``style="heads"``, the default model mentalglm-mini) the label
 is not generated: the heads give every label of the task a probability from the model's hidden
 state at the end of the prompt, the label is decided over that closed set, and the explanation is
-generated afterwards, after the chosen label's sentence: by the heads folder's trained explainer (a LoRA adapter
-on a smaller model, ``heads.explainer``) where it has one, else continuing the prompt the state was read from
-(``explainer="base"``); when the decision is close
+generated afterwards, after the chosen label's sentence: for the tasks the heads folder's trained explainer (a LoRA
+adapter on a smaller model, ``heads.explainer``) was measured to write better, by it; else by the heads' model
+continuing the prompt its state was read from (``AnalyzeConfig.explainer``); when the decision is close
 (``heads.unsure``) the row names the runner-up and the explanation is asked to weigh the two. Quotes that are
 near misses of the post's words are repaired to the post's closest span, then every quote is checked against
 the post (``evidence_ok``), and a reader says which label the explanation argues for (``heads.reader``).
@@ -95,9 +95,10 @@ class AnalyzeConfig:
     temperature: float = 0.0
     heads: str | None = None  # heads folder for style "heads" (default: the packaged mentalglm-mini)
     risk_threshold: float | None = None  # P(high risk) that flags a post (default: the heads' operating point)
-    # Who writes a heads row's explanation: "trained", the heads folder's explainer where it has one (heads/explainer.py);
-    # "base", the heads' own model continuing the prompt its state was read from.
-    explainer: str = "trained"
+    # Who writes a heads row's explanation: "auto", the heads folder's explainer (heads/explainer.py) for the tasks its
+    # manifest names (where it beat the base on validation), the base for the others; "trained", the explainer for
+    # every task; "base", the heads' own model continuing the prompt its state was read from.
+    explainer: str = "auto"
     # Screening (heads.screen): the heads' n-gram part decides the posts it is sure of, the model only the rest;
     # screen_threshold moves every task's operating point (default: the heads folder's screen.json).
     screen: bool = False
@@ -117,13 +118,18 @@ class Analyzer:
         self._budget: dict[str, int] = {}
         self.headset = None
         self.readers: dict = {}  # task -> heads.reader.ExplanationReader
-        self.explainer = None  # the trained explainer's backend, when it writes the explanations
+        self.explainer = None  # the trained explainer's backend, when it writes some explanations
+        self.explained: frozenset[str] = frozenset()  # the tasks it writes
         if config.style == "heads":
             self.headset, self.readers = _open_heads(backend, config)
-            if config.explain and config.explainer == "trained" and self.headset.explainer is not None:
+            spec = self.headset.explainer
+            if config.explain and spec is not None and config.explainer != "base":
+                self.explained = frozenset(config.tasks if config.explainer == "trained" else spec.tasks) \
+                    & frozenset(config.tasks)
+            if self.explained:
                 from .heads.explainer import open_explainer
 
-                self.explainer = open_explainer(self.headset.explainer, parallel=backend.batch_size)
+                self.explainer = open_explainer(spec, parallel=backend.batch_size)
 
     def gen_config(self, spec: TaskSpec) -> GenConfig:
         if self.config.explain:
@@ -247,7 +253,7 @@ class Analyzer:
                                               "", 0.0, list(notes[k]), {"runner_up": unsure[k][0],
                                                                         "decided_by": by[k]}))
             if self.config.explain:
-                asked[k] = (explainer_request if self.explainer else heads_request)(
+                asked[k] = (explainer_request if spec.name in self.explained else heads_request)(
                     spec, texts[k], tuple(labels[k]), unsure[k][1])
 
         by = ["model"] * len(live)
@@ -259,20 +265,21 @@ class Analyzer:
         def decide(j: int, state) -> Request | None:
             """The head's decision from model row j's state; the request the model then continues, if any."""
             decided(model[j], heads[model[j]].probabilities(texts[model[j]], state))
-            return None if self.explainer else asked[model[j]]
+            return None if pairs[live[model[j]]][1].name in self.explained else asked[model[j]]
 
         keys = [(pairs[i][0].id, pairs[i][1].name) for i in live]
         explaining = GenConfig(max_tokens=self.config.max_tokens, temperature=self.config.temperature, stop=("\n\n",))
         gens: list = [None] * len(live)
         try:
-            if model:  # the model's states (and, without an explainer, its explanations as it continues each prompt)
+            if model:  # the model's states (and the explanations it writes, continuing each prompt)
                 done = self.backend.states_then_generate(
                     [heads_request(pairs[live[k]][1], texts[k]) for k in model],
                     [mean_of(texts[k], heads[k].pool) for k in model], decide, explaining,
                     self._told(watch, [keys[k] for k in model]))
                 for k, g in zip(model, done):
                     gens[k] = g
-            self._write_rest(asked, gens, explaining, self._told(watch, keys))
+            self._write_rest(asked, gens, explaining, self._told(watch, keys),
+                             [pairs[i][1].name in self.explained for i in live])
             raws = [g.text if g else pairs[i][1].label_sentence(lab) for i, g, lab in zip(live, gens, labels)]
             explanations = [(lead + g.text[len(r.answer_prefix):]).strip() if g else ""
                             for g, r, (_, lead) in zip(gens, asked, unsure)]
@@ -288,15 +295,17 @@ class Analyzer:
                                      latency, warnings, {"runner_up": unsure[k][0], "decided_by": by[k], **checks})
         return out  # type: ignore[return-value]
 
-    def _write_rest(self, asked: list, gens: list, config: GenConfig, told) -> None:
-        """Write every asked explanation not yet written (into ``gens``): all of them where the explainer writes,
-        else those of screened rows (no state was read for them, so the model has no prompt to continue)."""
-        todo = [k for k, request in enumerate(asked) if request is not None and gens[k] is None]
-        if todo:
-            done = (self.explainer or self.backend).generate_watched(
-                [asked[k] for k in todo], config, told and (lambda j, text: told(todo[j], text)))
-            for k, g in zip(todo, done):
-                gens[k] = g
+    def _write_rest(self, asked: list, gens: list, config: GenConfig, told, explained: list[bool]) -> None:
+        """Write every asked explanation not yet written (into ``gens``): the explainer's (rows ``explained``), and
+        those of screened rows the model writes (no state was read for them, so it has no prompt to continue)."""
+        for writer, mine in ((self.explainer, True), (self.backend, False)):
+            todo = [k for k, request in enumerate(asked) if request is not None and gens[k] is None
+                    and explained[k] == mine]
+            if todo:
+                done = writer.generate_watched([asked[k] for k in todo], config,
+                                               told and (lambda j, text, todo=todo: told(todo[j], text)))
+                for k, g in zip(todo, done):
+                    gens[k] = g
 
     def _screened(self, heads: list, texts: list[str]) -> dict[int, tuple]:
         """{k: (the screen's probabilities, its labels)} for the rows the screen is sure of (``heads.screen``)."""

@@ -24,10 +24,11 @@ def add_model_args(p, default_model: str = DEFAULT_MODEL) -> None:
     g.add_argument("--risk-threshold", type=float,
                    help="P(high suicide risk) at which a post is flagged (label heads only; default: the heads' "
                         "operating point, chosen for high-risk recall of at least 0.90)")
-    g.add_argument("--explainer", choices=["trained", "base"], default="trained",
-                   help="who writes the explanation of a label chosen by heads: trained, the heads folder's "
-                        "explainer (a LoRA adapter on the 0.5B model) where it has one; base, the heads' own model "
-                        "continuing its prompt (default: trained)")
+    g.add_argument("--explainer", choices=["auto", "trained", "base"], default="auto",
+                   help="who writes the explanation of a label chosen by heads: auto, the heads folder's trained "
+                        "explainer (a LoRA adapter on the 0.5B model) for the tasks where it was measured to be "
+                        "better (mentalglm-mini: suicide_risk_levels), the heads' own model for the rest; trained, "
+                        "the explainer for every task; base, the heads' own model for every task (default: auto)")
     g.add_argument("--screen", action="store_true",
                    help="label heads: the heads' character n-gram part decides the posts it is sure of, the model only "
                         "the rest (faster; rows say decided_by; operating point fitted out of fold, docs/scale.md)")

@@ -35,6 +35,8 @@ def register(sub, fmt):
     p.add_argument("--run", help="explainer: a finished `mentalglm train` run whose GGUF adapter becomes the folder's "
                                  "explainer")
     p.add_argument("--scores", help="explainer: a JSON file of the explainer's validation scores for its manifest")
+    p.add_argument("--tasks", help="explainer: the tasks it writes by default, comma-separated (where it was measured "
+                                   "to beat the heads' own model; default: every task it learned)")
     p.add_argument("--out", default="runs/heads/mentalglm-mini", help="train: run folder (states cache, model, report)")
     p.add_argument("--threads", type=int, help="train: CPU threads for llama.cpp (default: all cores)")
     p.add_argument("--data-root", help="train: folder holding the corpora (default: ../shared/data or $MENTALGLM_DATA)")
@@ -101,9 +103,11 @@ def add_explainer(args) -> int:
         return 2
     folder = Path(args.folder) if args.folder else packaged_dir()
     scores = json.loads(Path(args.scores).read_text(encoding="utf-8")) if args.scores else None
-    command = f"mentalglm heads explainer {args.folder or ''} --run {args.run}".replace("  ", " ")
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
+    command = (f"mentalglm heads explainer {args.folder or ''} --run {args.run}".replace("  ", " ")
+               + (f" --tasks {args.tasks}" if args.tasks else ""))
     try:
-        spec = install_explainer(Path(args.run), folder, command, scores)
+        spec = install_explainer(Path(args.run), folder, command, scores, tasks)
     except HeadsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -135,3 +139,12 @@ def show(headset) -> None:
                           (f"P≥{risk['threshold']:.3f}: {100 * risk['recall']:.0f} / {100 * risk['precision']:.0f}"
                            if risk and i == 0 else ""))
     console.print(table)
+    if headset.screens:
+        console.print("screen (analyze --screen): " + ", ".join(
+            f"{t} decides {100 * (s.info or {}).get('decided_share_out_of_fold', 0):.0f}% at {s.threshold:.2f}"
+            for t, s in headset.screens.items()) + " (training posts, out of fold)")
+    if headset.explainer:
+        e = headset.explainer
+        console.print(f"explainer: LoRA adapter on {e.base} ({e.adapter.stat().st_size / 1e6:.1f} MB), writes "
+                      f"{', '.join(e.tasks) or 'no task'} by default (--explainer trained: every task); made by "
+                      f"`{e.info.get('command', '?')}`")

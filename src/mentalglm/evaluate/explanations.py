@@ -141,8 +141,12 @@ class BertScorer:
         return out
 
     def score(self, candidates: Sequence[str], references: Sequence[str]) -> list[dict[str, float]]:
+        return self.score_embedded(self._embed(candidates), self._embed(references))
+
+    def score_embedded(self, candidates: list, references: list) -> list[dict[str, float]]:
+        """``score`` of texts already embedded (``_embed``): several candidate sets against references embedded once."""
         scores = []
-        for c, r in zip(self._embed(candidates), self._embed(references)):
+        for c, r in zip(candidates, references):
             if len(c) == 0 or len(r) == 0:
                 scores.append({"bertscore_p": 0.0, "bertscore_r": 0.0, "bertscore_f1": 0.0})
                 continue

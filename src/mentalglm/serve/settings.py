@@ -40,8 +40,8 @@ class ServeSettings:
     # that flags a post (None: the heads' operating point); a request may send its own risk_threshold.
     heads: str | None = None
     risk_threshold: float | None = None
-    # Who writes a heads row's explanation: "trained" (the heads folder's explainer) or "base" (AnalyzeConfig).
-    explainer: str = "trained"
+    # Who writes a heads row's explanation: "auto", "trained" or "base" (AnalyzeConfig.explainer).
+    explainer: str = "auto"
     # Threads calling the backend. None: one for local models (llama.cpp is not thread-safe), the client's
     # concurrency for an OpenAI-compatible backend (a batching server such as vLLM gains from parallel calls).
     model_threads: int | None = None

@@ -60,16 +60,15 @@ def explainer_request(spec: TaskSpec, text: str, labels: tuple[str, ...], lead: 
 _OPEN: dict[tuple, object] = {}
 
 
-def open_explainer(explainer: ExplainerSpec, threads: int | None = None, parallel: int = 1):
-    """The explainer's llama.cpp backend, opened once per process and setting (the service's analyzers share it)."""
+def open_explainer(explainer: ExplainerSpec, parallel: int = 1):
+    """The explainer's llama.cpp backend (all cores, ``parallel`` sequences, as the heads' model decodes), opened
+    once per process and setting: the service's analyzers share it."""
     from ..llm.registry import open_backend
 
-    key = (str(explainer.adapter), threads, parallel)
+    key = (str(explainer.adapter), parallel)
     if key not in _OPEN:
-        options = {"parallel": parallel, "n_ctx": 2048}
-        if threads:
-            options["n_threads"] = threads
-        backend, _ = open_backend(explainer.base, adapter=str(explainer.adapter), prompt_style="instruction", **options)
+        backend, _ = open_backend(explainer.base, adapter=str(explainer.adapter), prompt_style="instruction",
+                                  parallel=parallel, n_ctx=2048)
         _check_base(explainer, backend)
         _OPEN[key] = backend
     return _OPEN[key]

@@ -269,8 +269,11 @@ def test_the_packaged_heads_load_and_name_their_base_model():
     assert heads.manifest["base"]["sha256"] == REGISTRY[entry.base].packaged.sha256
     assert set(heads.heads) >= {"cognitive_distortion", "suicide_risk", "suicide_risk_levels", "emotion"}
     assert heads.manifest["command"].startswith("mentalglm heads train")
-    size = sum(p.stat().st_size for p in heads.folder.iterdir())
-    assert size < 50e6 and all(p.suffix in (".json", ".npz") for p in heads.folder.iterdir())
+    files = [p for p in heads.folder.rglob("*") if p.is_file()]
+    # 50 MB at most, and nothing executable: arrays, JSON and the explainer's GGUF adapter (no pickle)
+    assert sum(p.stat().st_size for p in files) < 50e6 and all(p.suffix in (".json", ".npz", ".gguf") for p in files)
+    assert heads.explainer is not None and heads.explainer.adapter.suffix == ".gguf"
+    assert heads.explainer.base_sha256 == REGISTRY[heads.explainer.base].packaged.sha256
     for task, head in heads.heads.items():
         assert head.hidden_size == 1536 and set(heads.manifest["validation"][task]["scores"]) == {"stack", "ngram",
                                                                                                    "state"}

@@ -621,3 +621,16 @@ def test_an_interrupted_screen_run_resumes_like_any_other(backend, screened_head
         [(key(r), r["labels"], r["decided_by"]) for r in expected]
     # the screen is part of a run's settings: resuming without it is refused
     assert main([*args[:-3], "--threads", "1", "--out", str(cut), "--resume"]) != 0
+
+
+def test_api_screens_when_asked_or_when_the_server_does(tiny_llama, screened_heads, tmp_path):  # noqa: F811
+    body = {"text": POSTS[1], "explain": False}
+    with serve(tiny_llama, tmp_path, prompt_style="heads", heads=str(screened_heads),
+               tasks=("suicide_risk", "emotion")) as (_, client):
+        by = lambda out: {a["decided_by"] for a in out["results"][0]["analyses"]}  # noqa: E731
+        assert by(client.post("/v1/analyze", json=body).json()) == {"model"}
+        assert "screen" in by(client.post("/v1/analyze", json={**body, "screen": True}).json())
+    with serve(tiny_llama, tmp_path / "s", prompt_style="heads", heads=str(screened_heads), screen=True,
+               tasks=("suicide_risk", "emotion")) as (_, client):
+        assert "screen" in by(client.post("/v1/analyze", json=body).json())
+        assert by(client.post("/v1/analyze", json={**body, "screen": False}).json()) == {"model"}

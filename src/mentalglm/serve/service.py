@@ -39,10 +39,11 @@ class AnalysisService:
         self._lock = threading.Lock()
 
     def config(self, tasks: Sequence[str], explain: bool, redact: bool,
-               risk_threshold: float | None = None, screen: bool = False) -> AnalyzeConfig:
+               risk_threshold: float | None = None, screen: bool | None = None) -> AnalyzeConfig:
         s = self.settings
         return AnalyzeConfig(tasks=tuple(tasks), explain=explain, max_tokens=s.max_tokens, redact=redact,
-                             style=self.prompt_style, heads=s.heads, explainer=s.explainer, screen=screen,
+                             style=self.prompt_style, heads=s.heads, explainer=s.explainer,
+                             screen=s.screen if screen is None else screen, screen_threshold=s.screen_threshold,
                              risk_threshold=s.risk_threshold if risk_threshold is None else risk_threshold)
 
     def analyzer(self, config: AnalyzeConfig) -> Analyzer:

@@ -42,6 +42,9 @@ class ServeSettings:
     risk_threshold: float | None = None
     # Who writes a heads row's explanation: "auto", "trained" or "base" (AnalyzeConfig.explainer).
     explainer: str = "auto"
+    # Screening (heads.screen) for requests that do not say (`serve --screen`), and its operating point.
+    screen: bool = False
+    screen_threshold: float | None = None
     # Threads calling the backend. None: one for local models (llama.cpp is not thread-safe), the client's
     # concurrency for an OpenAI-compatible backend (a batching server such as vLLM gains from parallel calls).
     model_threads: int | None = None

@@ -634,3 +634,16 @@ def test_api_screens_when_asked_or_when_the_server_does(tiny_llama, screened_hea
                tasks=("suicide_risk", "emotion")) as (_, client):
         assert "screen" in by(client.post("/v1/analyze", json=body).json())
         assert by(client.post("/v1/analyze", json={**body, "screen": False}).json()) == {"model"}
+
+
+def test_rebuilt_heads_keep_the_explainer(explained_heads, heads_dir, tmp_path):
+    """`heads train --ship` carries the packaged explainer into the new heads folder (it reads no heads' state)."""
+    import shutil
+
+    from mentalglm.heads.explainer import carry_explainer
+
+    rebuilt = shutil.copytree(heads_dir, tmp_path / "rebuilt")
+    assert load_heads(rebuilt).explainer is None
+    assert carry_explainer(explained_heads, rebuilt) and not carry_explainer(heads_dir, tmp_path / "none")
+    kept = load_heads(rebuilt)  # every file, the explainer's included, checked against the manifest
+    assert kept.explainer.info == load_heads(explained_heads).explainer.info

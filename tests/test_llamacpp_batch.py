@@ -169,3 +169,22 @@ def test_the_server_batches_concurrent_requests_and_answers_as_one_at_a_time(tin
     assert got == want
     assert worker._pool._max_workers == batched.batch_size  # requests reach the engine together...
     assert batched.engine.peak_sequences > 1  # ...and share decode steps
+
+
+def test_a_lora_adapter_applies_to_every_batched_sequence(tiny_gguf_path, tmp_path):
+    """--parallel with an adapter (the explainer's path): each sequence writes what the adapted model writes one at
+    a time, and not what the plain model writes."""
+    from tiny_models import build_tiny_lora_gguf
+
+    adapter = str(build_tiny_lora_gguf(tmp_path / "lora.gguf"))
+    config = GenConfig(max_tokens=12)
+    one = LlamaCppBackend(tiny_gguf_path, lora_path=adapter, n_ctx=512, n_threads=1)
+    many = LlamaCppBackend(tiny_gguf_path, lora_path=adapter, n_ctx=512, n_threads=1, parallel=3)
+    plain = LlamaCppBackend(tiny_gguf_path, n_ctx=512, n_threads=1)
+    try:
+        expected = [g.text for g in one.generate(requests(), config)]
+        assert [g.text for g in many.generate(requests(), config)] == expected
+        assert [g.text for g in plain.generate(requests(), config)] != expected
+    finally:
+        for backend in (one, many, plain):
+            backend.close()

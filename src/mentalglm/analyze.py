@@ -240,6 +240,7 @@ class Analyzer:
         labels: list = [None] * len(live)
         asked: list = [None] * len(live)
         unsure: list = [(None, "")] * len(live)  # (runner-up, the explanation's prefilled lead)
+        by_explainer = [pairs[i][1].name in self.explained for i in live]  # else the model writes the explanation
 
         def decided(k: int, p, chosen: list[str] | None = None) -> None:
             """Row k's decision (the screen's ``chosen``, else the head's from ``p``), and the explanation to write,
@@ -253,7 +254,7 @@ class Analyzer:
                                               "", 0.0, list(notes[k]), {"runner_up": unsure[k][0],
                                                                         "decided_by": by[k]}))
             if self.config.explain:
-                asked[k] = (explainer_request if spec.name in self.explained else heads_request)(
+                asked[k] = (explainer_request if by_explainer[k] else heads_request)(
                     spec, texts[k], tuple(labels[k]), unsure[k][1])
 
         by = ["model"] * len(live)
@@ -265,7 +266,7 @@ class Analyzer:
         def decide(j: int, state) -> Request | None:
             """The head's decision from model row j's state; the request the model then continues, if any."""
             decided(model[j], heads[model[j]].probabilities(texts[model[j]], state))
-            return None if pairs[live[model[j]]][1].name in self.explained else asked[model[j]]
+            return None if by_explainer[model[j]] else asked[model[j]]
 
         keys = [(pairs[i][0].id, pairs[i][1].name) for i in live]
         explaining = GenConfig(max_tokens=self.config.max_tokens, temperature=self.config.temperature, stop=("\n\n",))
@@ -278,8 +279,7 @@ class Analyzer:
                     self._told(watch, [keys[k] for k in model]))
                 for k, g in zip(model, done):
                     gens[k] = g
-            self._write_rest(asked, gens, explaining, self._told(watch, keys),
-                             [pairs[i][1].name in self.explained for i in live])
+            self._write_rest(asked, gens, explaining, self._told(watch, keys), by_explainer)
             raws = [g.text if g else pairs[i][1].label_sentence(lab) for i, g, lab in zip(live, gens, labels)]
             explanations = [(lead + g.text[len(r.answer_prefix):]).strip() if g else ""
                             for g, r, (_, lead) in zip(gens, asked, unsure)]

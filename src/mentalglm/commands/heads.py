@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -104,8 +105,8 @@ def add_explainer(args) -> int:
     folder = Path(args.folder) if args.folder else packaged_dir()
     scores = json.loads(Path(args.scores).read_text(encoding="utf-8")) if args.scores else None
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
-    command = (f"mentalglm heads explainer {args.folder or ''} --run {args.run}".replace("  ", " ")
-               + (f" --tasks {args.tasks}" if args.tasks else ""))
+    command = shlex.join(["mentalglm", "heads", "explainer", *([args.folder] if args.folder else []), "--run", args.run,
+                          *(["--tasks", args.tasks] if args.tasks else [])])
     try:
         spec = install_explainer(Path(args.run), folder, command, scores, tasks)
     except HeadsError as e:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..llm.base import Request
+from .manifest import list_files
 from ..tasks import TaskSpec
 
 FOLDER = "explainer"
@@ -100,7 +101,6 @@ def install_explainer(run: Path, heads_folder: Path, command: str, scores: dict 
 
     import yaml
 
-    from ..files import file_sha256
     from ..llm.catalog import REGISTRY, assemble_packaged
     from ..llm.manifest import read_manifest
     from . import HeadsError, model_sha256
@@ -127,7 +127,7 @@ def install_explainer(run: Path, heads_folder: Path, command: str, scores: dict 
             "reproduce": "scripts/build_explainer.sh (data, training, measurement, this install; resumable)",
             "config": yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")),
             "training_data": json.loads((run / "data.json").read_text(encoding="utf-8")),
-            "adapter_sha256": file_sha256(folder / ADAPTER), "validation": scores or {}}
+            "validation": scores or {}}
     (folder / SPEC).write_text(json.dumps(info, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     _list(heads_folder)
     return read_explainer(heads_folder)
@@ -146,11 +146,5 @@ def carry_explainer(old_heads: Path, new_heads: Path) -> bool:
 
 
 def _list(heads_folder: Path) -> None:
-    """List the explainer's files with their sha256 in the heads folder's manifest."""
-    from ..files import file_sha256
-
-    path = heads_folder / "manifest.json"
-    manifest = json.loads(path.read_text(encoding="utf-8"))
-    files = {k: v for k, v in manifest["files"].items() if not k.startswith(f"{FOLDER}/")}
-    files.update({f"{FOLDER}/{name}": file_sha256(heads_folder / FOLDER / name) for name in (ADAPTER, SPEC)})
-    path.write_text(json.dumps({**manifest, "files": files}, indent=1, ensure_ascii=False), encoding="utf-8")
+    """List the explainer's files (and no earlier ones) with their sha256 in the heads folder's manifest."""
+    list_files(heads_folder, [f"{FOLDER}/{name}" for name in (ADAPTER, SPEC)], replace_prefix=f"{FOLDER}/")

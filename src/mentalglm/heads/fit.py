@@ -37,6 +37,14 @@ def label_matrix(spec, gold: Sequence[Sequence[str]]) -> np.ndarray:
     return y
 
 
+def ngram_vectorizer(max_features: int = 60_000):
+    """The character 1-3-gram TF-IDF of every head's n-gram part (``NgramScorer`` reproduces it at inference)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    return TfidfVectorizer(analyzer="char", ngram_range=(1, 3), min_df=2, max_features=max_features,
+                           sublinear_tf=True, dtype=np.float64)
+
+
 def _folds(y: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
     from sklearn.model_selection import StratifiedKFold
 
@@ -221,14 +229,11 @@ def fit_head(task: str, texts_all: Sequence[str], gold_all: Sequence[Sequence[st
     state (``texts_s``/``states``, a subset), and the stacker on their out-of-fold scores. ``balanced`` weighs
     the state model's classes by their inverse frequency; ``decision_metric`` (single-label) fits decision
     weights for that metric out of fold (``decision_weights``)."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
     spec = get_task(task)
     multi = spec.multi_label
     y_all, y_s = label_matrix(spec, gold_all), label_matrix(spec, gold_s)
 
-    vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), min_df=2, max_features=max_features,
-                                 sublinear_tf=True, dtype=np.float64)
+    vectorizer = ngram_vectorizer(max_features)
     x_all = vectorizer.fit_transform(list(texts_all))
     ngram_C = ngram_C_grid[0]
     if len(ngram_C_grid) > 1:

@@ -24,6 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .manifest import list_files
 from .model import TaskHead, to_probabilities
 
 FILE = "screen.json"
@@ -106,9 +107,7 @@ def _calibrate(scores: np.ndarray, y: np.ndarray, multi_label: bool) -> tuple[np
 def out_of_fold_scores(head: TaskHead, texts: Sequence[str], y: np.ndarray, folds: int = 5, seed: int = 13,
                        max_features: int = 60_000) -> np.ndarray:
     """The head's n-gram model (its settings) refitted without each fold: scores of the held-out posts."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    from .fit import _folds, _Linear
+    from .fit import _folds, _Linear, ngram_vectorizer
 
     C = float(head.info.get("ngram_C", 10.0))
     kind = head.info.get("ngram_model", "logistic")
@@ -116,8 +115,7 @@ def out_of_fold_scores(head: TaskHead, texts: Sequence[str], y: np.ndarray, fold
     texts = list(texts)
     for test in _folds(y, folds, seed):
         train = np.setdiff1d(np.arange(len(y)), test)
-        vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), min_df=2, max_features=max_features,
-                                     sublinear_tf=True, dtype=np.float64)
+        vectorizer = ngram_vectorizer(max_features)
         x = vectorizer.fit_transform([texts[i] for i in train])
         model = _Linear(head.multi_label, C, seed, kind).fit(x, y[train])
         oof[test] = model.scores(vectorizer.transform([texts[i] for i in test]))
@@ -136,7 +134,6 @@ def fit_screen(head: TaskHead, texts: Sequence[str], gold: Sequence[Sequence[str
     probs = to_probabilities(scale * oof + bias, head.multi_label)
     decisions = [_decision(head.multi_label, p, head.labels) for p in probs]
     right = np.array([labels is not None and set(labels) == set(g) for (labels, _), g in zip(decisions, gold)])
-    conf = np.array([c for _, c in decisions])
     screen = TaskScreen(scale, bias, 1.0)
     if head.high_labels:
         is_high = y[:, [head.labels.index(h) for h in head.high_labels]].sum(1) > 0
@@ -178,13 +175,8 @@ def fit_screens(heads: dict[str, TaskHead], root=None, progress=print) -> dict[s
 
 def write_screen(folder: Path, screens: dict[str, TaskScreen]) -> Path:
     """``screen.json`` in a heads folder, listed with its sha256 in the folder's manifest."""
-    from ..files import file_sha256
-
     path = Path(folder) / FILE
     path.write_text(json.dumps({t: s.to_json() for t, s in screens.items()}, ensure_ascii=False, indent=1),
                     encoding="utf-8")
-    manifest_path = Path(folder) / "manifest.json"
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    manifest["files"] = {**manifest["files"], FILE: file_sha256(path)}
-    manifest_path.write_text(json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8")
+    list_files(folder, [FILE])
     return path

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import file_sha256
+from .manifest import list_files
 from .model import TaskHead
 
 FILE = "unsure.json"
@@ -113,9 +113,5 @@ def write_thresholds(folder: Path, table: dict) -> Path:
     """``unsure.json`` into a heads folder, listed with its sha256 in the folder's manifest."""
     path = folder / FILE
     path.write_text(json.dumps(table, ensure_ascii=False, indent=1), encoding="utf-8")
-    manifest_path = folder / "manifest.json"
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    manifest["files"] = {**manifest["files"], FILE: file_sha256(path)}
-    manifest["unsure"] = {task: row["threshold"] for task, row in table["tasks"].items()}
-    manifest_path.write_text(json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8")
+    list_files(folder, [FILE], unsure={task: row["threshold"] for task, row in table["tasks"].items()})
     return path

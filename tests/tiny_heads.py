@@ -42,7 +42,9 @@ def corpus(task: str, n: int = 36, seed: int = 0) -> list[Example]:
     return out
 
 
-def build_tiny_heads(backend, folder: Path, tasks=("suicide_risk", "emotion", "cognitive_distortion")) -> Path:
+def build_tiny_heads(backend, folder: Path, tasks=("suicide_risk", "emotion", "cognitive_distortion"),
+                     base: dict | None = None) -> Path:
+    """Heads over ``backend``'s states; ``base``: the manifest's base model (default: ``backend``'s file)."""
     heads = {}
     cache = StateCache(folder.parent / f"{folder.name}-states", {"base": backend.name})
     for task in tasks:
@@ -51,7 +53,7 @@ def build_tiny_heads(backend, folder: Path, tasks=("suicide_risk", "emotion", "c
         texts, gold = [e.text for e in examples], [e.labels for e in examples]
         heads[task] = fit_head(task, texts, gold, texts, states, gold, folds=3, C_grid=(0.1,),
                                ngram_C_grid=(10.0,)).head
-    manifest = {"name": "tiny-heads", "base": {"name": backend.name, "sha256": file_sha256(backend.path)}}
+    manifest = {"name": "tiny-heads", "base": base or {"name": backend.name, "sha256": file_sha256(backend.path)}}
     return write_heads_folder(folder, heads, manifest)
 
 

@@ -120,8 +120,10 @@ class Analyzer:
         self.readers: dict = {}  # task -> heads.reader.ExplanationReader
         self.explainer = None  # the trained explainer's backend, when it writes some explanations
         self.explained: frozenset[str] = frozenset()  # the tasks it writes
+        self.state_model = backend  # the model whose states the heads read (heads.HeadSet.state_model)
         if config.style == "heads":
             self.headset, self.readers = _open_heads(backend, config)
+            self.state_model = self.headset.state_model(backend)
             spec = self.headset.explainer
             if config.explain and spec is not None and config.explainer != "base":
                 self.explained = frozenset(config.tasks if config.explainer == "trained" else spec.tasks) \
@@ -272,13 +274,16 @@ class Analyzer:
         explaining = GenConfig(max_tokens=self.config.max_tokens, temperature=self.config.temperature, stop=("\n\n",))
         gens: list = [None] * len(live)
         try:
-            if model:  # the model's states (and the explanations it writes, continuing each prompt)
-                done = self.backend.states_then_generate(
-                    [heads_request(pairs[live[k]][1], texts[k]) for k in model],
-                    [mean_of(texts[k], heads[k].pool) for k in model], decide, explaining,
-                    self._told(watch, [keys[k] for k in model]))
+            requests = [heads_request(pairs[live[k]][1], texts[k]) for k in model]
+            pools = [mean_of(texts[k], heads[k].pool) for k in model]
+            if model and self.state_model is self.backend:  # states, then the explanations continuing each prompt
+                done = self.backend.states_then_generate(requests, pools, decide, explaining,
+                                                         self._told(watch, [keys[k] for k in model]))
                 for k, g in zip(model, done):
                     gens[k] = g
+            elif model:  # the states of a shallower copy: the full model writes from the start (_write_rest)
+                for j, state in enumerate(self.state_model.prompt_states(requests, pools)):
+                    decide(j, state)
             self._write_rest(asked, gens, explaining, self._told(watch, keys), by_explainer)
             raws = [g.text if g else pairs[i][1].label_sentence(lab) for i, g, lab in zip(live, gens, labels)]
             explanations = [(lead + g.text[len(r.answer_prefix):]).strip() if g else ""
@@ -297,7 +302,7 @@ class Analyzer:
 
     def _write_rest(self, asked: list, gens: list, config: GenConfig, told, explained: list[bool]) -> None:
         """Write every asked explanation not yet written (into ``gens``): the explainer's (rows ``explained``), and
-        those of screened rows the model writes (no state was read for them, so it has no prompt to continue)."""
+        those the model writes with no prompt of its own to continue (screened rows, states of a shallower copy)."""
         for writer, mine in ((self.explainer, True), (self.backend, False)):
             todo = [k for k, request in enumerate(asked) if request is not None and gens[k] is None
                     and explained[k] == mine]

@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..files import file_sha256
+from ..llm.catalog import model_sha256
 from .explainer import ExplainerSpec, read_explainer
 from .model import TaskHead
 from .screen import TaskScreen, read_screen
@@ -45,6 +46,22 @@ class HeadSet:
     def name(self) -> str:
         return self.manifest["name"]
 
+    @property
+    def layers(self) -> int | None:
+        """The base's blocks whose output the heads read (None: all; recipe.py)."""
+        return self.manifest["base"].get("layers")
+
+    def state_model(self, backend):
+        """The model the heads read states from: ``backend`` itself, or, for heads that read a middle block, the copy
+        of its file cut after that block (``llm/truncate.py``), opened once per process as ``backend`` decodes."""
+        if not self.layers:
+            return backend
+        from ..llm.registry import open_shared
+        from ..llm.truncate import shallow_copy
+
+        return open_shared(str(shallow_copy(backend.path, self.layers)), parallel=backend.batch_size,
+                           n_ctx=backend.context_length)
+
     def head(self, task: str) -> TaskHead:
         if task not in self.heads:
             raise HeadsError(f"{self.name} has no head for task {task!r}; it has: {', '.join(self.heads)}")
@@ -66,11 +83,6 @@ class HeadSet:
             raise HeadsError(f"{self.name} was trained on {self.manifest['base']['name']} (sha256 {want[:12]}…); "
                              f"{path.name} has sha256 {have[:12]}…. Use --model {self.manifest['base']['name']}, "
                              "or heads trained on this model")
-
-
-def model_sha256(path: Path) -> str:
-    marker = path.with_suffix(".sha256")  # written by the registry when it assembled the GGUF
-    return marker.read_text().strip() if marker.exists() else file_sha256(path)
 
 
 def load_heads(folder: str | Path | None = None) -> HeadSet:

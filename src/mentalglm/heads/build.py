@@ -34,17 +34,27 @@ def prompt_fingerprint() -> str:
 def open_base(recipe: Recipe, threads: int | None = None):
     from ..llm.catalog import REGISTRY, assemble_packaged
     from ..llm.llamacpp import LlamaCppBackend
+    from ..llm.truncate import shallow_copy
 
     entry = REGISTRY[recipe.base]
-    return LlamaCppBackend(assemble_packaged(entry), name=entry.name, n_ctx=2048, n_threads=threads), entry
+    path = shallow_copy(assemble_packaged(entry), recipe.layers)
+    return LlamaCppBackend(path, name=entry.name, n_ctx=2048, n_threads=threads), entry
+
+
+def state_settings(recipe: Recipe) -> dict:
+    """What a state cache is made with: states read with other settings are refused (``StateCache``)."""
+    from ..llm.catalog import REGISTRY
+
+    entry = REGISTRY[recipe.base]
+    return {"base": entry.name, "base_sha256": entry.packaged.sha256, "prompt": prompt_fingerprint(),
+            **({"layers": recipe.layers} if recipe.layers else {})}
 
 
 def read_states(recipe: Recipe, out: Path, threads: int | None = None, root=None, kept=()) -> StateCache:
     """Step 1: every hidden state the recipe needs, cached under ``out/states`` (of a ``kept`` task, whose head is
     taken from an earlier build, only the validation states that score it)."""
     backend, entry = open_base(recipe, threads)
-    cache = StateCache(out / "states", {"base": entry.name, "base_sha256": entry.packaged.sha256,
-                                        "prompt": prompt_fingerprint()})
+    cache = StateCache(out / "states", state_settings(recipe))
     jobs = []
     for task in recipe.tasks:
         jobs += [(task, "validation", recipe.validation_examples(task, root))]
@@ -197,7 +207,8 @@ def train_heads(recipe: Recipe, out: Path, threads: int | None = None, root=None
     base = REGISTRY[recipe.base]
     manifest = {
         "name": recipe.name, "format": "mentalglm-heads/1",
-        "base": {"name": base.name, "sha256": base.packaged.sha256, "size": base.packaged.size},
+        "base": {"name": base.name, "sha256": base.packaged.sha256, "size": base.packaged.size,
+                 **({"layers": recipe.layers} if recipe.layers else {})},
         "prompt": {"style": "heads", "system": SYSTEM_HEADS_ZH, "post_chars": POST_CHARS,
                    "fingerprint": prompt_fingerprint()},
         "recipe": {k: v for k, v in recipe.__dict__.items()},

@@ -11,7 +11,6 @@ explainer cannot change a probability.
 
 from __future__ import annotations
 
-import atexit
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,21 +57,13 @@ def explainer_request(spec: TaskSpec, text: str, labels: tuple[str, ...], lead: 
                    f"{spec.label_sentence(labels)}{spec.reason_marker}{lead}")
 
 
-_OPEN: dict[tuple, object] = {}
-
-
 def open_explainer(explainer: ExplainerSpec, parallel: int = 1):
     """The explainer's llama.cpp backend (all cores, ``parallel`` sequences, as the heads' model decodes), opened
     once per process and setting: the service's analyzers share it."""
-    from ..llm.registry import open_backend
+    from ..llm.registry import open_shared
 
-    key = (str(explainer.adapter), parallel)
-    if key not in _OPEN:
-        backend, _ = open_backend(explainer.base, adapter=str(explainer.adapter), prompt_style="instruction",
-                                  parallel=parallel, n_ctx=2048)
-        _check_base(explainer, backend)
-        _OPEN[key] = backend
-    return _OPEN[key]
+    return open_shared(explainer.base, lambda backend: _check_base(explainer, backend), adapter=str(explainer.adapter),
+                       prompt_style="instruction", parallel=parallel, n_ctx=2048)
 
 
 def _check_base(explainer: ExplainerSpec, backend) -> None:
@@ -80,15 +71,8 @@ def _check_base(explainer: ExplainerSpec, backend) -> None:
 
     have = model_sha256(Path(backend.path))
     if have != explainer.base_sha256:
-        backend.close()
         raise HeadsError(f"the explainer in {explainer.folder} was trained on {explainer.base} (sha256 "
                          f"{explainer.base_sha256[:12]}…); the model found has sha256 {have[:12]}…")
-
-
-@atexit.register
-def close_explainers() -> None:
-    while _OPEN:
-        _OPEN.popitem()[1].close()
 
 
 def install_explainer(run: Path, heads_folder: Path, command: str, scores: dict | None = None,

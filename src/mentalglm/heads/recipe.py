@@ -18,6 +18,9 @@ from ..data.splits import stratified_sample
 class Recipe:
     name: str = "mentalglm-mini"
     base: str = "qwen2.5-coder-1.5b-instruct-q4"
+    # The base's blocks whose output the heads read (None: all of them). A copy of the base cut after them
+    # (llm/truncate.py) returns that block's state and costs layers/28 of the full prompt pass.
+    layers: int | None = None
     # In the order their states are read: cognitive distortion last, the longest and the least changed.
     tasks: tuple[str, ...] = ("suicide_risk", "emotion", "suicide_risk_levels", "cognitive_distortion")
     # Training posts whose hidden state is read, per task: None (the whole training split), a number (a stratified

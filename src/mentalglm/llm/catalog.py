@@ -13,6 +13,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..files import file_sha256
 from .base import ModelUnavailable
 
 DEFAULT_MODEL = "mentalglm-mini"
@@ -107,6 +108,12 @@ def cache_dir() -> Path:
     path = Path(root)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def model_sha256(path: Path) -> str:
+    """A GGUF file's sha256: the marker ``assemble_packaged`` wrote beside it, else hashed."""
+    marker = Path(path).with_suffix(".sha256")
+    return marker.read_text().strip() if marker.exists() else file_sha256(path)
 
 
 def assemble_packaged(entry: ModelEntry, progress: bool = True) -> Path:

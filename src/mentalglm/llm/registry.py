@@ -13,6 +13,7 @@ the suite (its systems' fields) and the server (through the command line) ask fo
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,3 +258,29 @@ def open_backend(model: str = DEFAULT_MODEL, *, adapter: str | None = None, base
     style = resolve_style(model, adapter, prompt_style)
     opener = SCHEMES[scheme_of(model, base_url)]
     return opener(model, adapter=adapter, base_url=base_url, weights=weights, **options), style
+
+
+_SHARED: dict[tuple, Backend] = {}
+
+
+def open_shared(model: str, check: Callable[[Backend], None] | None = None, **kwargs) -> Backend:
+    """``open_backend(model, **kwargs)``'s backend, opened once per process and setting (a service's analyzers
+    share it) and closed at exit: the models an analyzer needs beside its own (the explainer, the heads' shallow
+    copy). ``check(backend)`` runs once, after opening; it raises to refuse the model (which is then closed)."""
+    key = (model, tuple(sorted(kwargs.items())))
+    if key not in _SHARED:
+        backend, _ = open_backend(model, **kwargs)
+        try:
+            if check:
+                check(backend)
+        except BaseException:
+            backend.close()
+            raise
+        _SHARED[key] = backend
+    return _SHARED[key]
+
+
+@atexit.register
+def close_shared() -> None:
+    while _SHARED:
+        _SHARED.popitem()[1].close()

@@ -15,7 +15,7 @@ from mentalglm.heads.fit import fit_head, recall_threshold
 from mentalglm.heads.model import NgramScorer
 from mentalglm.inputs import Post
 from mentalglm.llm.base import Backend, GenConfig, Generation
-from mentalglm.prompts import heads_request, unsure_lead
+from mentalglm.prompts import heads_request, quote_lead, unsure_lead
 from mentalglm.tasks import get_task
 from serve_helpers import serve, tiny_llama  # noqa: F401  (fixtures)
 from tiny_heads import build_tiny_heads, corpus, probabilities_sum_to_one
@@ -335,9 +335,10 @@ def test_unsure_rows_name_the_runner_up_and_the_explanation_weighs_the_two(backe
     top, second = sorted(emotion.scores, key=emotion.scores.get, reverse=True)[:2]
     assert emotion.labels == [top] and emotion.runner_up == {"label": second, "p": emotion.scores[second]}
     [asked] = [r for r in scripted.asked if "情绪" in r.messages[1]["content"]]
-    lead = f"把握不大（{top} {emotion.scores[top]:.2f}，{second} {emotion.scores[second]:.2f}），需要在{top}与{second}之间权衡："
-    # The label sentence first (fixed), then the lead that asks to weigh the two; the prompt before the answer is
-    # the one the state was read from.
+    lead = f"把握不大（{top} {emotion.scores[top]:.2f}，{second} {emotion.scores[second]:.2f}），需要在{top}与{second}之间权衡：" \
+        "帖子中提到“周末很开心朋友”，"
+    # The label sentence first (fixed), then the lead that asks to weigh the two and quotes the post; the prompt
+    # before the answer is the one the state was read from.
     assert asked.answer_prefix == f"这篇帖子体现的情绪是{top}。理由：{lead}"
     assert asked.messages == heads_request(get_task("emotion"), POSTS[1]).messages
     assert emotion.explanation == lead + "帖子说“周末很开心朋友”，心情不错。"
@@ -495,6 +496,7 @@ def test_the_trained_explainer_writes_the_explanation_and_never_moves_a_label(ba
             spec = get_task(row.task)
             lead = "" if row.runner_up is None else unsure_lead(  # an unsure row's explanation weighs the two
                 spec, tuple(row.labels), row.runner_up["label"], row.runner_up["p"], row.scores[row.labels[0]])
+            lead += quote_lead(spec, headset.head(row.task).evidence(post.text, row.labels))
             request = explainer_request(spec, post.text, tuple(row.labels), lead)
             written = tuned.generate([request], GenConfig(max_tokens=12, stop=("\n\n",)))[0].text
             assert row.raw == written and row.raw.startswith(spec.label_sentence(row.labels) + spec.reason_marker)
@@ -518,6 +520,22 @@ def test_the_trained_explainer_writes_the_explanation_and_never_moves_a_label(ba
                                                     explainer="trained", max_tokens=12)).stream(posts, watch=watch))
     assert sorted(r.raw for r in streamed) == sorted(r.raw for r in runs["trained"])
     assert all("".join(watch.pieces[(r.id, r.task)]) == r.raw for r in streamed)
+
+
+def test_explanations_start_by_quoting_the_clause_the_head_weighs_most(backend, heads_dir):
+    head = load_heads(heads_dir).head("suicide_risk")
+    post = "今天天气还行，最近工作不想活了，周末去朋友家"
+    assert head.evidence(post, ["高自杀风险"]) == "最近工作不想活了"  # the clause with the cue it learned
+    assert head.evidence(post, ["低自杀风险"]) != "最近工作不想活了"
+    assert head.evidence("累", ["高自杀风险"]) is None  # nothing long enough to quote
+    spec = get_task("suicide_risk")
+    config = dict(tasks=("suicide_risk",), style="heads", heads=str(heads_dir), max_tokens=8)
+    row = Analyzer(backend, AnalyzeConfig(**config)).analyze(post)[0]
+    lead = quote_lead(spec, head.evidence(post, row.labels))
+    assert row.explanation.startswith(lead) and row.raw.startswith(spec.label_sentence(row.labels) + "理由：" + lead)
+    assert row.evidence_ok is not None
+    free = Analyzer(backend, AnalyzeConfig(**config, quote_first=False)).analyze(post)[0]
+    assert not free.explanation.startswith(lead) and (free.labels, free.scores) == (row.labels, row.scores)
 
 
 def test_an_altered_explainer_is_refused(explained_heads, tmp_path):

@@ -33,7 +33,7 @@ from .evidence import check_evidence, repair_quotes
 from .inputs import Post
 from .jsonl import drop_lines, read_objects
 from .llm.base import Backend, GenConfig, Request, batches
-from .prompts import build_request, heads_request, label_only_stops, unsure_lead
+from .prompts import build_request, heads_request, label_only_stops, quote_lead, unsure_lead
 from .safety import redact as redact_pii
 from .tasks import DEFAULT_TASKS, INVALID, OK, TaskSpec, get_task, parse_answer
 
@@ -99,6 +99,9 @@ class AnalyzeConfig:
     # manifest names (where it beat the base on validation), the base for the others; "trained", the explainer for
     # every task; "base", the heads' own model continuing the prompt its state was read from.
     explainer: str = "auto"
+    # A heads row's explanation starts by quoting the post's clause the head's n-gram part weighs most for the label
+    # (TaskHead.evidence): its evidence is then the post's own words, whoever writes the rest.
+    quote_first: bool = True
     # Screening (heads.screen): the heads' n-gram part decides the posts it is sure of, the model only the rest;
     # screen_threshold moves every task's operating point (default: the heads folder's screen.json).
     screen: bool = False
@@ -241,7 +244,8 @@ class Analyzer:
         probs: list = [None] * len(live)
         labels: list = [None] * len(live)
         asked: list = [None] * len(live)
-        unsure: list = [(None, "")] * len(live)  # (runner-up, the explanation's prefilled lead)
+        # (runner-up, the explanation's prefilled lead: the unsure lead, then the quote it starts with)
+        unsure: list = [(None, "")] * len(live)
         by_explainer = [pairs[i][1].name in self.explained for i in live]  # else the model writes the explanation
 
         def decided(k: int, p, chosen: list[str] | None = None) -> None:
@@ -251,6 +255,9 @@ class Analyzer:
             (post, spec), head = pairs[live[k]], heads[k]
             probs[k], labels[k] = p, chosen or head.decide(p)
             unsure[k] = self._unsure(spec, head, probs[k], labels[k])
+            span = head.evidence(texts[k], labels[k]) if self.config.explain and self.config.quote_first else None
+            if span:
+                unsure[k] = (unsure[k][0], unsure[k][1] + quote_lead(spec, span))
             if watch is not None:
                 watch.decided(self._heads_row(post, spec, head, probs[k], labels[k], spec.label_sentence(labels[k]),
                                               "", 0.0, list(notes[k]), {"runner_up": unsure[k][0],

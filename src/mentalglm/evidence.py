@@ -48,6 +48,20 @@ REPAIR_SIMILARITY = 0.6
 REPAIR_MIN_CHARS = 4
 
 
+_CLAUSE_END = re.compile(r"[。！？!?；;，,\n…~～]+|\.{3,}|\s{2,}")
+
+
+def clauses(post: str, low: int = REPAIR_MIN_CHARS, high: int = 40) -> list[str]:
+    """The post's clauses (split at sentence and clause punctuation), exactly as written, of ``low`` to ``high``
+    characters (``low`` counted as ``_norm`` counts them): the spans an explanation may be started with."""
+    out = []
+    for part in _CLAUSE_END.split(post):
+        part = part.strip().strip("“”\"'「」『』()（）")
+        if len(_norm(part)) >= low and len(part) <= high and part not in out:
+            out.append(part)
+    return out
+
+
 def quotes_in(explanation: str) -> list[str]:
     return [next(g for g in m.groups() if g is not None) for m in _QUOTES.finditer(explanation)]
 

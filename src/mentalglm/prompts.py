@@ -75,6 +75,11 @@ def unsure_lead(spec: TaskSpec, labels: tuple[str, ...], runner_up: str, p_runne
     return f"把握不大（{chosen} {p_label:.2f}，{other} {p_runner:.2f}），需要在{chosen}与{other}之间权衡："
 
 
+def quote_lead(spec: TaskSpec, span: str) -> str:
+    """The prefilled start of an explanation after 理由：: the post's clause the head weighs most, quoted."""
+    return f"帖子中提到“{span}”，" if spec.language == "zh" else f'The post says "{span}", '
+
+
 def build_request(spec: TaskSpec, text: str, style: str = "zeroshot", question: str | None = None) -> Request:
     if style == "heads":
         return heads_request(spec, text)

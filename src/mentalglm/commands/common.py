@@ -29,6 +29,9 @@ def add_model_args(p, default_model: str = DEFAULT_MODEL) -> None:
                         "explainer (a LoRA adapter on the 0.5B model) for the tasks where it was measured to be "
                         "better (mentalglm-mini: suicide_risk_levels), the heads' own model for the rest; trained, "
                         "the explainer for every task; base, the heads' own model for every task (default: auto)")
+    g.add_argument("--no-quote-first", dest="quote_first", action="store_false",
+                   help="label heads: let the explanation start freely (default: it starts by quoting the post's "
+                        "clause the head weighs most for the label, so its evidence is the post's own words)")
     g.add_argument("--screen", action="store_true",
                    help="label heads: the heads' character n-gram part decides the posts it is sure of, the model only "
                         "the rest (faster; rows say decided_by; operating point fitted out of fold, docs/scale.md)")
@@ -82,4 +85,4 @@ def model_settings(args) -> dict:
 def heads_options(args) -> dict:
     """AnalyzeConfig fields of the label-heads options."""
     return {"heads": args.heads, "risk_threshold": args.risk_threshold, "explainer": args.explainer,
-            "screen": args.screen, "screen_threshold": args.screen_threshold}
+            "quote_first": args.quote_first, "screen": args.screen, "screen_threshold": args.screen_threshold}

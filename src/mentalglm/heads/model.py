@@ -114,6 +114,24 @@ class TaskHead:
         chosen = [lab for lab, m in zip(self.labels, margin) if m >= 0]
         return chosen or [self.labels[int(np.argmax(margin))]]
 
+    def evidence(self, text: str, labels: list[str]) -> str | None:
+        """The clause of ``text`` that the n-gram part weighs most for ``labels`` (evidence.clauses), or None where the
+        post has no clause to quote: for one label, its score's margin over the best other label; for several, the
+        best of their scores. What an explanation starts by quoting, so its evidence is the post's own words."""
+        from ..evidence import clauses
+
+        candidates = clauses(text)
+        if not candidates:
+            return None
+        chosen = [self.labels.index(lab) for lab in labels]
+        scores = np.stack([self.ngram.scores(c) for c in candidates])
+        if self.multi_label or len(self.labels) < 2:
+            support = scores[:, chosen].max(1)
+        else:
+            others = np.delete(scores, chosen[0], axis=1)
+            support = scores[:, chosen[0]] - others.max(1)
+        return candidates[int(np.argmax(support))]
+
     def p_high(self, probs: np.ndarray) -> float | None:
         if not self.high_labels:
             return None

@@ -17,7 +17,7 @@ from mentalglm.inputs import Post
 from mentalglm.llm.base import Backend, GenConfig, Generation
 from mentalglm.prompts import heads_request, quote_lead, unsure_lead
 from mentalglm.tasks import get_task
-from serve_helpers import serve, tiny_llama  # noqa: F401  (fixtures)
+from serve_helpers import serve, tiny_llama, wait_until  # noqa: F401  (fixtures)
 from tiny_heads import build_tiny_heads, corpus, probabilities_sum_to_one
 from tiny_models import build_tiny_gguf
 
@@ -648,6 +648,13 @@ def test_api_screens_when_asked_or_when_the_server_does(tiny_llama, screened_hea
         by = lambda out: {a["decided_by"] for a in out["results"][0]["analyses"]}  # noqa: E731
         assert by(client.post("/v1/analyze", json=body).json()) == {"model"}
         assert "screen" in by(client.post("/v1/analyze", json={**body, "screen": True}).json())
+        for screen in (True, False):  # an upload job too
+            job = client.post("/v1/jobs", files={"file": ("p.csv", f"text\n{POSTS[1]}\n".encode())},
+                              data={"explain": "false", "screen": str(screen).lower()}).json()
+            wait_until(lambda: client.get(f"/v1/jobs/{job['id']}").json()["status"] == "done", what="the job")
+            assert client.get(f"/v1/jobs/{job['id']}").json()["screen"] is screen
+            rows = [json.loads(x) for x in client.get(f"/v1/jobs/{job['id']}/results").text.splitlines()]
+            assert ("screen" in {r["decided_by"] for r in rows}) is screen
     with serve(tiny_llama, tmp_path / "s", prompt_style="heads", heads=str(screened_heads), screen=True,
                tasks=("suicide_risk", "emotion")) as (_, client):
         assert "screen" in by(client.post("/v1/analyze", json=body).json())

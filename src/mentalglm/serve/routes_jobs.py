@@ -28,7 +28,10 @@ async def create_job(state: Shared,
                      text_column: str | None = Form(None, description="column with the post (default: guessed)"),
                      id_column: str | None = Form(None, description="column with a post id (default: id)"),
                      tasks: str | None = Form(None, description="comma-separated task names"),
-                     explain: bool = Form(True), redact: bool = Form(False)):
+                     explain: bool = Form(True), redact: bool = Form(False),
+                     screen: bool | None = Form(None, description=(
+                         "label heads: the heads' character n-gram part decides the posts it is sure of, the model "
+                         "only the rest (rows say decided_by); default: the server's (`serve --screen`)"))):
     settings, jobs = state.settings, state.jobs
     names = [t.strip() for t in (tasks or "").split(",") if t.strip()] or list(settings.tasks)
     try:
@@ -49,7 +52,7 @@ async def create_job(state: Shared,
     if long_rows:
         raise APIError(422, f"{len(long_rows)} post(s) exceed {settings.max_post_chars:,} characters (first: "
                             f"row id {long_rows[0]})", field="file", code="post_too_long")
-    job = jobs.submit(filename, posts, state.service.config(names, explain, redact))
+    job = jobs.submit(filename, posts, state.service.config(names, explain, redact, screen=screen))
     return job.view()
 
 

@@ -223,6 +223,7 @@ class JobOut(BaseModel):
     filename: str
     tasks: list[str]
     explain: bool
+    screen: bool = Field(False, description="label heads: whether the screen decides the posts it is sure of")
     posts: int
     total: int = Field(description="(post, task) pairs to analyse")
     done: int

@@ -116,6 +116,23 @@ def test_a_fitted_head_learns_from_its_inputs_and_survives_a_round_trip(tmp_path
         load_heads(folder)
 
 
+def test_an_ordinal_state_part_reads_the_scale_in_order():
+    rng = np.random.default_rng(0)
+    states = rng.normal(size=(330, 8))
+    level = np.clip(np.round(5 + 2 * states[:, 0] + 0.4 * rng.normal(size=330)), 0, 10).astype(int)
+    gold = [(str(v),) for v in level]
+    texts = [f"帖子{i}" for i in range(330)]
+    fitted = fit_head("suicide_risk_levels", texts, gold, texts, states, gold, folds=3, C_grid=(0.01, 0.1, 1.0),
+                      ngram_C_grid=(1.0,), state_model="ordinal")
+    head = fitted.head
+    # One direction for every level, in order: the state part is a scale, not eleven unrelated classes.
+    assert np.linalg.matrix_rank(head.state.coef, tol=1e-6) == 1 and head.info["state_model"] == "ordinal"
+    argued = [int(head.decide(p)[0]) for p in fitted.oof]
+    assert np.mean(np.abs(np.array(argued) - level) <= 1) > 0.9  # out of fold, within one level
+    low, mid, high = (int(head.decide(head.probabilities("", np.r_[d, np.zeros(7)]))[0]) for d in (-2, 0, 2))
+    assert low < mid < high and abs(mid - 5) <= 1
+
+
 def test_multi_label_head_has_a_threshold_per_label_and_always_answers(heads_dir):
     head = load_heads(heads_dir).head("cognitive_distortion")
     assert head.multi_label and head.thresholds.shape == (12,)

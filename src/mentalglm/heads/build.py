@@ -88,12 +88,19 @@ def fit_task(recipe: Recipe, cache: StateCache, task: str, root=None, keep=None)
     have = _states(cache, task, "train", recipe.pool(task), state_posts)
     fitted = fit_head(task, [head_text(e.text) for e in train], [e.labels for e in train],
                       [head_text(e.text) for e in state_posts], have, [e.labels for e in state_posts],
-                      folds=recipe.folds, seed=recipe.seed, C_grid=recipe.C_grid,
-                      ngram_C_grid=recipe.ngram_C_grid, risk_recall=recipe.risk_recall,
-                      balanced=task in recipe.balanced, decision_metric=recipe.decision_metric.get(task))
+                      folds=recipe.folds, seed=recipe.seed, ngram_C_grid=recipe.ngram_C_grid,
+                      C_grid=recipe.ordinal_C_grid if task in recipe.ordinal else recipe.C_grid,
+                      risk_recall=recipe.risk_recall, balanced=task in recipe.balanced,
+                      decision_metric=recipe.decision_metric.get(task),
+                      state_model="ordinal" if task in recipe.ordinal else "logistic")
     fitted.head.pool = recipe.pool(task)
-    oof = {"ece_out_of_fold": expected_calibration_error(
-        fitted.oof, label_matrix(get_task(task), [e.labels for e in state_posts]), fitted.head.multi_label)}
+    from ..evaluate.classification import score
+
+    gold_s = [e.labels for e in state_posts]
+    oof = {"ece_out_of_fold": expected_calibration_error(fitted.oof, label_matrix(get_task(task), gold_s),
+                                                         fitted.head.multi_label),
+           # the whole head's out-of-fold answers on its training posts: what choices between recipes rest on
+           "scores_out_of_fold": score(get_task(task), gold_s, [tuple(fitted.head.decide(p)) for p in fitted.oof])}
     return fitted.head, validate_head(recipe, cache, fitted.head, root, {
         "state_posts": len(state_posts), "train_posts": len(train), **oof})
 
@@ -159,7 +166,7 @@ def keep_head(recipe: Recipe, cache: StateCache, task: str, root, folder: Path) 
     head = TaskHead.load(folder, task)
     earlier = head.info.get("validation", {})
     report = validate_head(recipe, cache, head, root, {
-        k: earlier[k] for k in ("state_posts", "train_posts", "ece_out_of_fold") if k in earlier})
+        k: earlier[k] for k in ("state_posts", "train_posts", "ece_out_of_fold", "scores_out_of_fold") if k in earlier})
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     head.info["kept_from"] = {k: manifest.get(k) for k in ("name", "built", "command")} | {
         "files": {name: sha for name, sha in manifest.get("files", {}).items() if name.startswith(f"{task}.")}}

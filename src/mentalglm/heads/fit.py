@@ -64,7 +64,10 @@ def _average(models: list["_Linear"]) -> "_Linear":
 class _Linear:
     """A linear model giving one score per label: logistic regression (multinomial for single-label tasks), or
     a class-balanced linear SVM (``kind="svm"``, the n-gram baseline's model: its margins are scores the
-    stacker calibrates). Multi-label tasks get one binary model per label."""
+    stacker calibrates), or (``kind="ordinal"``, single-label tasks whose labels are a scale in order) a ridge
+    regression of the label's rank read as a Gaussian around the prediction: score_k = (k * yhat - k^2 / 2) / var,
+    linear in the features (the yhat^2 term is the same for every label and cancels in the softmax), so neighbouring
+    levels share what is learned. Multi-label tasks get one binary model per label."""
 
     def __init__(self, multi_label: bool, C: float, seed: int, kind: str = "logistic", balanced: bool = False):
         self.multi_label, self.C, self.seed, self.kind, self.balanced = multi_label, C, seed, kind, balanced
@@ -83,6 +86,15 @@ class _Linear:
         n_labels = y.shape[1]
         self.coef = np.zeros((n_labels, x.shape[1]))
         self.intercept = np.zeros(n_labels)
+        if self.kind == "ordinal":
+            from sklearn.linear_model import Ridge
+
+            rank = y.argmax(1).astype(np.float64)
+            m = Ridge(alpha=1.0 / self.C).fit(x, rank)
+            var = max(float(np.mean((m.predict(x) - rank) ** 2)), 1e-3)
+            k = np.arange(n_labels, dtype=np.float64)
+            self.coef, self.intercept = np.outer(k / var, m.coef_), (k * m.intercept_ - k ** 2 / 2) / var
+            return self
         if self.multi_label:
             for j in range(n_labels):
                 if 0 < y[:, j].sum() < len(y):  # a label never (or always) seen keeps a zero weight
@@ -114,7 +126,8 @@ def _log_loss(y: np.ndarray, scores: np.ndarray, multi_label: bool) -> float:
     return float(-(y * logp).sum(1).mean())
 
 
-def _cross_fit(x, y, folds, multi_label, grid, seed, balanced=False) -> tuple[float, np.ndarray, "_Linear"]:
+def _cross_fit(x, y, folds, multi_label, grid, seed, balanced=False, kind="logistic") -> tuple[float, np.ndarray,
+                                                                                                "_Linear"]:
     """(best C by out-of-fold log loss, its out-of-fold scores, the average of its fold models)."""
     best = None
     for C in grid:
@@ -122,7 +135,7 @@ def _cross_fit(x, y, folds, multi_label, grid, seed, balanced=False) -> tuple[fl
         models = []
         for test in folds:
             train = np.setdiff1d(np.arange(len(y)), test)
-            models.append(_Linear(multi_label, C, seed, balanced=balanced).fit(x[train], y[train]))
+            models.append(_Linear(multi_label, C, seed, kind, balanced).fit(x[train], y[train]))
             oof[test] = models[-1].scores(x[test])
         loss = _log_loss(y, oof, multi_label)
         if best is None or loss < best[0]:
@@ -224,11 +237,12 @@ def fit_head(task: str, texts_all: Sequence[str], gold_all: Sequence[Sequence[st
              texts_s: Sequence[str], states: np.ndarray, gold_s: Sequence[Sequence[str]], *, folds: int = 5,
              seed: int = 13, C_grid=(0.01, 0.1), ngram_C_grid=(3.0, 10.0), risk_recall: float = 0.9,
              max_features: int = 60_000, ngram_model: str = "logistic", balanced: bool = False,
-             decision_metric: str | None = None) -> Fitted:
+             decision_metric: str | None = None, state_model: str = "logistic") -> Fitted:
     """Fit the n-gram model on every training post (``texts_all``), the state model on the posts with a
     state (``texts_s``/``states``, a subset), and the stacker on their out-of-fold scores. ``balanced`` weighs
     the state model's classes by their inverse frequency; ``decision_metric`` (single-label) fits decision
-    weights for that metric out of fold (``decision_weights``)."""
+    weights for that metric out of fold (``decision_weights``); ``state_model="ordinal"`` fits the state part as a
+    scale (``_Linear``), its regularisation ``1 / C`` chosen from ``C_grid`` in the same way."""
     spec = get_task(task)
     multi = spec.multi_label
     y_all, y_s = label_matrix(spec, gold_all), label_matrix(spec, gold_s)
@@ -255,7 +269,7 @@ def fit_head(task: str, texts_all: Sequence[str], gold_all: Sequence[Sequence[st
 
     mean, scale = states.mean(0), states.std(0) + 1e-6
     z = (states - mean) / scale
-    state_C, state_oof, state = _cross_fit(z, y_s, folds_s, multi, C_grid, seed, balanced)
+    state_C, state_oof, state = _cross_fit(z, y_s, folds_s, multi, C_grid, seed, balanced, state_model)
 
     coef, intercept = _stacker(ngram_oof, state_oof, y_s, multi, seed)
     head = TaskHead(task, spec.label_names, multi,
@@ -279,5 +293,5 @@ def fit_head(task: str, texts_all: Sequence[str], gold_all: Sequence[Sequence[st
         head.risk_threshold = recall_threshold(is_high, p_high, risk_recall)
     head.info = {"ngram_model": ngram_model, "ngram_C": ngram_C, "state_C": state_C, "train_posts": len(texts_all),
                  "state_posts": len(texts_s), "folds": folds, "seed": seed, "balanced": balanced,
-                 "decision_metric": decision_metric}
+                 "decision_metric": decision_metric, "state_model": state_model}
     return Fitted(head, stack_oof)

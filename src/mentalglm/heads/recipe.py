@@ -50,6 +50,10 @@ class Recipe:
     balanced: tuple[str, ...] = ()
     # Single-label tasks whose decision is fitted out of fold for their headline metric (fit.decision_weights).
     decision_metric: dict = field(default_factory=dict)
+    # Tasks whose labels are a scale and whose state part is fitted as one (fit._Linear, kind "ordinal").
+    ordinal: tuple[str, ...] = ()
+    # The C grid of an ordinal state part (its ridge penalty is 1 / C).
+    ordinal_C_grid: tuple[float, ...] = (0.0003, 0.001, 0.003, 0.01, 0.03)
 
     def state_examples(self, task: str, root=None) -> list[Example]:
         return self._sample(task_splits(task, root)["train"], self.state_posts.get(task))

@@ -1,12 +1,14 @@
 """Two heads folders and the n-gram baseline on the same validation posts, from the hidden states already cached.
 
-    mentalglm heads train --out runs/mini2                       # reads (and caches) every state needed
-    python benchmarks/heads_compare.py --states runs/mini2/states --old a92920d --new runs/mini2/model
+    mentalglm heads train --out runs/mini3                       # reads (and caches) every state needed
+    python benchmarks/heads_compare.py --old 81c33c0 --old-states runs/mini2/states \
+        --new runs/mini3/model --new-states runs/mini3/states
 
 ``--old`` is a heads folder or a git commit whose packaged mentalglm-mini is compared (a92920d: the heads before
 issue #21). Both folders are scored on the recipe's validation samples (``Recipe.validation_examples``: 400
 posts where the split has them, emotion per domain), from the states in ``--states``: no model is run except to
-read the few states the face-validity check needs that are not yet cached (the emotion prompt over the
+read the few states the face-validity check needs that are not yet cached (each folder reads its own states, from
+the block its manifest names) (the emotion prompt over the
 high-risk posts of the suicide-risk training split, which no emotion head has seen). The n-gram baseline
 (``mentalglm.baselines.ngram``) is trained on the task's train split. Prints the headline metrics with 95%
 bootstrap intervals, the paired differences new - old and new - n-gram (1,000 resamples of the posts, seed 13:
@@ -68,14 +70,21 @@ def pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
-def compare(task, examples, cache, old, new, label=None) -> tuple[list[str], str]:
+def state_cache(folder: Path, heads) -> StateCache:
+    """The states cache of a heads build, checked against the base (and block) its manifest names."""
+    base = heads.manifest["base"]
+    return StateCache(folder, {"base": base["name"], "base_sha256": base["sha256"], "prompt": prompt_fingerprint(),
+                               **({"layers": base["layers"]} if base.get("layers") else {})})
+
+
+def compare(task, examples, caches, old, new, label=None) -> tuple[list[str], str]:
     """The table rows of one task (or one domain of it), and a note on calibration and the high-risk flag."""
     spec = get_task(task)
     gold = [e.labels for e in examples]
     texts = [head_text(e.text) for e in examples]
     out, runs = [], {}
     for name, heads in (("old", old), ("new", new)):
-        head = heads.head(task)
+        head, cache = heads.head(task), caches[name]
         have = cache.load(task, "validation", head.pool)
         missing = [e.id for e in examples if e.id not in have]
         if missing:
@@ -106,25 +115,21 @@ def compare(task, examples, cache, old, new, label=None) -> tuple[list[str], str
     return out, note
 
 
-def face_validity(cache: StateCache, old, new, threads: int | None) -> str:
+def face_validity(caches: dict, old, new, threads: int | None) -> str:
     """How often the emotion heads call a high-risk post 积极 (positive)."""
     train = task_splits("suicide_risk")["train"]
     high = stratified_sample([e for e in train if get_task("suicide_risk").high_risk_in(e.labels)], FACE_POSTS)
-    pools = {old.head("emotion").pool, new.head("emotion").pool}
-    states = {}
-    for pool in pools:
-        have = cache.load("emotion", "face_validity", pool)
-        if any(e.id not in have for e in high):
-            backend, _ = open_base(Recipe(), threads)
-            extract_states(backend, cache, "emotion", "face_validity", high, pool=pool)
-            backend.close()
-            have = cache.load("emotion", "face_validity", pool)
-        states[pool] = [have[e.id] for e in high]
     texts = [head_text(e.text) for e in high]
     parts = []
     for name, heads in (("new", new), ("old", old)):
-        head = heads.head("emotion")
-        _, labels, _ = predict(head, texts, states[head.pool])
+        head, cache = heads.head("emotion"), caches[name]
+        have = cache.load("emotion", "face_validity", head.pool)
+        if any(e.id not in have for e in high):
+            backend, _ = open_base(Recipe(layers=heads.layers), threads)
+            extract_states(backend, cache, "emotion", "face_validity", high, pool=head.pool)
+            backend.close()
+            have = cache.load("emotion", "face_validity", head.pool)
+        _, labels, _ = predict(head, texts, [have[e.id] for e in high])
         counts = {lab: sum(lab in chosen for chosen in labels) for lab in head.labels}
         parts.append(f"{name} 积极 {counts.get('积极', 0)}/{len(high)} ({pct(counts.get('积极', 0) / len(high))}%), "
                      f"悲伤 {counts.get('悲伤', 0)}")
@@ -133,17 +138,17 @@ def face_validity(cache: StateCache, old, new, threads: int | None) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--states", type=Path, default=Path("runs/mini2/states"), help="the heads run's states cache")
-    ap.add_argument("--old", default="a92920d", help="heads folder or git commit of the packaged heads")
-    ap.add_argument("--new", default="runs/mini2/model", help="heads folder or git commit")
+    ap.add_argument("--old", default="81c33c0", help="heads folder or git commit of the packaged heads")
+    ap.add_argument("--old-states", type=Path, default=Path("runs/mini2/states"), help="the old heads' states cache")
+    ap.add_argument("--new", default="runs/mini3/model", help="heads folder or git commit")
+    ap.add_argument("--new-states", type=Path, default=Path("runs/mini3/states"), help="the new heads' states cache")
     ap.add_argument("--tasks", default=",".join(HEADLINE))
     ap.add_argument("--threads", type=int, help="llama.cpp threads for the face-validity states")
     args = ap.parse_args()
     recipe = Recipe()
     with tempfile.TemporaryDirectory() as t_old, tempfile.TemporaryDirectory() as t_new:
         old, new = load_heads(heads_at(args.old, Path(t_old))), load_heads(heads_at(args.new, Path(t_new)))
-        cache = StateCache(args.states, {"base": old.manifest["base"]["name"],
-                                         "base_sha256": old.manifest["base"]["sha256"], "prompt": prompt_fingerprint()})
+        caches = {"old": state_cache(args.old_states, old), "new": state_cache(args.new_states, new)}
         print(f"{date.today()}, {platform.machine()}, {platform.processor() or ''}; validation samples of the recipe; "
               f"percent; [95% bootstrap interval]; differences paired; new = {args.new}, old = {args.old}\n")
         print("| task (posts) | metric | new | old | n-gram | new - old | new - n-gram | aim |")
@@ -156,11 +161,11 @@ def main() -> None:
                 groups += [(f"{task} {e_src.split('/')[-1]}", [e for e in examples if e.source == e_src])
                            for e_src in sorted({e.source for e in examples})]
             for label, part in groups:
-                rows, note = compare(task, part, cache, old, new, label)
+                rows, note = compare(task, part, caches, old, new, label)
                 print("\n".join(rows))
                 notes.append(note)
         if "emotion" in args.tasks:
-            notes.append(face_validity(cache, old, new, args.threads))
+            notes.append(face_validity(caches, old, new, args.threads))
     print()
     for note in notes:
         print(f"- {note}")

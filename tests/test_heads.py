@@ -317,8 +317,8 @@ class ScriptedExplainer(Backend):
         self.inner, self.explanation, self.asked = inner, explanation, []
         self.name, self.path, self.context_length = inner.name, inner.path, inner.context_length
 
-    def prompt_states(self, requests, mean_of):
-        return self.inner.prompt_states(requests, mean_of)
+    def prompt_states(self, requests, mean_of, mean_only=False):
+        return self.inner.prompt_states(requests, mean_of, mean_only)
 
     def generate(self, requests, config):
         self.asked += requests

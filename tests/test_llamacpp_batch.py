@@ -126,6 +126,19 @@ def test_a_prompt_longer_than_a_sequence_context_is_refused_before_decoding(batc
         batched.generate([Request(({"role": "user", "content": "好" * 600},))], GenConfig(max_tokens=8))
 
 
+def test_a_mean_only_state_is_the_posts_mean_read_no_further_and_the_same_for_every_task(tiny_llama, batched):  # noqa: F811
+    for backend in (tiny_llama, batched):
+        both = backend.prompt_states([heads_request(get_task("emotion"), p) for p in POSTS], POSTS)
+        for task in ("emotion", "suicide_risk"):
+            means = backend.prompt_states([heads_request(get_task(task), p) for p in POSTS], POSTS, mean_only=True)
+            for b, m in zip(both, means):
+                assert m.shape == (64,) and np.allclose(b[64:], m, atol=1e-3)
+        # one at a time: the cache ends where the post does (the question after it was never read)
+        if backend is tiny_llama:
+            rendered = backend.render(heads_request(get_task("suicide_risk"), POSTS[-1]))
+            assert backend.llm.n_tokens < len(backend._tokens(rendered))
+
+
 def test_label_heads_decide_the_same_over_parallel_sequences(tiny_llama, batched, tmp_path):  # noqa: F811
     from mentalglm.analyze import AnalyzeConfig, Analyzer
     from mentalglm.inputs import Post
@@ -143,7 +156,11 @@ def test_label_heads_decide_the_same_over_parallel_sequences(tiny_llama, batched
         assert a.scores.keys() == b.scores.keys()
         assert all(abs(a.scores[k] - b.scores[k]) < 1e-3 for k in a.scores)
     assert [r.parse_status for r in many][-3:] == ["error"] * 3
-    assert sum(r.explanation == s.explanation for r, s in zip(one, many)) >= len(one) - 2  # near-ties aside
+    # The same text, near-ties aside; at max_tokens a random model's last token (odd bytes) may end up cut in one
+    # path and kept in the other, so one explanation may be the other plus a token.
+    agree = [a.explanation.startswith(b.explanation) or b.explanation.startswith(a.explanation)
+             for a, b in zip(one, many)]
+    assert sum(agree) >= len(one) - 2
 
 
 def test_the_server_batches_concurrent_requests_and_answers_as_one_at_a_time(tiny_llama, batched, tmp_path):  # noqa: F811

@@ -78,3 +78,28 @@ def test_analyze_reads_the_heads_states_from_the_copy_and_explains_with_the_full
         assert row.raw.startswith(spec.label_sentence(row.labels))  # the full model wrote after the label
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     assert load_heads(folder).layers == manifest["base"]["layers"] == 1
+
+
+def test_heads_reading_the_posts_mean_read_each_post_once_for_every_task(tiny_llama, tmp_path):  # noqa: F811
+    tasks = ("suicide_risk", "emotion", "cognitive_distortion")
+    folder = build_tiny_heads(tiny_llama, tmp_path / "heads", tasks=tasks, pool="mean")
+    headset = load_heads(folder)
+    assert {headset.head(t).pool for t in tasks} == {"mean"} and headset.head("emotion").hidden_size == 64
+
+    class Counted:  # the tiny model, counting the prompts whose state it reads
+        def __init__(self, inner):
+            self.inner, self.read = inner, []
+
+        def prompt_states(self, requests, mean_of, mean_only=False):
+            self.read += list(mean_of)
+            return self.inner.prompt_states(requests, mean_of, mean_only)
+
+    analyzer = Analyzer(tiny_llama, AnalyzeConfig(tasks=tasks, style="heads", heads=str(folder), explain=False))
+    analyzer.state_model = counted = Counted(tiny_llama)
+    rows = analyzer.run([Post(f"p{i}", p) for i, p in enumerate(POSTS)])
+    assert sorted(counted.read) == sorted(POSTS)  # one read a post, not one a (post, task)
+    for row in rows:
+        mean = tiny_llama.prompt_state(heads_request(get_task(row.task), POSTS[int(row.id[1:])]),
+                                       POSTS[int(row.id[1:])])[64:]
+        want = headset.head(row.task).probabilities(POSTS[int(row.id[1:])], mean)
+        assert np.allclose([row.scores[lab] for lab in get_task(row.task).label_names], want, atol=1e-4)

@@ -43,16 +43,18 @@ def corpus(task: str, n: int = 36, seed: int = 0) -> list[Example]:
 
 
 def build_tiny_heads(backend, folder: Path, tasks=("suicide_risk", "emotion", "cognitive_distortion"),
-                     base: dict | None = None) -> Path:
-    """Heads over ``backend``'s states; ``base``: the manifest's base model (default: ``backend``'s file)."""
+                     base: dict | None = None, pool: str = "last") -> Path:
+    """Heads over ``backend``'s states read with ``pool``; ``base``: the manifest's base model (default:
+    ``backend``'s file)."""
     heads = {}
     cache = StateCache(folder.parent / f"{folder.name}-states", {"base": backend.name})
     for task in tasks:
         examples = corpus(task)
-        states = extract_states(backend, cache, task, "train", examples)
+        states = extract_states(backend, cache, task, "train", examples, pool=pool)
         texts, gold = [e.text for e in examples], [e.labels for e in examples]
         heads[task] = fit_head(task, texts, gold, texts, states, gold, folds=3, C_grid=(0.1,),
                                ngram_C_grid=(10.0,)).head
+        heads[task].pool = pool
     manifest = {"name": "tiny-heads", "base": base or {"name": backend.name, "sha256": file_sha256(backend.path)}}
     return write_heads_folder(folder, heads, manifest)
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from itertools import islice
@@ -124,6 +125,7 @@ class Analyzer:
         self.explainer = None  # the trained explainer's backend, when it writes some explanations
         self.explained: frozenset[str] = frozenset()  # the tasks it writes
         self.state_model = backend  # the model whose states the heads read (heads.HeadSet.state_model)
+        self._means: OrderedDict = OrderedDict()  # post -> its mean state, for heads that read it (pool "mean")
         if config.style == "heads":
             self.headset, self.readers = _open_heads(backend, config)
             self.state_model = self.headset.state_model(backend)
@@ -283,13 +285,29 @@ class Analyzer:
         try:
             requests = [heads_request(pairs[live[k]][1], texts[k]) for k in model]
             pools = [mean_of(texts[k], heads[k].pool) for k in model]
-            if model and self.state_model is self.backend:  # states, then the explanations continuing each prompt
-                done = self.backend.states_then_generate(requests, pools, decide, explaining,
-                                                         self._told(watch, [keys[k] for k in model]))
-                for k, g in zip(model, done):
-                    gens[k] = g
-            elif model:  # the states of a shallower copy: the full model writes from the start (_write_rest)
-                for j, state in enumerate(self.state_model.prompt_states(requests, pools)):
+            shared = [j for j, k in enumerate(model) if heads[k].pool == "mean"]
+            if shared:  # the post's mean state is the same for every task (the post precedes the question): one read
+                first: dict[str, int] = {}
+                for j in shared:
+                    first.setdefault(texts[model[j]], j)
+                todo = [text for text in first if text not in self._means]
+                if todo:
+                    self._means.update(zip(todo, self.state_model.prompt_states(
+                        [requests[first[text]] for text in todo], todo, mean_only=True)))
+                for j in shared:
+                    decide(j, self._means[texts[model[j]]])
+                while len(self._means) > 64:  # the last posts' only: the tasks of a post come together
+                    self._means.popitem(last=False)
+            rest = [j for j in range(len(model)) if heads[model[j]].pool != "mean"]
+            if rest and self.state_model is self.backend:  # states, then the explanations continuing each prompt
+                done = self.backend.states_then_generate(
+                    [requests[j] for j in rest], [pools[j] for j in rest], lambda i, state: decide(rest[i], state),
+                    explaining, self._told(watch, [keys[model[j]] for j in rest]))
+                for j, g in zip(rest, done):
+                    gens[model[j]] = g
+            elif rest:  # the states of a shallower copy: the full model writes from the start (_write_rest)
+                for j, state in zip(rest, self.state_model.prompt_states([requests[j] for j in rest],
+                                                                         [pools[j] for j in rest])):
                     decide(j, state)
             self._write_rest(asked, gens, explaining, self._told(watch, keys), by_explainer)
             raws = [g.text if g else pairs[i][1].label_sentence(lab) for i, g, lab in zip(live, gens, labels)]

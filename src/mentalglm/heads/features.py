@@ -34,15 +34,22 @@ class CacheMismatch(RuntimeError):
 
 
 # How a post's state is read (``LlamaCppBackend.prompt_state``): "last" is the last prompt token's state;
-# "last+mean" adds the mean state of the post's tokens after it (twice the size).
-POOLS = ("last", "last+mean")
+# "last+mean" adds the mean state of the post's tokens after it (twice the size); "mean" is that mean alone, the
+# same for every task of a post (the post comes before the task's question), so one read serves them all.
+POOLS = ("last", "mean", "last+mean")
 
 
 def mean_of(text: str, pool: str) -> str | None:
     """What ``prompt_state`` averages for a post read with ``pool``: the post, or nothing."""
     if pool not in POOLS:
         raise ValueError(f"unknown pool {pool!r}; use one of {POOLS}")
-    return text if pool == "last+mean" else None
+    return None if pool == "last" else text
+
+
+def pooled(state: np.ndarray, pool: str) -> np.ndarray:
+    """The part of a last+mean ``state`` that ``pool`` reads."""
+    half = len(state) // 2
+    return {"last": state[:half], "mean": state[half:], "last+mean": state}[pool]
 
 
 class StateCache:
@@ -66,6 +73,13 @@ class StateCache:
         return self.folder / pool / task / split
 
     def load(self, task: str, split: str, pool: str = "last") -> dict[str, np.ndarray]:
+        """The cached states of ``pool``, and those of "last+mean" cut to ``pool``'s part (one read serves all)."""
+        out = self._load(task, split, "last+mean")
+        if pool != "last+mean":
+            out = {k: pooled(v, pool) for k, v in out.items()} | self._load(task, split, pool)
+        return out
+
+    def _load(self, task: str, split: str, pool: str) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
         for part in sorted(self._dir(task, split, pool).glob("*.npz")):
             with np.load(part) as z:
@@ -97,7 +111,8 @@ def extract_states(backend, cache: StateCache, task: str, split: str, examples: 
         texts = [head_text(e.text) for e in part]
         states = []
         for group in batches(texts, backend.batch_size):  # read together where the backend can
-            states += backend.prompt_states([heads_request(spec, t) for t in group], [mean_of(t, pool) for t in group])
+            states += backend.prompt_states([heads_request(spec, t) for t in group], [mean_of(t, pool) for t in group],
+                                            mean_only=pool == "mean")
             done += len(group)
             if progress:
                 progress(done, len(examples))

@@ -119,9 +119,11 @@ class Backend(Protocol):
         with ``mean_of`` (a text in the prompt), the mean state of that text's tokens is appended."""
         raise NotImplementedError(f"{self.name} does not expose hidden states")
 
-    def prompt_states(self, requests: Sequence[Request], mean_of: Sequence[str | None]) -> list:
-        """``prompt_state`` of several prompts; backends that decode sequences together read them at once."""
-        return [self.prompt_state(r, m) for r, m in zip(requests, mean_of)]
+    def prompt_states(self, requests: Sequence[Request], mean_of: Sequence[str | None], mean_only: bool = False) -> list:
+        """``prompt_state`` of several prompts; backends that decode sequences together read them at once. With
+        ``mean_only``, only the mean state of each ``mean_of`` text (the prompt is read no further than its end)."""
+        states = [self.prompt_state(r, m) for r, m in zip(requests, mean_of)]
+        return [s[len(s) // 2:] for s in states] if mean_only else states
 
     def states_then_generate(self, requests: Sequence[Request], mean_of: Sequence[str | None],
                              follow_up: Callable[[int, object], Request | None], config: GenConfig,

@@ -220,14 +220,20 @@ class LlamaCppBackend(Backend):
         states costs about one prompt evaluation."""
         return self.prompt_states([request], [mean_of])[0]
 
-    def prompt_states(self, requests: Sequence[Request], mean_of: Sequence[str | None]) -> list[np.ndarray]:
-        """``prompt_state`` of several prompts (read together where sequences decode in parallel)."""
+    def prompt_states(self, requests: Sequence[Request], mean_of: Sequence[str | None],
+                      mean_only: bool = False) -> list[np.ndarray]:
+        """``prompt_state`` of several prompts (read together where sequences decode in parallel). With
+        ``mean_only``, the mean state of each ``mean_of`` text alone, the prompt read no further than its end."""
         prompts = [self._state_prompt(r, m) for r, m in zip(requests, mean_of)]
+        if mean_only:
+            prompts = [(tokens[:span[1]], span) for tokens, span in prompts]
         if self.engine is not None:
             futures = [self.engine.state(tokens, span) for tokens, span in prompts]
             with _cancelled_on_failure(futures):
-                return [f.result() for f in futures]
-        return [self._read_state(tokens, span) for tokens, span in prompts]
+                states = [f.result() for f in futures]
+        else:
+            states = [self._read_state(tokens, span) for tokens, span in prompts]
+        return [s[len(s) // 2:] for s in states] if mean_only else states
 
     def _state_prompt(self, request: Request, mean_of: str | None) -> tuple[list[int], tuple[int, int] | None]:
         """The prompt's tokens, and the span [start, end) of ``mean_of``'s tokens in it (None without it)."""

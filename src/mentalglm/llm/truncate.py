@@ -8,9 +8,12 @@ The copy is derived from the packaged file, never shipped: it is written once in
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 _BLOCK = re.compile(r"^blk\.(\d+)\.")
 
@@ -38,6 +41,9 @@ def truncate_gguf(src: str | os.PathLike, dst: str | os.PathLike, layers: int) -
         raise ValueError(f"{src} has {total} blocks; cannot keep {layers}")
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.tmp")
+    log.warning("writing %s: %s cut after block %d of %d (once; the label heads read its states)", dst, Path(src).name,
+                layers, total)
+    logging.getLogger("gguf").setLevel(logging.WARNING)  # its writer narrates every file at INFO
     writer = gguf.GGUFWriter(tmp, arch=arch, endianess=reader.endianess)
     alignment = reader.get_field(gguf.Keys.General.ALIGNMENT)
     if alignment is not None:

@@ -4,12 +4,12 @@
     python benchmarks/heads_compare.py --old 81c33c0 --old-states runs/mini2/states \
         --new runs/mini3/model --new-states runs/mini3/states
 
-``--old`` is a heads folder or a git commit whose packaged mentalglm-mini is compared (a92920d: the heads before
-issue #21). Both folders are scored on the recipe's validation samples (``Recipe.validation_examples``: 400
-posts where the split has them, emotion per domain), from the states in ``--states``: no model is run except to
-read the few states the face-validity check needs that are not yet cached (each folder reads its own states, from
-the block its manifest names) (the emotion prompt over the
-high-risk posts of the suicide-risk training split, which no emotion head has seen). The n-gram baseline
+``--old`` is a heads folder or a git commit whose packaged mentalglm-mini is compared (81c33c0: the heads shipped
+before the middle block; a92920d: before issue #21). Both folders are scored on the recipe's validation samples
+(``Recipe.validation_examples``, emotion per domain too), each from its own states cache: no model is run except to
+read the states a cache lacks (validation posts that build was not scored on; the face-validity check: the emotion
+prompt over the high-risk posts of the suicide-risk training split, which no emotion head has seen), with the base
+and block the folder's manifest names. The n-gram baseline
 (``mentalglm.baselines.ngram``) is trained on the task's train split. Prints the headline metrics with 95%
 bootstrap intervals, the paired differences new - old and new - n-gram (1,000 resamples of the posts, seed 13:
 an interval above 0 is a demonstrated gain), ECE, and the high-risk flag's recall.
@@ -77,19 +77,28 @@ def state_cache(folder: Path, heads) -> StateCache:
                                **({"layers": base["layers"]} if base.get("layers") else {})})
 
 
-def compare(task, examples, caches, old, new, label=None) -> tuple[list[str], str]:
+def states_of(heads, cache: StateCache, task: str, split: str, examples, threads: int | None) -> list:
+    """The states ``heads`` read for ``examples`` (from the cache; those it lacks are read with the heads' base and
+    block, and cached)."""
+    pool = heads.head(task).pool
+    have = cache.load(task, split, pool)
+    if any(e.id not in have for e in examples):
+        backend, _ = open_base(Recipe(layers=heads.layers), threads)
+        extract_states(backend, cache, task, split, examples, pool=pool)
+        backend.close()
+        have = cache.load(task, split, pool)
+    return [have[e.id] for e in examples]
+
+
+def compare(task, examples, caches, old, new, label=None, threads=None) -> tuple[list[str], str]:
     """The table rows of one task (or one domain of it), and a note on calibration and the high-risk flag."""
     spec = get_task(task)
     gold = [e.labels for e in examples]
     texts = [head_text(e.text) for e in examples]
     out, runs = [], {}
     for name, heads in (("old", old), ("new", new)):
-        head, cache = heads.head(task), caches[name]
-        have = cache.load(task, "validation", head.pool)
-        missing = [e.id for e in examples if e.id not in have]
-        if missing:
-            raise SystemExit(f"{task}: {len(missing)} validation states ({head.pool}) are not in {cache.folder}")
-        runs[name] = predict(head, texts, [have[e.id] for e in examples])
+        states = states_of(heads, caches[name], task, "validation", examples, threads)
+        runs[name] = predict(heads.head(task), texts, states)
     ngram = NgramBaseline(spec).fit(task_splits(task)["train"]).predict([e.text for e in examples])
     s_old, s_new, s_ngram = (score(spec, gold, runs["old"][1]), score(spec, gold, runs["new"][1]),
                              score(spec, gold, ngram))
@@ -122,14 +131,8 @@ def face_validity(caches: dict, old, new, threads: int | None) -> str:
     texts = [head_text(e.text) for e in high]
     parts = []
     for name, heads in (("new", new), ("old", old)):
-        head, cache = heads.head("emotion"), caches[name]
-        have = cache.load("emotion", "face_validity", head.pool)
-        if any(e.id not in have for e in high):
-            backend, _ = open_base(Recipe(layers=heads.layers), threads)
-            extract_states(backend, cache, "emotion", "face_validity", high, pool=head.pool)
-            backend.close()
-            have = cache.load("emotion", "face_validity", head.pool)
-        _, labels, _ = predict(head, texts, [have[e.id] for e in high])
+        head = heads.head("emotion")
+        _, labels, _ = predict(head, texts, states_of(heads, caches[name], "emotion", "face_validity", high, threads))
         counts = {lab: sum(lab in chosen for chosen in labels) for lab in head.labels}
         parts.append(f"{name} 积极 {counts.get('积极', 0)}/{len(high)} ({pct(counts.get('积极', 0) / len(high))}%), "
                      f"悲伤 {counts.get('悲伤', 0)}")
@@ -161,7 +164,7 @@ def main() -> None:
                 groups += [(f"{task} {e_src.split('/')[-1]}", [e for e in examples if e.source == e_src])
                            for e_src in sorted({e.source for e in examples})]
             for label, part in groups:
-                rows, note = compare(task, part, caches, old, new, label)
+                rows, note = compare(task, part, caches, old, new, label, args.threads)
                 print("\n".join(rows))
                 notes.append(note)
         if "emotion" in args.tasks:

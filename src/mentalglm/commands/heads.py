@@ -125,7 +125,8 @@ def show(headset) -> None:
 
     m = headset.manifest
     console = Console()
-    console.print(f"[bold]{m['name']}[/bold] ({headset.folder}): heads over {m['base']['name']} "
+    block = f", block {headset.layers}" if headset.layers else ""
+    console.print(f"[bold]{m['name']}[/bold] ({headset.folder}): heads over {m['base']['name']}{block} "
                   f"(sha256 {m['base']['sha256'][:12]}…), built {m.get('built', '?')} by `{m.get('command', '?')}`")
     table = Table(title="validation sample (never used for a choice), percent")
     for col in ("task", "posts", "metric", "heads", "n-gram part", "state part", "ECE", "risk threshold: recall / precision"):

@@ -2,8 +2,8 @@
 hidden states already cached, scored out of fold on its training posts (what recipe choices rest on) and on the
 recipe's validation samples (reported, never used for a choice).
 
-    mentalglm heads train --out runs/mini3          # reads (and caches) the states
-    python benchmarks/heads_ablation.py --states runs/mini3/states [--tasks emotion,suicide_risk_levels]
+    mentalglm heads train                           # reads (and caches) the states
+    python benchmarks/heads_ablation.py [--states runs/heads/mentalglm-mini/states] [--tasks emotion,suicide_risk]
 
 Rows (each is the recipe of ``mentalglm.heads.recipe.Recipe`` with one thing changed), each task overall and,
 where its validation sample has several sources (emotion), each source alone:
@@ -62,7 +62,7 @@ def variants(recipe: Recipe, task: str):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--states", type=Path, default=Path("runs/mini3/states"))
+    ap.add_argument("--states", type=Path, default=Path("runs/heads/mentalglm-mini/states"))
     ap.add_argument("--tasks", default=",".join(Recipe().tasks))
     args = ap.parse_args()
     recipe = Recipe()

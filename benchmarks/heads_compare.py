@@ -1,8 +1,8 @@
 """Two heads folders and the n-gram baseline on the same validation posts, from the hidden states already cached.
 
-    mentalglm heads train --out runs/mini3                       # reads (and caches) every state needed
+    mentalglm heads train                                        # reads (and caches) every state needed
     python benchmarks/heads_compare.py --old 81c33c0 --old-states runs/mini2/states \
-        --new runs/mini3/model --new-states runs/mini3/states
+        --new runs/heads/mentalglm-mini/model --new-states runs/heads/mentalglm-mini/states
 
 ``--old`` is a heads folder or a git commit whose packaged mentalglm-mini is compared (81c33c0: the heads shipped
 before the middle block; a92920d: before issue #21). Both folders are scored on the recipe's validation samples
@@ -53,10 +53,11 @@ def heads_at(ref: str, tmp: Path) -> Path:
     if Path(ref).is_dir():
         return Path(ref)
     where = "src/mentalglm/resources/mentalglm-mini"
-    names = subprocess.run(["git", "ls-tree", "--name-only", f"{ref}:{where}"], check=True, capture_output=True,
-                           text=True).stdout.split()
-    for name in names:
+    names = subprocess.run(["git", "ls-tree", "-r", "--name-only", f"{ref}:{where}"], check=True,
+                           capture_output=True, text=True).stdout.split()
+    for name in names:  # the explainer's files too (the manifest lists them)
         blob = subprocess.run(["git", "show", f"{ref}:{where}/{name}"], check=True, capture_output=True).stdout
+        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp / name).write_bytes(blob)
     return tmp
 
@@ -143,8 +144,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--old", default="81c33c0", help="heads folder or git commit of the packaged heads")
     ap.add_argument("--old-states", type=Path, default=Path("runs/mini2/states"), help="the old heads' states cache")
-    ap.add_argument("--new", default="runs/mini3/model", help="heads folder or git commit")
-    ap.add_argument("--new-states", type=Path, default=Path("runs/mini3/states"), help="the new heads' states cache")
+    ap.add_argument("--new", default="runs/heads/mentalglm-mini/model", help="heads folder or git commit")
+    ap.add_argument("--new-states", type=Path, default=Path("runs/heads/mentalglm-mini/states"),
+                    help="the new heads' states cache")
     ap.add_argument("--tasks", default=",".join(HEADLINE))
     ap.add_argument("--threads", type=int, help="llama.cpp threads for the face-validity states")
     args = ap.parse_args()

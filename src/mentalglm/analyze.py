@@ -286,18 +286,10 @@ class Analyzer:
             requests = [heads_request(pairs[live[k]][1], texts[k]) for k in model]
             pools = [mean_of(texts[k], heads[k].pool) for k in model]
             shared = [j for j, k in enumerate(model) if heads[k].pool == "mean"]
-            if shared:  # the post's mean state is the same for every task (the post precedes the question): one read
-                first: dict[str, int] = {}
-                for j in shared:
-                    first.setdefault(texts[model[j]], j)
-                todo = [text for text in first if text not in self._means]
-                if todo:
-                    self._means.update(zip(todo, self.state_model.prompt_states(
-                        [requests[first[text]] for text in todo], todo, mean_only=True)))
-                for j in shared:
-                    decide(j, self._means[texts[model[j]]])
-                while len(self._means) > 64:  # the last posts' only: the tasks of a post come together
-                    self._means.popitem(last=False)
+            if shared:  # the post's mean state is the same for every task (the post precedes the question)
+                for j, state in zip(shared, self._means_of([texts[model[j]] for j in shared],
+                                                           [requests[j] for j in shared])):
+                    decide(j, state)
             rest = [j for j in range(len(model)) if heads[model[j]].pool != "mean"]
             if rest and self.state_model is self.backend:  # states, then the explanations continuing each prompt
                 done = self.backend.states_then_generate(
@@ -324,6 +316,21 @@ class Analyzer:
             out[i] = self._heads_row(post, spec, heads[k], probs[k], labels[k], raws[k], checks.pop("explanation"),
                                      latency, warnings, {"runner_up": unsure[k][0], "decided_by": by[k], **checks})
         return out  # type: ignore[return-value]
+
+    def _means_of(self, texts: list[str], requests: list[Request]) -> list:
+        """Each post's mean state (heads with pool "mean"), read once per post and kept for the last posts (the tasks
+        of a post come together, in one batch or one after another)."""
+        todo: dict[str, Request] = {}
+        for text, request in zip(texts, requests):
+            if text not in self._means:
+                todo.setdefault(text, request)
+        if todo:
+            self._means.update(zip(todo, self.state_model.prompt_states(list(todo.values()), list(todo),
+                                                                        mean_only=True)))
+        out = [self._means[text] for text in texts]
+        while len(self._means) > 64:
+            self._means.popitem(last=False)
+        return out
 
     def _write_rest(self, asked: list, gens: list, config: GenConfig, told, explained: list[bool]) -> None:
         """Write every asked explanation not yet written (into ``gens``): the explainer's (rows ``explained``), and

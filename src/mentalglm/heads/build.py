@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..evaluate.classification import expected_calibration_error
+from ..evaluate.classification import expected_calibration_error, score
 from ..prompts import SYSTEM_HEADS_ZH
 from .model import TaskHead, to_probabilities
 from .features import POST_CHARS, StateCache, extract_states, head_text
@@ -94,8 +94,6 @@ def fit_task(recipe: Recipe, cache: StateCache, task: str, root=None, keep=None)
                       decision_metric=recipe.decision_metric.get(task),
                       state_model="ordinal" if task in recipe.ordinal else "logistic")
     fitted.head.pool = recipe.pool(task)
-    from ..evaluate.classification import score
-
     gold_s = [e.labels for e in state_posts]
     oof = {"ece_out_of_fold": expected_calibration_error(fitted.oof, label_matrix(get_task(task), gold_s),
                                                          fitted.head.multi_label),
@@ -117,7 +115,7 @@ def _states(cache: StateCache, task: str, split: str, pool: str, examples) -> np
 def validate_head(recipe: Recipe, cache: StateCache, head: TaskHead, root=None, facts: dict | None = None) -> dict:
     """A head's scores on the recipe's validation sample, beside each of its parts alone, its calibration and risk
     operating point there, and its answers (``predictions``); it is stored in ``head.info["validation"]``."""
-    from ..evaluate.classification import bootstrap_intervals, score
+    from ..evaluate.classification import bootstrap_intervals
     from ..tasks import get_task
     from .fit import label_matrix
 

@@ -52,6 +52,9 @@ def test_shallow_copy_is_made_once_in_the_cache_and_refuses_impossible_depths(ti
     assert first.parent == tmp_path / "models" and block_count(first) == 1
     made = first.stat().st_mtime_ns
     assert shallow_copy(tiny_gguf_path, 1) == first and first.stat().st_mtime_ns == made
+    # with the base's sha256 known (a heads manifest's), an existing copy is found without reading the base at all
+    sha = first.name.split("-L")[0]
+    assert shallow_copy(tmp_path / "gone.gguf", 1, sha) == first
     with pytest.raises(ValueError, match="has 2 blocks; cannot keep 3"):
         shallow_copy(tiny_gguf_path, 3)
 

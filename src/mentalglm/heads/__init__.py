@@ -59,8 +59,9 @@ class HeadSet:
         from ..llm.registry import open_shared
         from ..llm.truncate import shallow_copy
 
-        return open_shared(str(shallow_copy(backend.path, self.layers)), parallel=backend.batch_size,
-                           n_ctx=backend.context_length)
+        # check_base has verified the base's sha256 against the manifest's: the copy is named by it
+        copy = shallow_copy(backend.path, self.layers, self.manifest["base"]["sha256"])
+        return open_shared(str(copy), parallel=backend.batch_size, n_ctx=backend.context_length)
 
     def head(self, task: str) -> TaskHead:
         if task not in self.heads:

@@ -126,8 +126,8 @@ def _log_loss(y: np.ndarray, scores: np.ndarray, multi_label: bool) -> float:
     return float(-(y * logp).sum(1).mean())
 
 
-def _cross_fit(x, y, folds, multi_label, grid, seed, balanced=False, kind="logistic") -> tuple[float, np.ndarray,
-                                                                                                "_Linear"]:
+def _cross_fit(x, y, folds, multi_label, grid, seed, balanced=False,
+               kind="logistic") -> tuple[float, np.ndarray, "_Linear"]:
     """(best C by out-of-fold log loss, its out-of-fold scores, the average of its fold models)."""
     best = None
     for C in grid:
@@ -245,6 +245,8 @@ def fit_head(task: str, texts_all: Sequence[str], gold_all: Sequence[Sequence[st
     scale (``_Linear``), its regularisation ``1 / C`` chosen from ``C_grid`` in the same way."""
     spec = get_task(task)
     multi = spec.multi_label
+    if state_model == "ordinal" and multi:
+        raise ValueError(f"{task} is multi-label: an ordinal state part needs one label a post on a scale")
     y_all, y_s = label_matrix(spec, gold_all), label_matrix(spec, gold_s)
 
     vectorizer = ngram_vectorizer(max_features)

@@ -125,7 +125,7 @@ class TaskHead:
             return None
         chosen = [self.labels.index(lab) for lab in labels]
         scores = np.stack([self.ngram.scores(c) for c in candidates])
-        if self.multi_label or len(self.labels) < 2:
+        if self.multi_label:
             support = scores[:, chosen].max(1)
         else:
             others = np.delete(scores, chosen[0], axis=1)

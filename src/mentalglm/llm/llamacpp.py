@@ -6,8 +6,8 @@ only evaluates the tokens after the longest common prefix: callers that send pro
 share their instruction part (same task, post last) pay for that part once.
 
 ``prompt_state`` reads the hidden state of the file's last block (normalised) at the end of a prompt (what label
-heads score; a copy cut after a middle block, ``truncate.py``, gives that block's) and leaves the prompt in that cache, so an explanation generated next continues it
-without evaluating it again.
+heads score; a copy cut after a middle block, ``truncate.py``, gives that block's) and leaves the prompt in that
+cache, so an explanation generated next continues it without evaluating it again.
 """
 
 from __future__ import annotations

@@ -68,12 +68,17 @@ def truncate_gguf(src: str | os.PathLike, dst: str | os.PathLike, layers: int) -
     return dst
 
 
-def shallow_copy(base: str | os.PathLike, layers: int | None) -> Path:
+def shallow_copy(base: str | os.PathLike, layers: int | None, sha256: str | None = None) -> Path:
     """The copy of ``base`` (a GGUF file) that keeps its first ``layers`` blocks, made once in the cache; ``base``
-    itself where ``layers`` is None or all of them. Named by ``base``'s sha256, so two bases never share a copy."""
+    itself where ``layers`` is None or all of them. Named by ``base``'s sha256 (``sha256``: already known, e.g.
+    checked against a heads manifest; else read or hashed), so two bases never share a copy; once the copy exists
+    nothing of ``base`` is read."""
     from .catalog import cache_dir, model_sha256
 
     base = Path(base)
-    if layers is None or layers == block_count(base):
+    if layers is None:
         return base
-    return truncate_gguf(base, cache_dir() / "models" / f"{model_sha256(base)[:16]}-L{layers}.gguf", layers)
+    dst = cache_dir() / "models" / f"{(sha256 or model_sha256(base))[:16]}-L{layers}.gguf"
+    if dst.exists():
+        return dst
+    return base if layers == block_count(base) else truncate_gguf(base, dst, layers)

@@ -58,7 +58,8 @@ class Job:
 
     def view(self) -> dict:
         return {"id": self.id, "status": self.status, "filename": self.filename, "tasks": list(self.config.tasks),
-                "explain": self.config.explain, "screen": self.config.screen, "posts": self.n_posts, "total": self.total, "done": self.done,
+                "explain": self.config.explain, "screen": self.config.screen, "posts": self.n_posts,
+                "total": self.total, "done": self.done,
                 "errors": self.errors, "high_risk": self.high_risk,
                 "progress": round(self.done / self.total, 4) if self.total else 1.0, "created": self.created,
                 "started": self.started, "finished": self.finished, "error": self.error,

@@ -15,7 +15,7 @@ from ..tasks import get_task
 from .auth import require_token
 from .errors import APIError
 from .jobs import Job, parse_upload
-from .schemas import JobOut
+from .schemas import SCREEN_HELP, JobOut
 from .state import ServeState, Shared
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_token)])
@@ -29,9 +29,7 @@ async def create_job(state: Shared,
                      id_column: str | None = Form(None, description="column with a post id (default: id)"),
                      tasks: str | None = Form(None, description="comma-separated task names"),
                      explain: bool = Form(True), redact: bool = Form(False),
-                     screen: bool | None = Form(None, description=(
-                         "label heads: the heads' character n-gram part decides the posts it is sure of, the model "
-                         "only the rest (rows say decided_by); default: the server's (`serve --screen`)"))):
+                     screen: bool | None = Form(None, description=SCREEN_HELP)):
     settings, jobs = state.settings, state.jobs
     names = [t.strip() for t in (tasks or "").split(",") if t.strip()] or list(settings.tasks)
     try:

@@ -16,6 +16,10 @@ def _known_task(name: str) -> str:
         raise ValueError(e.args[0]) from None
 
 
+SCREEN_HELP = ("label heads: the heads' character n-gram part decides the posts it is sure of and the model only the "
+               "rest (rows say decided_by); default: the server's (`serve --screen`)")
+
+
 class PostIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str | None = Field(None, max_length=200, description="your id for the post (default: its 1-based position)")
@@ -37,9 +41,7 @@ class AnalyzeRequest(BaseModel):
     tasks: list[str] | None = Field(None, description="task names from GET /v1/tasks (default: the server's)")
     explain: bool = Field(True, description="write an explanation; false stops after the label (much faster)")
     redact: bool = Field(False, description="mask phone numbers, ID numbers, e-mails and @handles before the model")
-    screen: bool | None = Field(None, description=(
-        "label heads: the heads' character n-gram part decides the posts it is sure of and the model only the rest "
-        "(rows say decided_by); default: the server's (`serve --screen`)"))
+    screen: bool | None = Field(None, description=SCREEN_HELP)
     risk_threshold: float | None = Field(None, ge=0, le=1, description=(
         "P(high suicide risk) at which a post is flagged (label-heads models only; default: the model's operating "
         "point, chosen on held-out posts for high-risk recall of at least 0.90)"))

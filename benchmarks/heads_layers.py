@@ -18,8 +18,6 @@ import time
 from datetime import date
 from pathlib import Path
 
-import numpy as np
-
 from mentalglm.heads.build import fit_task, read_states, state_settings
 from mentalglm.heads.features import StateCache
 from mentalglm.heads.recipe import Recipe
@@ -27,19 +25,6 @@ from mentalglm.heads.recipe import Recipe
 HEADLINE = {"suicide_risk": "high_risk_f1", "cognitive_distortion": "micro_f1", "suicide_risk_levels": "accuracy",
             "emotion": "macro_f1"}
 MORE = ("macro_f1", "within_one")
-
-
-class Pooled:
-    """A cache of last+mean states read as one of its parts (``last``, ``mean`` or both)."""
-
-    def __init__(self, cache: StateCache, part: str):
-        self.cache, self.part, self.folder = cache, part, cache.folder
-
-    def load(self, task: str, split: str, pool: str) -> dict[str, np.ndarray]:
-        states = self.cache.load(task, split, "last+mean")
-        half = len(next(iter(states.values()))) // 2 if states else 0
-        cut = {"last": slice(0, half), "mean": slice(half, None), "last+mean": slice(None)}[self.part]
-        return {k: v[cut] for k, v in states.items()}
 
 
 def main() -> None:
@@ -74,8 +59,8 @@ def main() -> None:
         for k in layers:
             recipe = recipe_for(task, n, k)
             cache = StateCache(args.out / f"L{k}" / "states", state_settings(recipe))
-            for part in args.pools.split(","):
-                head, report = fit_task(recipe, Pooled(cache, part), task)
+            for part in args.pools.split(","):  # the cache serves each half of the last+mean states it holds
+                head, report = fit_task(dataclasses.replace(recipe, state_pool={task: part}), cache, task)
                 scores, metric = report["scores"], HEADLINE[task]
                 other = ", ".join(f"{m} {100 * scores['stack'][m]:.1f}" for m in MORE
                                   if m in scores["stack"] and m != metric)

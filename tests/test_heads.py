@@ -131,6 +131,9 @@ def test_an_ordinal_state_part_reads_the_scale_in_order():
     assert np.mean(np.abs(np.array(argued) - level) <= 1) > 0.9  # out of fold, within one level
     low, mid, high = (int(head.decide(head.probabilities("", np.r_[d, np.zeros(7)]))[0]) for d in (-2, 0, 2))
     assert low < mid < high and abs(mid - 5) <= 1
+    with pytest.raises(ValueError, match="multi-label"):
+        fit_head("cognitive_distortion", texts, [("读心术",)] * 330, texts, states, [("读心术",)] * 330, folds=3,
+                 state_model="ordinal")
 
 
 def test_multi_label_head_has_a_threshold_per_label_and_always_answers(heads_dir):

@@ -125,7 +125,7 @@ class Analyzer:
         self.explainer = None  # the trained explainer's backend, when it writes some explanations
         self.explained: frozenset[str] = frozenset()  # the tasks it writes
         self.state_model = backend  # the model whose states the heads read (heads.HeadSet.state_model)
-        self._means: OrderedDict = OrderedDict()  # post -> its mean state, for heads that read it (pool "mean")
+        self._per_post: OrderedDict = OrderedDict()  # (pool, post) -> state, for per-post pools (features.PER_POST)
         if config.style == "heads":
             self.headset, self.readers = _open_heads(backend, config)
             self.state_model = self.headset.state_model(backend)
@@ -227,7 +227,7 @@ class Analyzer:
         chosen label. The backend reads every state, then writes every explanation, as one batch: a backend that
         decodes sequences together (llama.cpp with ``--parallel``) runs them at once."""
         from .heads.explainer import explainer_request
-        from .heads.features import POST_CHARS, head_text, mean_of
+        from .heads.features import PER_POST, POST_CHARS, head_text, mean_of
 
         out: list[Analysis | None] = [None] * len(pairs)
         live, texts, notes = [], [], []
@@ -285,12 +285,13 @@ class Analyzer:
         try:
             requests = [heads_request(pairs[live[k]][1], texts[k]) for k in model]
             pools = [mean_of(texts[k], heads[k].pool) for k in model]
-            shared = [j for j, k in enumerate(model) if heads[k].pool == "mean"]
-            if shared:  # the post's mean state is the same for every task (the post precedes the question)
-                for j, state in zip(shared, self._means_of([texts[model[j]] for j in shared],
-                                                           [requests[j] for j in shared])):
+            shared = [j for j, k in enumerate(model) if heads[k].pool in PER_POST]
+            if shared:  # the same state for every task of a post (features.PER_POST)
+                for j, state in zip(shared, self._post_states([texts[model[j]] for j in shared],
+                                                              [requests[j] for j in shared],
+                                                              [heads[model[j]].pool for j in shared])):
                     decide(j, state)
-            rest = [j for j in range(len(model)) if heads[model[j]].pool != "mean"]
+            rest = [j for j in range(len(model)) if heads[model[j]].pool not in PER_POST]
             if rest and self.state_model is self.backend:  # states, then the explanations continuing each prompt
                 done = self.backend.states_then_generate(
                     [requests[j] for j in rest], [pools[j] for j in rest], lambda i, state: decide(rest[i], state),
@@ -317,19 +318,22 @@ class Analyzer:
                                      latency, warnings, {"runner_up": unsure[k][0], "decided_by": by[k], **checks})
         return out  # type: ignore[return-value]
 
-    def _means_of(self, texts: list[str], requests: list[Request]) -> list:
-        """Each post's mean state (heads with pool "mean"), read once per post and kept for the last posts (the tasks
-        of a post come together, in one batch or one after another)."""
-        todo: dict[str, Request] = {}
-        for text, request in zip(texts, requests):
-            if text not in self._means:
-                todo.setdefault(text, request)
-        if todo:
-            self._means.update(zip(todo, self.state_model.prompt_states(list(todo.values()), list(todo),
-                                                                        mean_only=True)))
-        out = [self._means[text] for text in texts]
-        while len(self._means) > 64:
-            self._means.popitem(last=False)
+    def _post_states(self, texts: list[str], requests: list[Request], pools: list[str]) -> list:
+        """Each post's state of a per-post pool (features.PER_POST), read once per post and kept for the last posts
+        (the tasks of a post come together, in one batch or one after another)."""
+        from .heads.features import post_states
+
+        for pool in set(pools):
+            todo: dict[tuple[str, str], Request] = {}
+            for text, request, p in zip(texts, requests, pools):
+                if p == pool and (pool, text) not in self._per_post:
+                    todo.setdefault((pool, text), request)
+            if todo:
+                read = post_states(self.state_model, [t for _, t in todo], list(todo.values()), pool)
+                self._per_post.update(zip(todo, read))
+        out = [self._per_post[(pool, text)] for text, pool in zip(texts, pools)]
+        while len(self._per_post) > 64:
+            self._per_post.popitem(last=False)
         return out
 
     def _write_rest(self, asked: list, gens: list, config: GenConfig, told, explained: list[bool]) -> None:

@@ -12,6 +12,8 @@ EXAMPLES = """examples:
   mentalglm heads train --out runs/heads/mine --threads 2  # interrupted? run the same command again: it resumes
   mentalglm heads train --ship                            # ... and replace the packaged heads (source checkout)
   mentalglm heads train --out runs/heads/block16 --layers 16   # heads on a middle block (faster to read)
+  mentalglm heads train --out runs/heads/tuned --classifier runs/classifier
+                                    # heads that read a LoRA classifier trained on the 0.5B (one read a post)
   mentalglm heads train --keep cognitive_distortion=src/mentalglm/resources/mentalglm-mini
                                     # take that task's head as it is from an earlier build (only re-scored)
   mentalglm heads show                                    # the packaged heads: base model, validation scores
@@ -45,6 +47,10 @@ def register(sub, fmt):
     p.add_argument("--layers", type=int, metavar="K",
                    help="train: read the base's state after its block K (a copy of the GGUF cut there, made once in "
                         "the cache; K/28 of the prompt pass; default: every block)")
+    p.add_argument("--classifier", metavar="RUN",
+                   help="train: heads that read a LoRA classifier on the packaged 0.5B (trained into RUN first, "
+                        "resumable; about an hour on 2 cores) instead of the frozen base: one read of each post "
+                        "serves every task")
     p.add_argument("--ship", action="store_true", help="train: copy the result into the package as mentalglm-mini")
     p.add_argument("--keep", action="append", default=[], metavar="TASK=FOLDER",
                    help="train: take TASK's head from an earlier heads folder instead of refitting it (when its "
@@ -73,7 +79,11 @@ def run(args) -> int:
     from ..heads.build import train_heads
     from ..heads.recipe import Recipe
 
-    recipe = Recipe(layers=args.layers)
+    if args.classifier and args.layers:
+        print("error: --classifier and --layers exclude each other (a classifier reads its own model's last block)",
+              file=sys.stderr)
+        return 2
+    recipe = Recipe(layers=args.layers, classifier=args.classifier)
     kept = dict(k.split("=", 1) for k in args.keep if "=" in k)
     unknown = [k for k in args.keep if "=" not in k] + [t for t in kept if t not in recipe.tasks]
     if unknown:
@@ -81,7 +91,8 @@ def run(args) -> int:
               file=sys.stderr)
         return 2
     command = "mentalglm heads train" + (f" --out {args.out}" if args.out != "runs/heads/mentalglm-mini" else "") \
-        + (f" --layers {args.layers}" if args.layers else "") + "".join(f" --keep {t}={f}" for t, f in kept.items())
+        + (f" --layers {args.layers}" if args.layers else "") \
+        + (f" --classifier {args.classifier}" if args.classifier else "") + "".join(f" --keep {t}={f}" for t, f in kept.items())
     folder = train_heads(recipe, Path(args.out), args.threads, args.data_root, command, kept)
     show(load_heads(folder))
     if args.ship:

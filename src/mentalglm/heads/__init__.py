@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..files import file_sha256
 from ..llm.catalog import model_sha256
+from .classifier import ClassifierSpec, read_classifier
 from .explainer import ExplainerSpec, read_explainer
 from .model import TaskHead
 from .screen import TaskScreen, read_screen
@@ -41,6 +42,7 @@ class HeadSet:
     unsure: dict[str, float] = field(default_factory=dict)  # task -> unsure threshold (unsure.json)
     explainer: ExplainerSpec | None = None  # explainer/ (explainer.py)
     screens: dict[str, TaskScreen] = field(default_factory=dict)  # task -> screen.json's (screen.py)
+    classifier: ClassifierSpec | None = None  # classifier/ (classifier.py): the model whose post states heads read
 
     @property
     def name(self) -> str:
@@ -53,7 +55,12 @@ class HeadSet:
 
     def state_model(self, backend):
         """The model the heads read states from: ``backend`` itself, or, for heads that read a middle block, the copy
-        of its file cut after that block (``llm/truncate.py``), opened once per process as ``backend`` decodes."""
+        of its file cut after that block (``llm/truncate.py``), or the folder's classifier (``classifier.py``), opened
+        once per process as ``backend`` decodes."""
+        if self.classifier is not None:
+            from .classifier import open_classifier
+
+            return open_classifier(self.classifier, parallel=backend.batch_size)
         if not self.layers:
             return backend
         from ..llm.registry import open_shared
@@ -100,7 +107,8 @@ def load_heads(folder: str | Path | None = None) -> HeadSet:
         if file_sha256(path) != sha:
             raise HeadsError(f"{folder}: {name} does not match its sha256 in manifest.json (altered or corrupt)")
     return HeadSet(folder, manifest, {t: TaskHead.load(folder, t) for t in manifest["tasks"]},
-                   read_thresholds(folder, manifest), read_explainer(folder), read_screen(folder))
+                   read_thresholds(folder, manifest), read_explainer(folder), read_screen(folder),
+                   read_classifier(folder))
 
 
 __all__ = ["HeadSet", "HeadsError", "TaskHead", "load_heads", "packaged_dir", "PACKAGED"]

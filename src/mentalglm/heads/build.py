@@ -19,8 +19,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..evaluate.classification import expected_calibration_error, score
 from ..prompts import SYSTEM_HEADS_ZH
-from .model import TaskHead, to_probabilities
-from .features import POST_CHARS, StateCache, extract_states, head_text
+from .model import StateScorer, TaskHead, to_probabilities
+from .features import POST_CHARS, POST_TOKENS, StateCache, extract_states, head_text
 from .recipe import Recipe
 from .screen import fit_screens, write_screen
 from .unsure import fit_thresholds, write_thresholds
@@ -32,10 +32,17 @@ def prompt_fingerprint() -> str:
 
 
 def open_base(recipe: Recipe, threads: int | None = None):
+    """The model the recipe's heads read states from: the base (cut after ``layers``), or the classifier's."""
     from ..llm.catalog import REGISTRY, assemble_packaged
     from ..llm.llamacpp import LlamaCppBackend
     from ..llm.truncate import shallow_copy
 
+    if recipe.classifier:
+        from ..train.classifier import export_classifier, load_recipe
+
+        entry = REGISTRY[load_recipe(recipe.classifier).base]
+        return LlamaCppBackend(assemble_packaged(entry), name=entry.name, n_ctx=512, n_threads=threads,
+                               lora_path=str(export_classifier(recipe.classifier))), entry
     entry = REGISTRY[recipe.base]
     path = shallow_copy(assemble_packaged(entry), recipe.layers)
     return LlamaCppBackend(path, name=entry.name, n_ctx=2048, n_threads=threads), entry
@@ -45,6 +52,13 @@ def state_settings(recipe: Recipe) -> dict:
     """What a state cache is made with: states read with other settings are refused (``StateCache``)."""
     from ..llm.catalog import REGISTRY
 
+    if recipe.classifier:
+        from ..files import file_sha256
+        from ..train.classifier import export_classifier, load_recipe
+
+        entry = REGISTRY[load_recipe(recipe.classifier).base]
+        return {"base": entry.name, "base_sha256": entry.packaged.sha256, "post_tokens": POST_TOKENS,
+                "adapter_sha256": file_sha256(export_classifier(recipe.classifier))}
     entry = REGISTRY[recipe.base]
     return {"base": entry.name, "base_sha256": entry.packaged.sha256, "prompt": prompt_fingerprint(),
             **({"layers": recipe.layers} if recipe.layers else {})}
@@ -86,6 +100,11 @@ def fit_task(recipe: Recipe, cache: StateCache, task: str, root=None, keep=None)
     train = [e for e in task_splits(task, root)["train"] if keep is None or keep(e)]
     state_posts = [e for e in recipe.state_examples(task, root) if keep is None or keep(e)]
     have = _states(cache, task, "train", recipe.pool(task), state_posts)
+    if recipe.classifier:  # the state part learns from the trained head's scores (a few per post, not 896)
+        from ..train.classifier import head_weights
+
+        weight, bias = head_weights(recipe.classifier)[task]
+        have = have @ weight.T + bias
     fitted = fit_head(task, [head_text(e.text) for e in train], [e.labels for e in train],
                       [head_text(e.text) for e in state_posts], have, [e.labels for e in state_posts],
                       folds=recipe.folds, seed=recipe.seed, ngram_C_grid=recipe.ngram_C_grid,
@@ -94,6 +113,8 @@ def fit_task(recipe: Recipe, cache: StateCache, task: str, root=None, keep=None)
                       decision_metric=recipe.decision_metric.get(task),
                       state_model="ordinal" if task in recipe.ordinal else "logistic")
     fitted.head.pool = recipe.pool(task)
+    if recipe.classifier:
+        fitted.head.state = _through(fitted.head.state, weight, bias)
     gold_s = [e.labels for e in state_posts]
     oof = {"ece_out_of_fold": expected_calibration_error(fitted.oof, label_matrix(get_task(task), gold_s),
                                                          fitted.head.multi_label),
@@ -101,6 +122,14 @@ def fit_task(recipe: Recipe, cache: StateCache, task: str, root=None, keep=None)
            "scores_out_of_fold": score(get_task(task), gold_s, [tuple(fitted.head.decide(p)) for p in fitted.oof])}
     return fitted.head, validate_head(recipe, cache, fitted.head, root, {
         "state_posts": len(state_posts), "train_posts": len(train), **oof})
+
+
+def _through(part: StateScorer, weight: np.ndarray, bias: np.ndarray) -> StateScorer:
+    """``part``, fitted on the scores ``weight @ state + bias``, as one linear model of the state itself (the shipped
+    format: the trained head is folded in, nothing new to load)."""
+    coef = part.coef / part.scale
+    return StateScorer(np.zeros(weight.shape[1]), np.ones(weight.shape[1]), coef @ weight,
+                       coef @ (bias - part.mean) + part.intercept)
 
 
 def _states(cache: StateCache, task: str, split: str, pool: str, examples) -> np.ndarray:
@@ -202,6 +231,10 @@ def train_heads(recipe: Recipe, out: Path, threads: int | None = None, root=None
     and its manifest entry says where it came from."""
     started = time.time()
     kept = kept or {}
+    if recipe.classifier:
+        from ..train.classifier import ensure_trained
+
+        ensure_trained(recipe.classifier, root, threads)
     cache = read_states(recipe, out, threads, root, kept)
     heads, reports = {}, {}
     for task in recipe.tasks:
@@ -234,5 +267,11 @@ def train_heads(recipe: Recipe, out: Path, threads: int | None = None, root=None
     write_thresholds(folder, fit_thresholds(heads, predictions, gold, source=str(out / "validation"),
                                             command=manifest["command"]))
     write_screen(folder, fit_screens(heads, root))  # the screen's calibration follows the heads' n-gram parts
+    if recipe.classifier:
+        from ..train.classifier import describe_run, export_classifier, load_recipe
+        from .classifier import install_classifier
+
+        install_classifier(export_classifier(recipe.classifier), folder, load_recipe(recipe.classifier).base,
+                           describe_run(recipe.classifier))
     (out / "report.json").write_text(json.dumps(reports, ensure_ascii=False, indent=1), encoding="utf-8")
     return folder

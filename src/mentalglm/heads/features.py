@@ -35,15 +35,27 @@ class CacheMismatch(RuntimeError):
 
 # How a post's state is read (``LlamaCppBackend.prompt_state``): "last" is the last prompt token's state;
 # "last+mean" adds the mean state of the post's tokens after it (twice the size); "mean" is that mean alone, the
-# same for every task of a post (the post comes before the task's question), so one read serves them all.
-POOLS = ("last", "mean", "last+mean")
+# same for every task of a post (the post comes before the task's question), so one read serves them all. "post"
+# is the last token's state of the post read alone, by a classifier adapter trained to label from it
+# (train/classifier.py; ``LlamaCppBackend.text_states``): one read for every task too.
+POOLS = ("last", "mean", "last+mean", "post")
+PER_POST = ("mean", "post")  # pools whose state is the same for every task of a post
+# The tokens of a post a classifier reads (training cuts the same way; p99 of the corpora is under 160).
+POST_TOKENS = 160
 
 
 def mean_of(text: str, pool: str) -> str | None:
     """What ``prompt_state`` averages for a post read with ``pool``: the post, or nothing."""
     if pool not in POOLS:
         raise ValueError(f"unknown pool {pool!r}; use one of {POOLS}")
-    return None if pool == "last" else text
+    return None if pool in ("last", "post") else text
+
+
+def post_states(backend, texts: Sequence[str], requests, pool: str) -> list[np.ndarray]:
+    """The per-post states (``PER_POST`` pools) of ``texts``; ``requests`` are their prompts (any task's)."""
+    if pool == "post":
+        return backend.text_states(list(texts), POST_TOKENS)
+    return backend.prompt_states(list(requests), list(texts), mean_only=True)
 
 
 def pooled(state: np.ndarray, pool: str) -> np.ndarray:
@@ -111,8 +123,9 @@ def extract_states(backend, cache: StateCache, task: str, split: str, examples: 
         texts = [head_text(e.text) for e in part]
         states = []
         for group in batches(texts, backend.batch_size):  # read together where the backend can
-            states += backend.prompt_states([heads_request(spec, t) for t in group], [mean_of(t, pool) for t in group],
-                                            mean_only=pool == "mean")
+            requests = [heads_request(spec, t) for t in group]
+            states += post_states(backend, group, requests, pool) if pool in PER_POST else \
+                backend.prompt_states(requests, [mean_of(t, pool) for t in group])
             done += len(group)
             if progress:
                 progress(done, len(examples))

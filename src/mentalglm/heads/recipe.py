@@ -56,12 +56,21 @@ class Recipe:
     ordinal: tuple[str, ...] = ()
     # The C grid of an ordinal state part (its ridge penalty is 1 / C).
     ordinal_C_grid: tuple[float, ...] = (0.0003, 0.001, 0.003, 0.01, 0.03)
+    # A classifier run (train/classifier.py) whose adapted small model the heads read instead of the base: every
+    # task's state is its state of the post alone (pool "post"), the state part is its trained head's scores, and
+    # the posts with a state are those it held out (the stacker and thresholds are fitted on posts it never saw).
+    # None: the frozen base, as above.
+    classifier: str | None = None
 
     def state_examples(self, task: str, root=None) -> list[Example]:
+        if self.classifier:
+            from ..train.classifier import held_out
+
+            return held_out(self.classifier, task, root)
         return self._sample(task_splits(task, root)["train"], self.state_posts.get(task))
 
     def pool(self, task: str) -> str:
-        return self.state_pool.get(task, "last")
+        return "post" if self.classifier else self.state_pool.get(task, "last")
 
     def validation_examples(self, task: str, root=None) -> list[Example]:
         return self._sample(task_splits(task, root)["validation"], self.validation_sample.get(task, 400))

@@ -227,13 +227,28 @@ class LlamaCppBackend(Backend):
         prompts = [self._state_prompt(r, m) for r, m in zip(requests, mean_of)]
         if mean_only:
             prompts = [(tokens[:span[1]], span) for tokens, span in prompts]
+        states = self._states(prompts)
+        return [s[len(s) // 2:] for s in states] if mean_only else states
+
+    def text_states(self, texts: Sequence[str], max_tokens: int | None = None) -> list[np.ndarray]:
+        """The last token's state of each text read alone (no template, no question; at most its first
+        ``max_tokens`` tokens): what a classifier adapter was trained to read (train/classifier.py)."""
+        prompts = []
+        for text in texts:
+            tokens = self._tokens(text)[:max_tokens]
+            if not tokens:
+                raise ValueError("an empty text has no state")
+            if len(tokens) > self.context_length:
+                raise ValueError(f"text of {len(tokens)} tokens exceeds the context ({self.context_length})")
+            prompts.append((tokens, None))
+        return self._states(prompts)
+
+    def _states(self, prompts: list[tuple[list[int], tuple[int, int] | None]]) -> list[np.ndarray]:
         if self.engine is not None:
             futures = [self.engine.state(tokens, span) for tokens, span in prompts]
             with _cancelled_on_failure(futures):
-                states = [f.result() for f in futures]
-        else:
-            states = [self._read_state(tokens, span) for tokens, span in prompts]
-        return [s[len(s) // 2:] for s in states] if mean_only else states
+                return [f.result() for f in futures]
+        return [self._read_state(tokens, span) for tokens, span in prompts]
 
     def _state_prompt(self, request: Request, mean_of: str | None) -> tuple[list[int], tuple[int, int] | None]:
         """The prompt's tokens, and the span [start, end) of ``mean_of``'s tokens in it (None without it)."""

@@ -1,0 +1,342 @@
+"""A LoRA classifier: the packaged 0.5B trained to label, the MentalQLM route of the labels issue (#21).
+
+One LoRA adapter shared by every task and one linear head per task, read at the post's last token (the base's
+final normalised hidden state; llama.cpp returns the same state with the adapter loaded). The post alone is the
+input: one pass of the 0.5B per post serves every task, against a 1.5B pass per task for the frozen heads.
+
+Each task's training split is cut in two (``ClassifierRecipe.holdout``, stratified): the LoRA learns from the
+larger part; the held-out part never reaches it, so its scores are honest, and it is where the shipped head's
+stacker, calibration and thresholds are fitted (heads/tuned.py). Training checkpoints every ``save_every`` steps
+into the run folder and ``--resume`` continues from the last one (the batch order is a function of the seed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..data.records import Example
+from ..data.sources import task_splits
+from ..data.splits import stratified_sample
+from ..tasks import get_task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ClassifierRecipe:
+    base: str = "qwen2.5-coder-0.5b-instruct-q4"
+    tasks: tuple[str, ...] = ("suicide_risk", "cognitive_distortion", "suicide_risk_levels", "emotion")
+    # Training posts per task (None: the whole training split; a number: a stratified sample; a dict: per source).
+    # Emotion: every ordinary post (what users send) and a sample of epidemic ones; an epoch stays under an hour.
+    posts: dict = field(default_factory=lambda: {
+        "emotion": {"smp2020_ewect/usual_eval": None, "smp2020_ewect/virus_train": 1400}})
+    holdout: float = 0.2  # of each task's training posts, kept from the LoRA for the stacker and thresholds
+    max_tokens: int = 160  # longer posts keep their first tokens (p90 of the corpora is about 75)
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    lr: float = 3e-4
+    head_lr: float = 2e-3
+    epochs: int = 1
+    batch_size: int = 16
+    warmup: int = 30
+    # The 0-10 scale is trained toward a Gaussian around the gold level (sd in levels), not a single class.
+    level_sd: float = 0.8
+    seed: int = 13
+    save_every: int = 100
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+def split_training(recipe: ClassifierRecipe, task: str, root=None) -> tuple[list[Example], list[Example]]:
+    """The task's training posts cut into (LoRA part, held-out part), stratified by label, fixed by the seed."""
+    examples = task_splits(task, root)["train"]
+    wanted = recipe.posts.get(task)
+    if isinstance(wanted, dict):
+        examples = [e for source, k in wanted.items()
+                    for e in _sample([x for x in examples if x.source == source], k, recipe.seed)]
+    else:
+        examples = _sample(examples, wanted, recipe.seed)
+    held = stratified_sample(examples, round(len(examples) * recipe.holdout), seed=recipe.seed + 1)
+    held_ids = {e.id for e in held}
+    return [e for e in examples if e.id not in held_ids], held
+
+
+def _sample(examples, n, seed):
+    return list(examples) if n is None else stratified_sample(examples, n, seed=seed)
+
+
+def targets(recipe: ClassifierRecipe, task: str, examples: list[Example]) -> np.ndarray:
+    """Training targets: multi-hot for multi-label tasks, a distribution over labels otherwise."""
+    spec = get_task(task)
+    names = list(spec.label_names)
+    y = np.zeros((len(examples), len(names)), dtype=np.float32)
+    for i, e in enumerate(examples):
+        for label in e.labels:
+            y[i, names.index(label)] = 1.0
+    if task == "suicide_risk_levels" and recipe.level_sd > 0:
+        levels = np.arange(len(names), dtype=np.float32)
+        gold = y.argmax(1)[:, None]
+        y = np.exp(-0.5 * ((levels[None, :] - gold) / recipe.level_sd) ** 2)
+        y /= y.sum(1, keepdims=True)
+    return y
+
+
+class _Model:
+    """The base with a LoRA adapter and one linear head per task; ``states`` gives the last-token states."""
+
+    def __init__(self, recipe: ClassifierRecipe, base_dir: str):
+        import torch
+        from peft import LoraConfig, get_peft_model
+        from transformers import AutoModel
+
+        base = AutoModel.from_pretrained(base_dir, dtype=torch.float32)
+        config = LoraConfig(r=recipe.r, lora_alpha=recipe.alpha, lora_dropout=recipe.dropout,
+                            target_modules=list(recipe.targets), bias="none")
+        self.body = get_peft_model(base, config)
+        hidden = base.config.hidden_size
+        torch.manual_seed(recipe.seed)
+        self.heads = torch.nn.ModuleDict({
+            t: torch.nn.Linear(hidden, len(get_task(t).label_names)) for t in recipe.tasks})
+        for head in self.heads.values():
+            torch.nn.init.normal_(head.weight, std=0.02)
+            torch.nn.init.zeros_(head.bias)
+
+    def states(self, ids, mask):
+        import torch
+
+        out = self.body(input_ids=ids, attention_mask=mask).last_hidden_state
+        last = mask.sum(1) - 1
+        return out[torch.arange(out.shape[0]), last]
+
+
+def _batches(items: list[tuple[str, list[int], np.ndarray]], size: int, rng: random.Random) -> list[list[int]]:
+    """Batches of one task each and of similar length (little padding), in a random order."""
+    by_task: dict[str, list[int]] = {}
+    for i, (task, _, _) in enumerate(items):
+        by_task.setdefault(task, []).append(i)
+    batches = []
+    for idx in by_task.values():
+        idx = sorted(idx, key=lambda i: (len(items[i][1]), rng.random()))
+        batches += [idx[k:k + size] for k in range(0, len(idx), size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def _collate(items, batch, pad_id: int):
+    import torch
+
+    width = max(len(items[i][1]) for i in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, i in enumerate(batch):
+        tokens = items[i][1]
+        ids[row, :len(tokens)] = torch.tensor(tokens)
+        mask[row, :len(tokens)] = 1
+    y = torch.tensor(np.stack([items[i][2] for i in batch]))
+    return ids, mask, y
+
+
+def train_classifier(recipe: ClassifierRecipe, run: Path, resume: bool = False, root=None,
+                     threads: int | None = None, max_steps: int | None = None) -> Path | None:
+    """Train (or continue) the classifier in ``run``; returns ``run/final`` (PEFT adapter + heads.safetensors), or
+    None where ``max_steps`` (steps in this call, a time budget) stopped it first: ``resume`` continues it."""
+    import torch
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoTokenizer
+
+    from .models import resolve_base
+
+    run = Path(run)
+    saved = run / "recipe.json"
+    if saved.exists() and not resume:
+        raise FileExistsError(f"{run} already holds a classifier run; continue it with --resume")
+    if resume and saved.exists() and json.loads(saved.read_text()) != recipe.to_dict():
+        raise ValueError(f"{run} was started with another recipe ({saved}); start a new run folder")
+    run.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps(recipe.to_dict(), indent=1, ensure_ascii=False))
+    if threads:
+        torch.set_num_threads(threads)
+
+    base_dir = resolve_base(recipe.base)
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    items, counts = [], {}
+    for task in recipe.tasks:
+        part, held = split_training(recipe, task, root)
+        counts[task] = {"lora": len(part), "held_out": len(held)}
+        y = targets(recipe, task, part)
+        for e, target in zip(part, y):
+            items.append((task, tokenizer(e.text).input_ids[:recipe.max_tokens], target))
+    (run / "data.json").write_text(json.dumps(counts, indent=1))
+
+    model = _Model(recipe, base_dir)
+    lora = [p for p in model.body.parameters() if p.requires_grad]
+    optim = torch.optim.AdamW([{"params": lora, "lr": recipe.lr},
+                               {"params": model.heads.parameters(), "lr": recipe.head_lr}], weight_decay=0.0)
+    rng = random.Random(recipe.seed)
+    plan = [b for _ in range(recipe.epochs) for b in _batches(items, recipe.batch_size, rng)]
+    total = len(plan)
+
+    def scale(step):  # linear warm-up, cosine decay
+        if step < recipe.warmup:
+            return (step + 1) / recipe.warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - recipe.warmup) / max(1, total - recipe.warmup)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, scale)
+    start = 0
+    ckpt = run / "checkpoint"
+    if resume and (ckpt / "state.json").exists():
+        state = json.loads((ckpt / "state.json").read_text())
+        trainable = load_file(str(ckpt / "trainable.safetensors"))
+        model.body.load_state_dict({k: v for k, v in trainable.items() if not k.startswith("heads.")}, strict=False)
+        model.heads.load_state_dict({k[6:]: v for k, v in trainable.items() if k.startswith("heads.")})
+        optim.load_state_dict(torch.load(ckpt / "optim.pt", weights_only=True))
+        sched.load_state_dict(state["sched"])
+        start = state["step"]
+        log.info("resumed at step %d of %d", start, total)
+
+    model.body.train()
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    t0, tokens_done = time.time(), 0
+    metrics = (run / "metrics.jsonl").open("a")
+    for step in range(start, total):
+        if max_steps is not None and step - start >= max_steps:
+            _checkpoint(model, optim, sched, step, ckpt, save_file)
+            return None
+        batch = plan[step]
+        task = items[batch[0]][0]
+        ids, mask, y = _collate(items, batch, pad)
+        logits = model.heads[task](model.states(ids, mask))
+        if get_task(task).multi_label:
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y)
+        else:
+            loss = -(y * torch.log_softmax(logits, -1)).sum(-1).mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(lora + list(model.heads.parameters()), 1.0)
+        optim.step()
+        sched.step()
+        optim.zero_grad()
+        tokens_done += int(mask.sum())
+        metrics.write(json.dumps({"step": step + 1, "task": task, "loss": round(loss.item(), 4)}) + "\n")
+        if (step + 1) % 10 == 0:
+            rate = tokens_done / (time.time() - t0)
+            eta = (total - step - 1) * (time.time() - t0) / (step + 1 - start)
+            log.info("step %d/%d %s loss %.4f %.0f tok/s ETA %s", step + 1, total, task, loss.item(), rate,
+                     time.strftime("%H:%M:%S", time.gmtime(eta)))
+            metrics.flush()
+        if (step + 1) % recipe.save_every == 0 or step + 1 == total:
+            _checkpoint(model, optim, sched, step + 1, ckpt, save_file)
+        if recipe.epochs > 1 and (step + 1) % (total // recipe.epochs) == 0 and step + 1 < total:
+            _export(model, run / f"epoch{(step + 1) // (total // recipe.epochs)}", save_file)  # to compare epochs
+    metrics.close()
+    return _export(model, run / "final", save_file)
+
+
+def _export(model, folder: Path, save_file) -> Path:
+    """The PEFT adapter and ``heads.safetensors`` (one weight and bias per task) in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model.body.save_pretrained(str(folder / "adapter"))
+    save_file({k: v.detach().contiguous() for k, v in model.heads.state_dict().items()},
+              str(folder / "heads.safetensors"))
+    return folder
+
+
+def _checkpoint(model, optim, sched, step, ckpt: Path, save_file) -> None:
+    """Trainable weights, optimiser and schedule, written to a temporary folder and swapped in (kill -9 safe)."""
+    import shutil
+
+    import torch
+
+    tmp = ckpt.with_name(ckpt.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    trainable = {k: v.detach().contiguous() for k, v in model.body.named_parameters() if v.requires_grad}
+    trainable.update({"heads." + k: v.detach().contiguous() for k, v in model.heads.state_dict().items()})
+    save_file(trainable, str(tmp / "trainable.safetensors"))
+    torch.save(optim.state_dict(), tmp / "optim.pt")
+    (tmp / "state.json").write_text(json.dumps({"step": step, "sched": sched.state_dict()}))
+    old = ckpt.with_name(ckpt.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if ckpt.exists():
+        ckpt.rename(old)
+    tmp.rename(ckpt)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_recipe(run: Path) -> ClassifierRecipe:
+    """The recipe a classifier run was made with (its ``recipe.json``)."""
+    path = Path(run) / "recipe.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run} is not a classifier run (no recipe.json); train one with "
+                                "`mentalglm heads train --classifier RUN`")
+    saved = json.loads(path.read_text())
+    return ClassifierRecipe(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+
+
+def held_out(run: Path, task: str, root=None) -> list[Example]:
+    """The training posts of ``task`` that the run's LoRA never saw."""
+    return split_training(load_recipe(run), task, root)[1]
+
+
+def head_weights(run: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each task's trained head: (weight (labels, hidden), bias (labels,))."""
+    from safetensors.numpy import load_file
+
+    weights = load_file(str(Path(run) / "final" / "heads.safetensors"))
+    tasks = {k.split(".")[0] for k in weights}
+    return {t: (weights[f"{t}.weight"].astype(np.float64), weights[f"{t}.bias"].astype(np.float64)) for t in tasks}
+
+
+def export_classifier(run: Path) -> Path:
+    """``run/export/adapter.gguf``: the finished run's adapter for llama.cpp (made once). The LoRA was trained on the
+    base's decoder alone, so its weights are renamed to where they sit in the causal LM that the converter maps."""
+    from safetensors.numpy import load_file, save_file
+
+    from .export import export_gguf
+    from .models import resolve_base
+
+    run = Path(run)
+    out = run / "export" / "adapter.gguf"
+    if out.is_file():
+        return out
+    final = run / "final" / "adapter"
+    if not (final / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"{run} has no finished classifier ({final}); continue it with --resume")
+    peft = run / "export" / "adapter"
+    peft.mkdir(parents=True, exist_ok=True)
+    weights = load_file(str(final / "adapter_model.safetensors"))
+    save_file({k.replace("base_model.model.layers.", "base_model.model.model.layers."): v for k, v in weights.items()},
+              str(peft / "adapter_model.safetensors"))
+    (peft / "adapter_config.json").write_text((final / "adapter_config.json").read_text())
+    tmp = out.with_suffix(".tmp")
+    export_gguf(peft, resolve_base(load_recipe(run).base), tmp, "f16")
+    tmp.rename(out)
+    return out
+
+
+def ensure_trained(run: Path, root=None, threads: int | None = None) -> Path:
+    """The run's finished classifier: trained (or its training continued) with the default recipe where needed."""
+    run = Path(run)
+    if (run / "final" / "heads.safetensors").is_file():
+        return run / "final"
+    recipe = load_recipe(run) if (run / "recipe.json").is_file() else ClassifierRecipe()
+    return train_classifier(recipe, run, resume=True, root=root, threads=threads)
+
+
+def describe_run(run: Path) -> dict:
+    """What a heads folder records of the classifier it reads: recipe, posts per task, the reproduction."""
+    run = Path(run)
+    steps = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return {"recipe": load_recipe(run).to_dict(), "posts": json.loads((run / "data.json").read_text()),
+            "steps": len({s["step"] for s in steps}), "run": str(run),
+            "trained_by": "mentalglm heads train --classifier RUN (train/classifier.py; resumable)"}

@@ -1,0 +1,149 @@
+"""The LoRA classifier (train/classifier.py, heads/classifier.py): it learns, an interrupted run resumes to the same
+weights, llama.cpp with its GGUF adapter reads the state it was trained on, and `analyze` reads one state a post from
+it for every task while the base model writes the explanations."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from mentalglm.analyze import AnalyzeConfig, Analyzer
+from mentalglm.heads import HeadsError, load_heads
+from mentalglm.heads.classifier import install_classifier
+from mentalglm.inputs import Post
+from mentalglm.llm.llamacpp import LlamaCppBackend
+from mentalglm.tasks import get_task
+from mentalglm.train.classifier import (ClassifierRecipe, export_classifier, head_weights, held_out, split_training,
+                                        train_classifier)
+from serve_helpers import tiny_llama  # noqa: F401  (fixture)
+from synthetic_corpora import write_corpora
+from tiny_heads import build_tiny_heads
+from tiny_models import build_tiny_lora_gguf
+
+POSTS = ["最近工作不想活了路上", "周末很开心朋友", "今天开会"]
+TASKS = ("suicide_risk", "emotion")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_corpora(tmp_path_factory.mktemp("data"), n=60)
+
+
+def recipe(model_dir) -> ClassifierRecipe:
+    return ClassifierRecipe(base=str(model_dir), tasks=TASKS, posts={}, epochs=4, batch_size=8, dropout=0.0,
+                            lr=3e-3, head_lr=1e-2, warmup=2, save_every=3, r=4, alpha=8)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_hf_model_dir, data, tmp_path_factory):
+    import torch
+
+    run = tmp_path_factory.mktemp("cls") / "run"
+    torch.manual_seed(0)
+    train_classifier(recipe(tiny_hf_model_dir), run, root=data, threads=1)
+    return run
+
+
+def test_the_held_out_posts_never_reach_the_lora_and_the_loss_falls(trained, data):
+    for task in TASKS:
+        part, held = split_training(recipe("x"), task, data)
+        assert held and part and not {e.id for e in held} & {e.id for e in part}
+        assert [e.id for e in held] == [e.id for e in held_out(trained, task, data)]
+    losses = [json.loads(line)["loss"] for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+    weights = head_weights(trained)
+    assert set(weights) == set(TASKS) and weights["emotion"][0].shape == (6, 128)
+
+
+def test_an_interrupted_run_resumes_to_the_same_weights(trained, tiny_hf_model_dir, data, tmp_path):
+    import torch
+
+    run = tmp_path / "run"
+    torch.manual_seed(0)
+    assert train_classifier(recipe(tiny_hf_model_dir), run, root=data, threads=1, max_steps=7) is None
+    with pytest.raises(FileExistsError, match="--resume"):
+        train_classifier(recipe(tiny_hf_model_dir), run, root=data)
+    with pytest.raises(ValueError, match="another recipe"):
+        train_classifier(replace(recipe(tiny_hf_model_dir), lr=1e-3), run, resume=True, root=data)
+    train_classifier(recipe(tiny_hf_model_dir), run, resume=True, root=data, threads=1)
+    for task, (w, b) in head_weights(run).items():
+        assert np.allclose(w, head_weights(trained)[task][0], atol=1e-5)
+        assert np.allclose(b, head_weights(trained)[task][1], atol=1e-5)
+
+
+def test_llama_cpp_with_the_gguf_adapter_reads_the_state_the_classifier_learned(trained, tiny_hf_model_dir, tmp_path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModel, AutoTokenizer
+
+    from mentalglm.train.export import ExportError, converter_dir
+    from test_train_run import gguf_from_tiny_qwen2
+
+    try:
+        converter_dir(download=False)
+    except ExportError:
+        pytest.skip("llama.cpp's convert_lora_to_gguf.py is not cached; run `mentalglm train export-gguf RUN` "
+                    "once with network access to PyPI (it downloads the llama-cpp-python sdist)")
+    adapter = export_classifier(trained)
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_hf_model_dir))
+    model = PeftModel.from_pretrained(AutoModel.from_pretrained(str(tiny_hf_model_dir), dtype=torch.float32),
+                                      str(trained / "final" / "adapter")).eval()
+    with torch.no_grad():
+        want = [model(input_ids=torch.tensor([tokenizer(p).input_ids])).last_hidden_state[0, -1].numpy()
+                for p in POSTS]
+    base = gguf_from_tiny_qwen2(tiny_hf_model_dir, tmp_path / "tiny-qwen2.gguf")
+    tuned, plain = LlamaCppBackend(base, lora_path=str(adapter), n_ctx=512), LlamaCppBackend(base, n_ctx=512)
+    try:
+        got, untuned = tuned.text_states(POSTS), plain.text_states(POSTS)
+        for g, u, w in zip(got, untuned, want):  # llama.cpp and torch differ by rounding (about 1e-3 relative)
+            assert np.abs(g - w).max() < 0.1 * np.abs(u - w).max()  # the adapter's change is read, not rounding
+        with pytest.raises(ValueError, match="empty text"):
+            tuned.text_states([""])
+    finally:
+        tuned.close()
+        plain.close()
+
+
+def test_analyze_reads_one_classifier_state_a_post_for_every_task(tiny_llama, tiny_gguf_path, tmp_path):  # noqa: F811
+    adapter = build_tiny_lora_gguf(tmp_path / "cls.gguf", scale=4.0)
+    reader = LlamaCppBackend(tiny_gguf_path, lora_path=str(adapter), n_ctx=512, n_threads=1)
+    folder = build_tiny_heads(reader, tmp_path / "heads", tasks=TASKS, pool="post",
+                              base={"name": "tiny", "sha256": _sha(tiny_gguf_path)})
+    install_classifier(adapter, folder, str(tiny_gguf_path), {"recipe": {}})
+    headset = load_heads(folder)
+    assert headset.classifier is not None and {headset.head(t).pool for t in TASKS} == {"post"}
+    want = {(p, t): headset.head(t).probabilities(p, s) for p, s in zip(POSTS, reader.text_states(POSTS))
+            for t in TASKS}
+    reader.close()
+
+    class Counted:  # the classifier, counting the posts whose state it reads
+        def __init__(self, inner):
+            self.inner, self.read = inner, []
+
+        def text_states(self, texts, max_tokens=None):
+            self.read += list(texts)
+            return self.inner.text_states(texts, max_tokens)
+
+    analyzer = Analyzer(tiny_llama, AnalyzeConfig(tasks=TASKS, style="heads", heads=str(folder), max_tokens=8))
+    assert analyzer.state_model is not tiny_llama and analyzer.state_model.path == tiny_gguf_path
+    analyzer.state_model = counted = Counted(analyzer.state_model)
+    rows = analyzer.run([Post(f"p{i}", p) for i, p in enumerate(POSTS)])
+    assert sorted(counted.read) == sorted(POSTS)  # one read a post, not one a (post, task)
+    for row in rows:
+        post = POSTS[int(row.id[1:])]
+        assert np.allclose([row.scores[lab] for lab in get_task(row.task).label_names], want[(post, row.task)],
+                           atol=1e-4)
+        assert row.raw.startswith(get_task(row.task).label_sentence(row.labels))  # the base wrote after the label
+
+    (folder / "classifier" / "adapter.gguf").write_bytes(b"changed")
+    with pytest.raises(HeadsError, match="classifier/adapter.gguf"):
+        load_heads(folder)
+
+
+def _sha(path):
+    from mentalglm.heads import file_sha256
+
+    return file_sha256(path)

@@ -33,7 +33,7 @@ from mentalglm.evaluate.classification import (bootstrap_intervals, expected_cal
                                                paired_difference_intervals, score)
 from mentalglm.evaluate.report import METRIC_NAMES
 from mentalglm.heads import load_heads
-from mentalglm.heads.build import open_base, prompt_fingerprint
+from mentalglm.heads.build import open_reader, reader_settings
 from mentalglm.heads.features import StateCache, extract_states, head_text
 from mentalglm.heads.fit import label_matrix
 from mentalglm.heads.recipe import Recipe
@@ -72,19 +72,17 @@ def pct(x: float) -> str:
 
 
 def state_cache(folder: Path, heads) -> StateCache:
-    """The states cache of a heads build, checked against the base (and block) its manifest names."""
-    base = heads.manifest["base"]
-    return StateCache(folder, {"base": base["name"], "base_sha256": base["sha256"], "prompt": prompt_fingerprint(),
-                               **({"layers": base["layers"]} if base.get("layers") else {})})
+    """The states cache of a heads build, checked against the model (base and block, or classifier) it reads."""
+    return StateCache(folder, reader_settings(heads))
 
 
 def states_of(heads, cache: StateCache, task: str, split: str, examples, threads: int | None) -> list:
-    """The states ``heads`` read for ``examples`` (from the cache; those it lacks are read with the heads' base and
-    block, and cached)."""
+    """The states ``heads`` read for ``examples`` (from the cache; those it lacks are read with the model the heads
+    read, and cached)."""
     pool = heads.head(task).pool
     have = cache.load(task, split, pool)
     if any(e.id not in have for e in examples):
-        backend, _ = open_base(Recipe(layers=heads.layers), threads)
+        backend = open_reader(heads, threads)
         extract_states(backend, cache, task, split, examples, pool=pool)
         backend.close()
         have = cache.load(task, split, pool)

@@ -1,6 +1,7 @@
 """Screening (`analyze --screen`) against the full stack: speed, the share of posts that reach the model, quality.
 
     python benchmarks/screen_speed.py --n 210 --predictions runs/mini2/validation
+    python benchmarks/screen_speed.py --n 210 --new runs/heads/tuned/model --skip-quality   # heads against heads
 
 1. **Speed**, labels only, the three default tasks, --n validation posts (a stratified sample, seed 13, of each
    default task's validation split, mixed), the full stack and --screen interleaved in blocks of --block posts in
@@ -74,15 +75,21 @@ def main() -> None:
     ap.add_argument("--heads", help="heads folder with a screen.json (default: the packaged mentalglm-mini)")
     ap.add_argument("--predictions", default="runs/mini2/validation",
                     help="the full stack's validation predictions of these heads (`heads train` writes them)")
+    ap.add_argument("--new", help="another heads folder (one with a classifier, say) timed in the same run, with and "
+                                  "without --screen, against the same full stack")
     ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--skip-quality", action="store_true")
     args = ap.parse_args()
     heads = load_heads(args.heads)
     stamp = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()}, llama.cpp on all cores"
     print(f"{stamp}\n")
     if not args.skip_speed:
         backend, style = open_backend(DEFAULT_MODEL)
-        analyzers = {name: Analyzer(backend, AnalyzeConfig(style=style, heads=args.heads, explain=False, screen=s))
-                     for name, s in (("full stack", False), ("--screen", True))}
+        runs = [("full stack", args.heads, False), ("--screen", args.heads, True)]
+        if args.new:
+            runs += [(f"{args.new}", args.new, False), (f"{args.new} --screen", args.new, True)]
+        analyzers = {name: Analyzer(backend, AnalyzeConfig(style=style, heads=h, explain=False, screen=s))
+                     for name, h, s in runs}
         posts, _ = default_task_posts(args.n)
         rows, seconds = run_interleaved(analyzers, posts, args.block, "labels only")
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -95,6 +102,8 @@ def main() -> None:
             print(f"| {name} | {speed[name]:.3f} | {speed[name] / speed['full stack']:.2f}x | "
                   + " | ".join(f"{100 * s:.0f}%" for s in shares) + " |")
         backend.close()
+    if args.skip_quality:
+        return
     print("\nValidation samples: full stack vs --screen, percent; [95% paired interval of screen - full]\n")
     print("| task | posts | screened | metric | full stack | --screen | difference | high-risk flag recall full / screen |")
     print("|---|---|---|---|---|---|---|---|")

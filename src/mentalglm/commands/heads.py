@@ -141,7 +141,10 @@ def show(headset) -> None:
     m = headset.manifest
     console = Console()
     block = f", block {headset.layers}" if headset.layers else ""
-    console.print(f"[bold]{m['name']}[/bold] ({headset.folder}): heads over {m['base']['name']}{block} "
+    c = headset.classifier
+    reads = (f"heads over a LoRA classifier on {c.base} ({c.adapter.stat().st_size / 1e6:.1f} MB; one read a post), "
+             f"explanations by {m['base']['name']}" if c else f"heads over {m['base']['name']}{block}")
+    console.print(f"[bold]{m['name']}[/bold] ({headset.folder}): {reads} "
                   f"(sha256 {m['base']['sha256'][:12]}…), built {m.get('built', '?')} by `{m.get('command', '?')}`")
     table = Table(title="validation sample (never used for a choice), percent")
     for col in ("task", "posts", "metric", "heads", "n-gram part", "state part", "ECE", "risk threshold: recall / precision"):

@@ -64,6 +64,29 @@ def state_settings(recipe: Recipe) -> dict:
             **({"layers": recipe.layers} if recipe.layers else {})}
 
 
+def reader_settings(headset) -> dict:
+    """The settings of the states a heads folder reads (those its build's cache holds, ``state_settings``)."""
+    from ..files import file_sha256
+
+    spec = headset.classifier
+    if spec is None:
+        return state_settings(Recipe(base=headset.manifest["base"]["name"], layers=headset.layers))
+    return {"base": spec.base, "base_sha256": spec.base_sha256, "post_tokens": POST_TOKENS,
+            "adapter_sha256": file_sha256(spec.adapter)}
+
+
+def open_reader(headset, threads: int | None = None):
+    """The model a heads folder reads states from: its classifier, or its base (cut after its block)."""
+    from ..llm.catalog import REGISTRY, assemble_packaged
+    from ..llm.llamacpp import LlamaCppBackend
+
+    spec = headset.classifier
+    if spec is None:
+        return open_base(Recipe(base=headset.manifest["base"]["name"], layers=headset.layers), threads)[0]
+    return LlamaCppBackend(assemble_packaged(REGISTRY[spec.base]), name=spec.base, n_ctx=512, n_threads=threads,
+                           lora_path=str(spec.adapter))
+
+
 def read_states(recipe: Recipe, out: Path, threads: int | None = None, root=None, kept=()) -> StateCache:
     """Step 1: every hidden state the recipe needs, cached under ``out/states`` (of a ``kept`` task, whose head is
     taken from an earlier build, only the validation states that score it)."""

@@ -12,12 +12,11 @@ import pytest
 
 from mentalglm.analyze import AnalyzeConfig, Analyzer
 from mentalglm.heads import HeadsError, load_heads
-from mentalglm.heads.classifier import install_classifier
+from mentalglm.heads.classifier import ClassifierRecipe, head_weights, held_out, install_classifier, split_training
 from mentalglm.inputs import Post
 from mentalglm.llm.llamacpp import LlamaCppBackend
 from mentalglm.tasks import get_task
-from mentalglm.train.classifier import (ClassifierRecipe, export_classifier, head_weights, held_out, split_training,
-                                        train_classifier)
+from mentalglm.train.classifier import export_classifier, train_classifier
 from serve_helpers import tiny_llama  # noqa: F401  (fixture)
 from synthetic_corpora import write_corpora
 from tiny_heads import build_tiny_heads

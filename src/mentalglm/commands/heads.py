@@ -93,6 +93,11 @@ def run(args) -> int:
     command = "mentalglm heads train" + (f" --out {args.out}" if args.out != "runs/heads/mentalglm-mini" else "") \
         + (f" --layers {args.layers}" if args.layers else "") \
         + (f" --classifier {args.classifier}" if args.classifier else "") + "".join(f" --keep {t}={f}" for t, f in kept.items())
+    if args.classifier:  # train it first (or continue its training), and export its adapter for llama.cpp
+        from ..train.classifier import ensure_trained, export_classifier
+
+        ensure_trained(Path(args.classifier), args.data_root, args.threads)
+        export_classifier(Path(args.classifier))
     folder = train_heads(recipe, Path(args.out), args.threads, args.data_root, command, kept)
     show(load_heads(folder))
     if args.ship:

@@ -38,11 +38,11 @@ def open_base(recipe: Recipe, threads: int | None = None):
     from ..llm.truncate import shallow_copy
 
     if recipe.classifier:
-        from ..train.classifier import export_classifier, load_recipe
+        from .classifier import adapter_file, load_recipe
 
         entry = REGISTRY[load_recipe(recipe.classifier).base]
         return LlamaCppBackend(assemble_packaged(entry), name=entry.name, n_ctx=512, n_threads=threads,
-                               lora_path=str(export_classifier(recipe.classifier))), entry
+                               lora_path=str(adapter_file(recipe.classifier))), entry
     entry = REGISTRY[recipe.base]
     path = shallow_copy(assemble_packaged(entry), recipe.layers)
     return LlamaCppBackend(path, name=entry.name, n_ctx=2048, n_threads=threads), entry
@@ -54,11 +54,11 @@ def state_settings(recipe: Recipe) -> dict:
 
     if recipe.classifier:
         from ..files import file_sha256
-        from ..train.classifier import export_classifier, load_recipe
+        from .classifier import adapter_file, load_recipe
 
         entry = REGISTRY[load_recipe(recipe.classifier).base]
         return {"base": entry.name, "base_sha256": entry.packaged.sha256, "post_tokens": POST_TOKENS,
-                "adapter_sha256": file_sha256(export_classifier(recipe.classifier))}
+                "adapter_sha256": file_sha256(adapter_file(recipe.classifier))}
     entry = REGISTRY[recipe.base]
     return {"base": entry.name, "base_sha256": entry.packaged.sha256, "prompt": prompt_fingerprint(),
             **({"layers": recipe.layers} if recipe.layers else {})}
@@ -124,7 +124,7 @@ def fit_task(recipe: Recipe, cache: StateCache, task: str, root=None, keep=None)
     state_posts = [e for e in recipe.state_examples(task, root) if keep is None or keep(e)]
     have = _states(cache, task, "train", recipe.pool(task), state_posts)
     if recipe.classifier:  # the state part learns from the trained head's scores (a few per post, not 896)
-        from ..train.classifier import head_weights
+        from .classifier import head_weights
 
         weight, bias = head_weights(recipe.classifier)[task]
         have = have @ weight.T + bias
@@ -254,10 +254,6 @@ def train_heads(recipe: Recipe, out: Path, threads: int | None = None, root=None
     and its manifest entry says where it came from."""
     started = time.time()
     kept = kept or {}
-    if recipe.classifier:
-        from ..train.classifier import ensure_trained
-
-        ensure_trained(recipe.classifier, root, threads)
     cache = read_states(recipe, out, threads, root, kept)
     heads, reports = {}, {}
     for task in recipe.tasks:
@@ -291,10 +287,9 @@ def train_heads(recipe: Recipe, out: Path, threads: int | None = None, root=None
                                             command=manifest["command"]))
     write_screen(folder, fit_screens(heads, root))  # the screen's calibration follows the heads' n-gram parts
     if recipe.classifier:
-        from ..train.classifier import describe_run, export_classifier, load_recipe
-        from .classifier import install_classifier
+        from .classifier import adapter_file, describe_run, install_classifier, load_recipe
 
-        install_classifier(export_classifier(recipe.classifier), folder, load_recipe(recipe.classifier).base,
+        install_classifier(adapter_file(recipe.classifier), folder, load_recipe(recipe.classifier).base,
                            describe_run(recipe.classifier))
     (out / "report.json").write_text(json.dumps(reports, ensure_ascii=False, indent=1), encoding="utf-8")
     return folder

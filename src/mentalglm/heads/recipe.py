@@ -66,7 +66,7 @@ class Recipe:
 
     def state_examples(self, task: str, root=None) -> list[Example]:
         if self.classifier:
-            from ..train.classifier import held_out
+            from .classifier import held_out
 
             return held_out(self.classifier, task, root)
         return self._sample(task_splits(task, root)["train"], self.state_posts.get(task))

@@ -17,65 +17,15 @@ import logging
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..data.records import Example
-from ..data.sources import task_splits
-from ..data.splits import stratified_sample
+from ..heads.classifier import ClassifierRecipe, adapter_file, load_recipe, split_training
 from ..tasks import get_task
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ClassifierRecipe:
-    base: str = "qwen2.5-coder-0.5b-instruct-q4"
-    tasks: tuple[str, ...] = ("suicide_risk", "cognitive_distortion", "suicide_risk_levels", "emotion")
-    # Training posts per task (None: the whole training split; a number: a stratified sample; a dict: per source).
-    # Emotion: every ordinary post (what users send) and a sample of epidemic ones; an epoch stays under an hour.
-    posts: dict = field(default_factory=lambda: {
-        "emotion": {"smp2020_ewect/usual_eval": None, "smp2020_ewect/virus_train": 1400}})
-    holdout: float = 0.2  # of each task's training posts, kept from the LoRA for the stacker and thresholds
-    max_tokens: int = 160  # longer posts keep their first tokens (p90 of the corpora is about 75)
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-    lr: float = 3e-4
-    # The base's final states have norms near 200 (some coordinates near 100): an Adam step of 2e-3 on the head moved
-    # the logits by several units a step and the loss sat above chance (measured); the head starts at zero instead.
-    head_lr: float = 1e-4
-    epochs: int = 1
-    batch_size: int = 16
-    warmup: int = 30
-    # The 0-10 scale is trained toward a Gaussian around the gold level (sd in levels), not a single class.
-    level_sd: float = 0.8
-    seed: int = 13
-    save_every: int = 100
-
-    def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-
-def split_training(recipe: ClassifierRecipe, task: str, root=None) -> tuple[list[Example], list[Example]]:
-    """The task's training posts cut into (LoRA part, held-out part), stratified by label, fixed by the seed."""
-    examples = task_splits(task, root)["train"]
-    wanted = recipe.posts.get(task)
-    if isinstance(wanted, dict):
-        examples = [e for source, k in wanted.items()
-                    for e in _sample([x for x in examples if x.source == source], k, recipe.seed)]
-    else:
-        examples = _sample(examples, wanted, recipe.seed)
-    held = stratified_sample(examples, round(len(examples) * recipe.holdout), seed=recipe.seed + 1)
-    held_ids = {e.id for e in held}
-    return [e for e in examples if e.id not in held_ids], held
-
-
-def _sample(examples, n, seed):
-    return list(examples) if n is None else stratified_sample(examples, n, seed=seed)
 
 
 def targets(recipe: ClassifierRecipe, task: str, examples: list[Example]) -> np.ndarray:
@@ -275,30 +225,6 @@ def _checkpoint(model, optim, sched, step, ckpt: Path, save_file) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def load_recipe(run: Path) -> ClassifierRecipe:
-    """The recipe a classifier run was made with (its ``recipe.json``)."""
-    path = Path(run) / "recipe.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{run} is not a classifier run (no recipe.json); train one with "
-                                "`mentalglm heads train --classifier RUN`")
-    saved = json.loads(path.read_text())
-    return ClassifierRecipe(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
-
-
-def held_out(run: Path, task: str, root=None) -> list[Example]:
-    """The training posts of ``task`` that the run's LoRA never saw."""
-    return split_training(load_recipe(run), task, root)[1]
-
-
-def head_weights(run: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Each task's trained head: (weight (labels, hidden), bias (labels,))."""
-    from safetensors.numpy import load_file
-
-    weights = load_file(str(Path(run) / "final" / "heads.safetensors"))
-    tasks = {k.split(".")[0] for k in weights}
-    return {t: (weights[f"{t}.weight"].astype(np.float64), weights[f"{t}.bias"].astype(np.float64)) for t in tasks}
-
-
 def export_classifier(run: Path) -> Path:
     """``run/export/adapter.gguf``: the finished run's adapter for llama.cpp (made once). The LoRA was trained on the
     base's decoder alone, so its weights are renamed to where they sit in the causal LM that the converter maps."""
@@ -308,7 +234,7 @@ def export_classifier(run: Path) -> Path:
     from .models import resolve_base
 
     run = Path(run)
-    out = run / "export" / "adapter.gguf"
+    out = adapter_file(run)
     if out.is_file():
         return out
     final = run / "final" / "adapter"
@@ -333,12 +259,3 @@ def ensure_trained(run: Path, root=None, threads: int | None = None) -> Path:
         return run / "final"
     recipe = load_recipe(run) if (run / "recipe.json").is_file() else ClassifierRecipe()
     return train_classifier(recipe, run, resume=True, root=root, threads=threads)
-
-
-def describe_run(run: Path) -> dict:
-    """What a heads folder records of the classifier it reads: recipe, posts per task, the reproduction."""
-    run = Path(run)
-    steps = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return {"recipe": load_recipe(run).to_dict(), "posts": json.loads((run / "data.json").read_text()),
-            "steps": len({s["step"] for s in steps}), "run": str(run),
-            "trained_by": "mentalglm heads train --classifier RUN (train/classifier.py; resumable)"}

@@ -146,3 +146,15 @@ def _sha(path):
     from mentalglm.heads import file_sha256
 
     return file_sha256(path)
+
+
+def test_a_state_part_fitted_on_the_trained_heads_scores_is_shipped_as_one_linear_model_of_the_state():
+    from mentalglm.heads.build import _through
+    from mentalglm.heads.model import StateScorer
+
+    rng = np.random.default_rng(0)
+    weight, bias = rng.normal(size=(3, 16)), rng.normal(size=3)
+    part = StateScorer(rng.normal(size=3), rng.uniform(0.5, 2, size=3), rng.normal(size=(3, 3)), rng.normal(size=3))
+    folded = _through(part, weight, bias)
+    for state in rng.normal(size=(4, 16)) * 100:
+        assert np.allclose(folded.scores(state), part.scores(weight @ state + bias))

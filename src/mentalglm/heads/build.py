@@ -131,7 +131,8 @@ def fit_task(recipe: Recipe, cache: StateCache, task: str, root=None, keep=None)
     fitted = fit_head(task, [head_text(e.text) for e in train], [e.labels for e in train],
                       [head_text(e.text) for e in state_posts], have, [e.labels for e in state_posts],
                       folds=recipe.folds, seed=recipe.seed, ngram_C_grid=recipe.ngram_C_grid,
-                      C_grid=recipe.ordinal_C_grid if task in recipe.ordinal else recipe.C_grid,
+                      C_grid=recipe.classifier_C_grid if recipe.classifier else
+                      recipe.ordinal_C_grid if task in recipe.ordinal else recipe.C_grid,
                       risk_recall=recipe.risk_recall, balanced=task in recipe.balanced,
                       decision_metric=recipe.decision_metric.get(task),
                       state_model="ordinal" if task in recipe.ordinal else "logistic")

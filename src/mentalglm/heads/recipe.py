@@ -63,6 +63,8 @@ class Recipe:
     # the posts with a state are those it held out (the stacker and thresholds are fitted on posts it never saw).
     # None: the frozen base, as above.
     classifier: str | None = None
+    # The C grid of a classifier's state part: a logistic model of its head's few scores, not of 1,536 coordinates.
+    classifier_C_grid: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
 
     def state_examples(self, task: str, root=None) -> list[Example]:
         if self.classifier:

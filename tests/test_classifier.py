@@ -158,3 +158,15 @@ def test_a_state_part_fitted_on_the_trained_heads_scores_is_shipped_as_one_linea
     folded = _through(part, weight, bias)
     for state in rng.normal(size=(4, 16)) * 100:
         assert np.allclose(folded.scores(state), part.scores(weight @ state + bias))
+
+
+def test_a_run_started_from_a_finished_one_starts_at_its_weights(trained, tiny_hf_model_dir, data, tmp_path):
+    from safetensors.numpy import load_file
+
+    more = replace(recipe(tiny_hf_model_dir), init=str(trained), epochs=1)
+    assert train_classifier(more, tmp_path / "more", root=data, threads=1, max_steps=0) is None
+    saved = load_file(str(tmp_path / "more" / "checkpoint" / "trainable.safetensors"))
+    for task, (w, b) in head_weights(trained).items():
+        assert np.allclose(saved[f"heads.{task}.weight"], w) and np.allclose(saved[f"heads.{task}.bias"], b)
+    assert [e.id for e in held_out(tmp_path / "more", "emotion", data)] == \
+        [e.id for e in held_out(trained, "emotion", data)]  # the same posts stay out

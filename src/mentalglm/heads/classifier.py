@@ -101,6 +101,9 @@ class ClassifierRecipe:
     level_sd: float = 0.8
     seed: int = 13
     save_every: int = 100
+    # A finished classifier run whose adapter and heads this one starts from (more epochs on the same split, with a
+    # schedule of their own); None: the base with a new adapter.
+    init: str | None = None
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

@@ -63,6 +63,18 @@ class _Model:
         for head in self.heads.values():  # every label equally likely at first
             torch.nn.init.zeros_(head.weight)
             torch.nn.init.zeros_(head.bias)
+        if recipe.init:
+            self.start_from(Path(recipe.init) / "final")
+
+    def start_from(self, final: Path) -> None:
+        """The adapter and heads of a finished run (``final``)."""
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        if not (final / "heads.safetensors").is_file():
+            raise FileNotFoundError(f"{final.parent} has no finished classifier to start from")
+        set_peft_model_state_dict(self.body, load_file(str(final / "adapter" / "adapter_model.safetensors")))
+        self.heads.load_state_dict(load_file(str(final / "heads.safetensors")))
 
     def states(self, ids, mask):
         import torch

@@ -6,8 +6,9 @@ input: one pass of the 0.5B per post serves every task, against a 1.5B pass per 
 
 Each task's training split is cut in two (``ClassifierRecipe.holdout``, stratified): the LoRA learns from the
 larger part; the held-out part never reaches it, so its scores are honest, and it is where the shipped head's
-stacker, calibration and thresholds are fitted (heads/tuned.py). Training checkpoints every ``save_every`` steps
-into the run folder and ``--resume`` continues from the last one (the batch order is a function of the seed).
+stacker, calibration and thresholds are fitted (``heads train --classifier``, heads/build.py). Training checkpoints
+every ``save_every`` steps into the run folder and ``--resume`` continues from the last one (the batch order is a
+function of the seed; steps after the last checkpoint are redone, and logged again in metrics.jsonl).
 """
 
 from __future__ import annotations
@@ -172,37 +173,36 @@ def train_classifier(recipe: ClassifierRecipe, run: Path, resume: bool = False, 
     model.body.train()
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     t0, tokens_done = time.time(), 0
-    metrics = (run / "metrics.jsonl").open("a")
-    for step in range(start, total):
-        if max_steps is not None and step - start >= max_steps:
-            _checkpoint(model, optim, sched, step, ckpt, save_file)
-            return None
-        batch = plan[step]
-        task = items[batch[0]][0]
-        ids, mask, y = _collate(items, batch, pad)
-        logits = model.heads[task](model.states(ids, mask))
-        if get_task(task).multi_label:
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y)
-        else:
-            loss = -(y * torch.log_softmax(logits, -1)).sum(-1).mean()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(lora + list(model.heads.parameters()), 1.0)
-        optim.step()
-        sched.step()
-        optim.zero_grad()
-        tokens_done += int(mask.sum())
-        metrics.write(json.dumps({"step": step + 1, "task": task, "loss": round(loss.item(), 4)}) + "\n")
-        if (step + 1) % 10 == 0:
-            rate = tokens_done / (time.time() - t0)
-            eta = (total - step - 1) * (time.time() - t0) / (step + 1 - start)
-            log.info("step %d/%d %s loss %.4f %.0f tok/s ETA %s", step + 1, total, task, loss.item(), rate,
-                     time.strftime("%H:%M:%S", time.gmtime(eta)))
-            metrics.flush()
-        if (step + 1) % recipe.save_every == 0 or step + 1 == total:
-            _checkpoint(model, optim, sched, step + 1, ckpt, save_file)
-        if recipe.epochs > 1 and (step + 1) % (total // recipe.epochs) == 0 and step + 1 < total:
-            _export(model, run / f"epoch{(step + 1) // (total // recipe.epochs)}", save_file)  # to compare epochs
-    metrics.close()
+    with (run / "metrics.jsonl").open("a") as metrics:
+        for step in range(start, total):
+            if max_steps is not None and step - start >= max_steps:
+                _checkpoint(model, optim, sched, step, ckpt, save_file)
+                return None
+            batch = plan[step]
+            task = items[batch[0]][0]
+            ids, mask, y = _collate(items, batch, pad)
+            logits = model.heads[task](model.states(ids, mask))
+            if get_task(task).multi_label:
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y)
+            else:
+                loss = -(y * torch.log_softmax(logits, -1)).sum(-1).mean()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(lora + list(model.heads.parameters()), 1.0)
+            optim.step()
+            sched.step()
+            optim.zero_grad()
+            tokens_done += int(mask.sum())
+            metrics.write(json.dumps({"step": step + 1, "task": task, "loss": round(loss.item(), 4)}) + "\n")
+            if (step + 1) % 10 == 0:
+                rate = tokens_done / (time.time() - t0)
+                eta = (total - step - 1) * (time.time() - t0) / (step + 1 - start)
+                log.info("step %d/%d %s loss %.4f %.0f tok/s ETA %s", step + 1, total, task, loss.item(), rate,
+                         time.strftime("%H:%M:%S", time.gmtime(eta)))
+                metrics.flush()
+            if (step + 1) % recipe.save_every == 0 or step + 1 == total:
+                _checkpoint(model, optim, sched, step + 1, ckpt, save_file)
+            if recipe.epochs > 1 and (step + 1) % (total // recipe.epochs) == 0 and step + 1 < total:
+                _export(model, run / f"epoch{(step + 1) // (total // recipe.epochs)}", save_file)  # to compare epochs
     return _export(model, run / "final", save_file)
 
 

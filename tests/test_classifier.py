@@ -33,7 +33,7 @@ def data(tmp_path_factory):
 
 def recipe(model_dir) -> ClassifierRecipe:
     return ClassifierRecipe(base=str(model_dir), tasks=TASKS, posts={}, epochs=4, batch_size=8, dropout=0.0,
-                            lr=3e-3, head_lr=1e-2, warmup=2, save_every=3, r=4, alpha=8)
+                            lr=3e-3, head_lr=1e-2, warmup=2, save_every=3, r=4, alpha=8, second=None)
 
 
 @pytest.fixture(scope="module")
@@ -170,3 +170,25 @@ def test_a_run_started_from_a_finished_one_starts_at_its_weights(trained, tiny_h
         assert np.allclose(saved[f"heads.{task}.weight"], w) and np.allclose(saved[f"heads.{task}.bias"], b)
     assert [e.id for e in held_out(tmp_path / "more", "emotion", data)] == \
         [e.id for e in held_out(trained, "emotion", data)]  # the same posts stay out
+
+
+def test_a_recipe_with_a_second_pass_trains_it_from_the_first_and_its_heads_read_the_second(
+        tiny_hf_model_dir, data, tmp_path):
+    from mentalglm.heads.classifier import last_pass, load_recipe
+    from mentalglm.train.classifier import ensure_trained
+
+    run = tmp_path / "two"
+    two = replace(recipe(tiny_hf_model_dir), epochs=1, second={"lr": 1e-3, "warmup": 1})
+    assert train_classifier(two, run, root=data, threads=1, max_steps=0) is None  # a started run: its recipe.json
+    final = ensure_trained(run, root=data, threads=1)
+    assert final == run / "second" / "final" and last_pass(run) == run / "second"
+    second = load_recipe(run / "second")
+    assert second.init == str(run) and second.lr == 1e-3 and second.second is None
+    assert (run / "final" / "heads.safetensors").is_file()  # the first pass finished first
+    assert not np.allclose(head_weights(run)["emotion"][0], _first_heads(run)["emotion.weight"])
+
+
+def _first_heads(run):
+    from safetensors.numpy import load_file
+
+    return load_file(str(run / "final" / "heads.safetensors"))

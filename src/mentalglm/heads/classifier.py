@@ -13,7 +13,7 @@ on it needs (``heads train --classifier RUN``), without the training code (torch
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +104,9 @@ class ClassifierRecipe:
     # A finished classifier run whose adapter and heads this one starts from (more epochs on the same split, with a
     # schedule of their own); None: the base with a new adapter.
     init: str | None = None
+    # A second pass over the same posts from the first pass's weights, in RUN/second, with these settings (a fresh
+    # optimiser, warm-up and cosine decay at half the rates); None: one pass. What it bought: docs/model-card.md.
+    second: dict | None = field(default_factory=lambda: {"lr": 1.5e-4, "head_lr": 5e-5, "warmup": 10})
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -137,6 +140,16 @@ def load_recipe(run: Path) -> ClassifierRecipe:
     return ClassifierRecipe(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
 
 
+def second_pass(recipe: ClassifierRecipe, run: Path) -> ClassifierRecipe:
+    """The recipe of ``run``'s second pass (in ``run/second``), started from its first pass's weights."""
+    return replace(recipe, init=str(run), second=None, **recipe.second)
+
+
+def last_pass(run: Path) -> Path:
+    """The folder of a run's last pass: ``run``, or ``run/second`` where its recipe has a second pass."""
+    return Path(run) / "second" if load_recipe(run).second else Path(run)
+
+
 def held_out(run: Path, task: str, root=None) -> list[Example]:
     """The training posts of ``task`` that the run's LoRA never saw."""
     return split_training(load_recipe(run), task, root)[1]
@@ -144,14 +157,14 @@ def held_out(run: Path, task: str, root=None) -> list[Example]:
 
 def adapter_file(run: Path) -> Path:
     """Where a classifier run's GGUF adapter is (``train.classifier.export_classifier`` writes it)."""
-    return Path(run) / "export" / "adapter.gguf"
+    return last_pass(run) / "export" / "adapter.gguf"
 
 
 def head_weights(run: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Each task's trained head: (weight (labels, hidden), bias (labels,))."""
     from safetensors.numpy import load_file
 
-    weights = load_file(str(Path(run) / "final" / "heads.safetensors"))
+    weights = load_file(str(last_pass(run) / "final" / "heads.safetensors"))
     tasks = {k.split(".")[0] for k in weights}
     return {t: (weights[f"{t}.weight"].astype(np.float64), weights[f"{t}.bias"].astype(np.float64)) for t in tasks}
 
@@ -159,7 +172,12 @@ def head_weights(run: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 def describe_run(run: Path) -> dict:
     """What a heads folder records of the classifier it reads: recipe, posts per task, the reproduction."""
     run = Path(run)
-    steps = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    passes = [run] + ([run / "second"] if load_recipe(run).second else [])
+
+    def steps(folder: Path) -> int:
+        lines = (folder / "metrics.jsonl").read_text().splitlines()
+        return len({json.loads(line)["step"] for line in lines if line.strip()})
+
     return {"recipe": load_recipe(run).to_dict(), "posts": json.loads((run / "data.json").read_text()),
-            "steps": len({s["step"] for s in steps}), "run": str(run),
+            "steps": [steps(p) for p in passes], "run": str(run),
             "trained_by": "mentalglm heads train --classifier RUN (train/classifier.py; resumable)"}

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.records import Example
-from ..heads.classifier import ClassifierRecipe, adapter_file, load_recipe, split_training
+from ..heads.classifier import ClassifierRecipe, adapter_file, last_pass, load_recipe, second_pass, split_training
 from ..tasks import get_task
 
 log = logging.getLogger(__name__)
@@ -249,10 +249,10 @@ def export_classifier(run: Path) -> Path:
     out = adapter_file(run)
     if out.is_file():
         return out
-    final = run / "final" / "adapter"
+    final = last_pass(run) / "final" / "adapter"
     if not (final / "adapter_config.json").is_file():
         raise FileNotFoundError(f"{run} has no finished classifier ({final}); continue it with --resume")
-    peft = run / "export" / "adapter"
+    peft = out.parent / "adapter"
     peft.mkdir(parents=True, exist_ok=True)
     weights = load_file(str(final / "adapter_model.safetensors"))
     save_file({k.replace("base_model.model.layers.", "base_model.model.model.layers."): v for k, v in weights.items()},
@@ -265,9 +265,12 @@ def export_classifier(run: Path) -> Path:
 
 
 def ensure_trained(run: Path, root=None, threads: int | None = None) -> Path:
-    """The run's finished classifier: trained (or its training continued) with the default recipe where needed."""
+    """The run's finished classifier (its last pass's ``final``): trained, or its training continued, where needed
+    (a new run folder gets the default recipe)."""
     run = Path(run)
-    if (run / "final" / "heads.safetensors").is_file():
-        return run / "final"
     recipe = load_recipe(run) if (run / "recipe.json").is_file() else ClassifierRecipe()
-    return train_classifier(recipe, run, resume=True, root=root, threads=threads)
+    passes = [(recipe, run)] + ([(second_pass(recipe, run), run / "second")] if recipe.second else [])
+    for r, folder in passes:
+        if not (folder / "final" / "heads.safetensors").is_file():
+            train_classifier(r, folder, resume=True, root=root, threads=threads)
+    return passes[-1][1] / "final"

@@ -21,7 +21,7 @@ import numpy as np
 from ..data.records import Example
 from ..data.sources import task_splits
 from ..data.splits import stratified_sample
-from .explainer import _check_base
+from .explainer import AdapterSpec, _check_base, read_spec
 from .manifest import list_files
 
 FOLDER = "classifier"
@@ -29,25 +29,13 @@ SPEC = "classifier.json"
 ADAPTER = "adapter.gguf"
 
 
-@dataclass(frozen=True)
-class ClassifierSpec:
-    folder: Path
-    base: str  # registry name of the model the adapter was trained on
-    base_sha256: str
-    info: dict  # the whole classifier.json
-
-    @property
-    def adapter(self) -> Path:
-        return self.folder / ADAPTER
+class ClassifierSpec(AdapterSpec):
+    """The folder's ``classifier/``: its adapter and ``classifier.json``."""
 
 
 def read_classifier(heads_folder: Path) -> ClassifierSpec | None:
     """The folder's classifier, or None where it has none."""
-    path = Path(heads_folder) / FOLDER / SPEC
-    if not path.exists():
-        return None
-    info = json.loads(path.read_text(encoding="utf-8"))
-    return ClassifierSpec(path.parent, info["base"]["name"], info["base"]["sha256"], info)
+    return read_spec(ClassifierSpec, heads_folder, FOLDER, SPEC)
 
 
 def open_classifier(spec: ClassifierSpec, parallel: int = 1, threads: int | None = None):

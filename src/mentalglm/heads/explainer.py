@@ -25,16 +25,29 @@ ADAPTER = "adapter.gguf"
 
 
 @dataclass(frozen=True)
-class ExplainerSpec:
+class AdapterSpec:
+    """A LoRA adapter that a heads folder carries in a subfolder: ``adapter.gguf`` and a JSON naming its base."""
+
     folder: Path
-    base: str  # registry name of the model the adapter was trained on
+    base: str  # registry name (or GGUF file) of the model the adapter was trained on
     base_sha256: str
-    info: dict  # the whole explainer.json
+    info: dict  # the whole JSON
 
     @property
     def adapter(self) -> Path:
         return self.folder / ADAPTER
 
+
+def read_spec(cls, heads_folder: Path, folder: str, spec: str):
+    """``cls`` of the heads folder's ``folder/spec``, or None where it has none."""
+    path = Path(heads_folder) / folder / spec
+    if not path.exists():
+        return None
+    info = json.loads(path.read_text(encoding="utf-8"))
+    return cls(path.parent, info["base"]["name"], info["base"]["sha256"], info)
+
+
+class ExplainerSpec(AdapterSpec):
     @property
     def tasks(self) -> list[str]:
         """The tasks it writes by default: where it beat the heads' own model on validation."""
@@ -43,11 +56,7 @@ class ExplainerSpec:
 
 def read_explainer(heads_folder: Path) -> ExplainerSpec | None:
     """The folder's explainer, or None where it has none."""
-    path = Path(heads_folder) / FOLDER / SPEC
-    if not path.exists():
-        return None
-    info = json.loads(path.read_text(encoding="utf-8"))
-    return ExplainerSpec(path.parent, info["base"]["name"], info["base"]["sha256"], info)
+    return read_spec(ExplainerSpec, heads_folder, FOLDER, SPEC)
 
 
 def explainer_request(spec: TaskSpec, text: str, labels: tuple[str, ...], lead: str = "") -> Request:

@@ -40,9 +40,8 @@ def open_base(recipe: Recipe, threads: int | None = None):
     if recipe.classifier:
         from .classifier import adapter_file, load_recipe
 
-        entry = REGISTRY[load_recipe(recipe.classifier).base]
-        return LlamaCppBackend(assemble_packaged(entry), name=entry.name, n_ctx=512, n_threads=threads,
-                               lora_path=str(adapter_file(recipe.classifier))), entry
+        base = load_recipe(recipe.classifier).base
+        return _open_classifier(base, adapter_file(recipe.classifier), threads), REGISTRY[base]
     entry = REGISTRY[recipe.base]
     path = shallow_copy(assemble_packaged(entry), recipe.layers)
     return LlamaCppBackend(path, name=entry.name, n_ctx=2048, n_threads=threads), entry
@@ -53,12 +52,9 @@ def state_settings(recipe: Recipe) -> dict:
     from ..llm.catalog import REGISTRY
 
     if recipe.classifier:
-        from ..files import file_sha256
         from .classifier import adapter_file, load_recipe
 
-        entry = REGISTRY[load_recipe(recipe.classifier).base]
-        return {"base": entry.name, "base_sha256": entry.packaged.sha256, "post_tokens": POST_TOKENS,
-                "adapter_sha256": file_sha256(adapter_file(recipe.classifier))}
+        return _classifier_settings(load_recipe(recipe.classifier).base, adapter_file(recipe.classifier))
     entry = REGISTRY[recipe.base]
     return {"base": entry.name, "base_sha256": entry.packaged.sha256, "prompt": prompt_fingerprint(),
             **({"layers": recipe.layers} if recipe.layers else {})}
@@ -66,25 +62,35 @@ def state_settings(recipe: Recipe) -> dict:
 
 def reader_settings(headset) -> dict:
     """The settings of the states a heads folder reads (those its build's cache holds, ``state_settings``)."""
-    from ..files import file_sha256
-
     spec = headset.classifier
     if spec is None:
         return state_settings(Recipe(base=headset.manifest["base"]["name"], layers=headset.layers))
-    return {"base": spec.base, "base_sha256": spec.base_sha256, "post_tokens": POST_TOKENS,
-            "adapter_sha256": file_sha256(spec.adapter)}
+    return _classifier_settings(spec.base, spec.adapter)
 
 
 def open_reader(headset, threads: int | None = None):
     """The model a heads folder reads states from: its classifier, or its base (cut after its block)."""
-    from ..llm.catalog import REGISTRY, assemble_packaged
-    from ..llm.llamacpp import LlamaCppBackend
-
     spec = headset.classifier
     if spec is None:
         return open_base(Recipe(base=headset.manifest["base"]["name"], layers=headset.layers), threads)[0]
-    return LlamaCppBackend(assemble_packaged(REGISTRY[spec.base]), name=spec.base, n_ctx=512, n_threads=threads,
-                           lora_path=str(spec.adapter))
+    return _open_classifier(spec.base, spec.adapter, threads)
+
+
+def _classifier_settings(base: str, adapter: Path) -> dict:
+    from ..files import file_sha256
+    from ..llm.catalog import REGISTRY
+
+    return {"base": base, "base_sha256": REGISTRY[base].packaged.sha256, "post_tokens": POST_TOKENS,
+            "adapter_sha256": file_sha256(adapter)}
+
+
+def _open_classifier(base: str, adapter: Path, threads: int | None):
+    """The classifier's packaged base with its GGUF adapter (contexts of 512: it reads posts alone)."""
+    from ..llm.catalog import REGISTRY, assemble_packaged
+    from ..llm.llamacpp import LlamaCppBackend
+
+    return LlamaCppBackend(assemble_packaged(REGISTRY[base]), name=base, n_ctx=512, n_threads=threads,
+                           lora_path=str(adapter))
 
 
 def read_states(recipe: Recipe, out: Path, threads: int | None = None, root=None, kept=()) -> StateCache:

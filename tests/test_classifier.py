@@ -127,8 +127,8 @@ def test_analyze_reads_one_classifier_state_a_post_for_every_task(tiny_llama, ti
             return self.inner.text_states(texts, max_tokens)
 
     analyzer = Analyzer(tiny_llama, AnalyzeConfig(tasks=TASKS, style="heads", heads=str(folder), max_tokens=8))
-    assert analyzer.state_model is not tiny_llama and analyzer.state_model.path == tiny_gguf_path
-    analyzer.state_model = counted = Counted(analyzer.state_model)
+    assert analyzer.post_model is not tiny_llama and analyzer.post_model.path == tiny_gguf_path
+    analyzer.post_model = counted = Counted(analyzer.post_model)
     rows = analyzer.run([Post(f"p{i}", p) for i, p in enumerate(POSTS)])
     assert sorted(counted.read) == sorted(POSTS)  # one read a post, not one a (post, task)
     for row in rows:
@@ -192,3 +192,29 @@ def _first_heads(run):
     from safetensors.numpy import load_file
 
     return load_file(str(run / "final" / "heads.safetensors"))
+
+
+def test_a_folder_may_read_some_tasks_from_its_classifier_and_the_others_from_the_base(
+        tiny_llama, tiny_gguf_path, tmp_path):  # noqa: F811
+    from mentalglm.heads import TaskHead
+    from mentalglm.heads.build import write_heads_folder
+    from mentalglm.prompts import heads_request
+
+    adapter = build_tiny_lora_gguf(tmp_path / "cls.gguf", scale=4.0)
+    reader = LlamaCppBackend(tiny_gguf_path, lora_path=str(adapter), n_ctx=512, n_threads=1)
+    risk = build_tiny_heads(reader, tmp_path / "risk", tasks=("suicide_risk",), pool="post")
+    emotion = build_tiny_heads(tiny_llama, tmp_path / "emotion", tasks=("emotion",))
+    heads = {"suicide_risk": TaskHead.load(risk, "suicide_risk"), "emotion": TaskHead.load(emotion, "emotion")}
+    folder = write_heads_folder(tmp_path / "mixed", heads, {"name": "mixed", "base": {
+        "name": "tiny", "sha256": _sha(tiny_gguf_path)}})
+    install_classifier(adapter, folder, str(tiny_gguf_path), {"recipe": {}})
+    want = {("suicide_risk", p): heads["suicide_risk"].probabilities(p, s)
+            for p, s in zip(POSTS, reader.text_states(POSTS))}
+    want |= {("emotion", p): heads["emotion"].probabilities(p, tiny_llama.prompt_state(
+        heads_request(get_task("emotion"), p))) for p in POSTS}
+    reader.close()
+    rows = Analyzer(tiny_llama, AnalyzeConfig(tasks=TASKS, style="heads", heads=str(folder), explain=False)).run(
+        [Post(f"p{i}", p) for i, p in enumerate(POSTS)])
+    for row in rows:
+        got = [row.scores[lab] for lab in get_task(row.task).label_names]
+        assert np.allclose(got, want[(row.task, POSTS[int(row.id[1:])])], atol=1e-4), row.task

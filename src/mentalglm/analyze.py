@@ -125,10 +125,12 @@ class Analyzer:
         self.explainer = None  # the trained explainer's backend, when it writes some explanations
         self.explained: frozenset[str] = frozenset()  # the tasks it writes
         self.state_model = backend  # the model whose states the heads read (heads.HeadSet.state_model)
+        self.post_model = None  # the classifier that heads with pool "post" read (heads.HeadSet.post_model)
         self._per_post: OrderedDict = OrderedDict()  # (pool, post) -> state, for per-post pools (features.PER_POST)
         if config.style == "heads":
             self.headset, self.readers = _open_heads(backend, config)
             self.state_model = self.headset.state_model(backend)
+            self.post_model = self.headset.post_model(backend)
             spec = self.headset.explainer
             if config.explain and spec is not None and config.explainer != "base":
                 self.explained = frozenset(config.tasks if config.explainer == "trained" else spec.tasks) \
@@ -329,7 +331,8 @@ class Analyzer:
                 if p == pool and (pool, text) not in self._per_post:
                     todo.setdefault((pool, text), request)
             if todo:
-                read = post_states(self.state_model, [t for _, t in todo], list(todo.values()), pool)
+                model = self.post_model if pool == "post" else self.state_model
+                read = post_states(model, [t for _, t in todo], list(todo.values()), pool)
                 self._per_post.update(zip(todo, read))
         out = [self._per_post[(pool, text)] for text, pool in zip(texts, pools)]
         while len(self._per_post) > 64:

@@ -53,14 +53,18 @@ class HeadSet:
         """The base's blocks whose output the heads read (None: all; recipe.py)."""
         return self.manifest["base"].get("layers")
 
-    def state_model(self, backend):
-        """The model the heads read states from: ``backend`` itself, or, for heads that read a middle block, the copy
-        of its file cut after that block (``llm/truncate.py``), or the folder's classifier (``classifier.py``), opened
-        once per process as ``backend`` decodes."""
-        if self.classifier is not None:
-            from .classifier import open_classifier
+    def post_model(self, backend):
+        """The folder's classifier (``classifier.py``), which heads with pool "post" read, opened once per process as
+        ``backend`` decodes; None where the folder has none."""
+        if self.classifier is None:
+            return None
+        from .classifier import open_classifier
 
-            return open_classifier(self.classifier, parallel=backend.batch_size)
+        return open_classifier(self.classifier, parallel=backend.batch_size)
+
+    def state_model(self, backend):
+        """The model the other heads read states from: ``backend`` itself, or, for heads that read a middle block, the
+        copy of its file cut after that block (``llm/truncate.py``), opened once per process as ``backend`` decodes."""
         if not self.layers:
             return backend
         from ..llm.registry import open_shared

@@ -49,8 +49,8 @@ def register(sub, fmt):
                         "the cache; K/28 of the prompt pass; default: every block)")
     p.add_argument("--classifier", metavar="RUN",
                    help="train: heads that read a LoRA classifier on the packaged 0.5B (trained into RUN first, "
-                        "resumable; about an hour on 2 cores) instead of the frozen base: one read of each post "
-                        "serves every task")
+                        "resumable; two passes of about 45 minutes on 2 cores) instead of the frozen base: one read of "
+                        "each post serves every task")
     p.add_argument("--ship", action="store_true", help="train: copy the result into the package as mentalglm-mini")
     p.add_argument("--keep", action="append", default=[], metavar="TASK=FOLDER",
                    help="train: take TASK's head from an earlier heads folder instead of refitting it (when its "
@@ -92,7 +92,8 @@ def run(args) -> int:
         return 2
     command = "mentalglm heads train" + (f" --out {args.out}" if args.out != "runs/heads/mentalglm-mini" else "") \
         + (f" --layers {args.layers}" if args.layers else "") \
-        + (f" --classifier {args.classifier}" if args.classifier else "") + "".join(f" --keep {t}={f}" for t, f in kept.items())
+        + (f" --classifier {args.classifier}" if args.classifier else "") \
+        + "".join(f" --keep {t}={f}" for t, f in kept.items())
     if args.classifier:  # train it first (or continue its training), and export its adapter for llama.cpp
         from ..train.classifier import ensure_trained, export_classifier
 

@@ -22,6 +22,7 @@ from ..data.records import Example
 from ..data.sources import task_splits
 from ..data.splits import stratified_sample
 from .explainer import AdapterSpec, _check_base, read_spec
+from .features import POST_TOKENS
 from .manifest import list_files
 
 FOLDER = "classifier"
@@ -38,12 +39,12 @@ def read_classifier(heads_folder: Path) -> ClassifierSpec | None:
     return read_spec(ClassifierSpec, heads_folder, FOLDER, SPEC)
 
 
-def open_classifier(spec: ClassifierSpec, parallel: int = 1, threads: int | None = None):
+def open_classifier(spec: ClassifierSpec, parallel: int = 1):
     """The classifier's llama.cpp backend (its base with the adapter), opened once per process and setting."""
     from ..llm.registry import open_shared
 
     return open_shared(spec.base, lambda backend: _check_base(spec, backend), adapter=str(spec.adapter),
-                       parallel=parallel, n_ctx=512, **({"n_threads": threads} if threads else {}))
+                       parallel=parallel, n_ctx=512)
 
 
 def install_classifier(adapter: Path, heads_folder: Path, base: str, info: dict) -> ClassifierSpec:
@@ -73,7 +74,7 @@ class ClassifierRecipe:
     posts: dict = field(default_factory=lambda: {
         "emotion": {"smp2020_ewect/usual_eval": None, "smp2020_ewect/virus_train": 1400}})
     holdout: float = 0.2  # of each task's training posts, kept from the LoRA for the stacker and thresholds
-    max_tokens: int = 160  # longer posts keep their first tokens (p90 of the corpora is about 75)
+    max_tokens: int = POST_TOKENS  # what analyze reads of a post (features.py); longer posts keep their first tokens
     r: int = 16
     alpha: int = 32
     dropout: float = 0.05

@@ -201,8 +201,6 @@ def train_classifier(recipe: ClassifierRecipe, run: Path, resume: bool = False, 
                 metrics.flush()
             if (step + 1) % recipe.save_every == 0 or step + 1 == total:
                 _checkpoint(model, optim, sched, step + 1, ckpt, save_file)
-            if recipe.epochs > 1 and (step + 1) % (total // recipe.epochs) == 0 and step + 1 < total:
-                _export(model, run / f"epoch{(step + 1) // (total // recipe.epochs)}", save_file)  # to compare epochs
     return _export(model, run / "final", save_file)
 
 

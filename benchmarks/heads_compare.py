@@ -33,7 +33,7 @@ from mentalglm.evaluate.classification import (bootstrap_intervals, expected_cal
                                                paired_difference_intervals, score)
 from mentalglm.evaluate.report import METRIC_NAMES
 from mentalglm.heads import load_heads
-from mentalglm.heads.build import open_reader, reader_settings
+from mentalglm.heads.build import STATE_FOLDERS, head_reader, open_reader, reader_settings
 from mentalglm.heads.features import StateCache, extract_states, head_text
 from mentalglm.heads.fit import label_matrix
 from mentalglm.heads.recipe import Recipe
@@ -71,18 +71,16 @@ def pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
-def state_cache(folder: Path, heads) -> StateCache:
-    """The states cache of a heads build, checked against the model (base and block, or classifier) it reads."""
-    return StateCache(folder, reader_settings(heads))
-
-
-def states_of(heads, cache: StateCache, task: str, split: str, examples, threads: int | None) -> list:
-    """The states ``heads`` read for ``examples`` (from the cache; those it lacks are read with the model the heads
-    read, and cached)."""
-    pool = heads.head(task).pool
+def states_of(heads, states: Path, task: str, split: str, examples, threads: int | None) -> list:
+    """The states ``task``'s head reads for ``examples``, from the build's cache of the model it reads (the base's
+    in ``states``, a classifier's beside it); those it lacks are read with that model, and cached."""
+    head = heads.head(task)
+    reader, pool = head_reader(head), head.pool
+    cache = StateCache(states.parent / STATE_FOLDERS[reader] if reader != "base" else states,
+                       reader_settings(heads, reader))
     have = cache.load(task, split, pool)
     if any(e.id not in have for e in examples):
-        backend = open_reader(heads, threads)
+        backend = open_reader(heads, reader, threads)
         extract_states(backend, cache, task, split, examples, pool=pool)
         backend.close()
         have = cache.load(task, split, pool)
@@ -141,17 +139,18 @@ def face_validity(caches: dict, old, new, threads: int | None) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--old", default="81c33c0", help="heads folder or git commit of the packaged heads")
-    ap.add_argument("--old-states", type=Path, default=Path("runs/mini2/states"), help="the old heads' states cache")
+    ap.add_argument("--old-states", type=Path, default=Path("runs/mini2/states"),
+                    help="the old heads' states cache (a classifier's: classifier-states beside it)")
     ap.add_argument("--new", default="runs/heads/mentalglm-mini/model", help="heads folder or git commit")
     ap.add_argument("--new-states", type=Path, default=Path("runs/heads/mentalglm-mini/states"),
-                    help="the new heads' states cache")
+                    help="the new heads' states cache (a classifier's: classifier-states beside it)")
     ap.add_argument("--tasks", default=",".join(HEADLINE))
     ap.add_argument("--threads", type=int, help="llama.cpp threads for the face-validity states")
     args = ap.parse_args()
     recipe = Recipe()
     with tempfile.TemporaryDirectory() as t_old, tempfile.TemporaryDirectory() as t_new:
         old, new = load_heads(heads_at(args.old, Path(t_old))), load_heads(heads_at(args.new, Path(t_new)))
-        caches = {"old": state_cache(args.old_states, old), "new": state_cache(args.new_states, new)}
+        caches = {"old": args.old_states, "new": args.new_states}
         print(f"{date.today()}, {platform.machine()}, {platform.processor() or ''}; validation samples of the recipe; "
               f"percent; [95% bootstrap interval]; differences paired; new = {args.new}, old = {args.old}\n")
         print("| task (posts) | metric | new | old | n-gram | new - old | new - n-gram | aim |")

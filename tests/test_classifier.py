@@ -218,3 +218,42 @@ def test_a_folder_may_read_some_tasks_from_its_classifier_and_the_others_from_th
     for row in rows:
         got = [row.scores[lab] for lab in get_task(row.task).label_names]
         assert np.allclose(got, want[(row.task, POSTS[int(row.id[1:])])], atol=1e-4), row.task
+
+
+def test_a_mixed_recipe_fits_each_task_on_the_states_of_the_model_it_reads(trained, data, tmp_path):
+    """`heads train --classifier RUN --classifier-tasks suicide_risk`: suicide risk learns from the classifier's
+    states of the posts it held out, through its trained head; emotion from the base's states of its own sample; a
+    kept head that reads other states than the recipe's is refused."""
+    from mentalglm.heads.build import STATE_FOLDERS, fit_heads, keep_head, write_heads_folder
+    from mentalglm.heads.features import StateCache
+    from mentalglm.heads.recipe import Recipe
+
+    mixed = Recipe(tasks=TASKS, classifier=str(trained), classifier_tasks=("suicide_risk",), folds=3,
+                   state_posts={"emotion": 40}, validation_sample={"suicide_risk": 20, "emotion": 20})
+    assert [mixed.reader(t) for t in TASKS] == ["classifier", "base"]
+    assert [mixed.pool(t) for t in TASKS] == ["post", "last"]
+    assert [e.id for e in mixed.state_examples("suicide_risk", data)] == \
+        [e.id for e in held_out(trained, "suicide_risk", data)]
+    assert len(mixed.state_examples("emotion", data)) == 40
+    rng = np.random.default_rng(0)
+    caches = {reader: StateCache(tmp_path / folder, {"reader": reader}) for reader, folder in STATE_FOLDERS.items()}
+    width = {"classifier": 128, "base": 8}  # the tiny classifier's hidden size; any other for the base
+    for task in TASKS:
+        cache, pool = caches[mixed.reader(task)], mixed.pool(task)
+        for split, examples in (("train", mixed.state_examples(task, data)),
+                                ("validation", mixed.validation_examples(task, data))):
+            cache.add(task, split, [e.id for e in examples], rng.normal(size=(len(examples), width[mixed.reader(task)])),
+                      pool=pool)
+    heads, reports = fit_heads(mixed, caches, data)
+    assert heads["suicide_risk"].pool == "post" and heads["emotion"].pool == "last"
+    assert heads["suicide_risk"].state.coef.shape[1] == 128 and heads["emotion"].state.coef.shape[1] == 8
+    assert reports["suicide_risk"]["state_posts"] == len(held_out(trained, "suicide_risk", data))
+    weight, _ = head_weights(trained)["suicide_risk"]
+    x, v = rng.normal(size=128), rng.normal(size=128)
+    v -= weight.T @ np.linalg.lstsq(weight.T, v, rcond=None)[0]  # a change of the state its trained head ignores
+    assert np.allclose(heads["suicide_risk"].state.scores(x), heads["suicide_risk"].state.scores(x + 50 * v))
+    assert not np.allclose(heads["emotion"].state.scores(x[:8]), heads["emotion"].state.scores(x[:8] + v[:8]))
+    earlier = write_heads_folder(tmp_path / "earlier", {"suicide_risk": heads["suicide_risk"]}, {"name": "e"})
+    on_base = replace(mixed, classifier_tasks=("emotion",))  # suicide risk reads the base: a head of the classifier
+    with pytest.raises(ValueError, match="pool 'post', this recipe 'last'"):  # cannot be kept for it
+        keep_head(on_base, caches["base"], "suicide_risk", data, earlier)

@@ -14,6 +14,8 @@ EXAMPLES = """examples:
   mentalglm heads train --out runs/heads/block16 --layers 16   # heads on a middle block (faster to read)
   mentalglm heads train --out runs/heads/tuned --classifier runs/classifier
                                     # heads that read a LoRA classifier trained on the 0.5B (one read a post)
+  mentalglm heads train --out runs/heads/mixed --classifier runs/classifier \
+      --classifier-tasks suicide_risk,suicide_risk_levels   # those two on the classifier, the others on the base
   mentalglm heads train --keep cognitive_distortion=src/mentalglm/resources/mentalglm-mini
                                     # take that task's head as it is from an earlier build (only re-scored)
   mentalglm heads show                                    # the packaged heads: base model, validation scores
@@ -51,6 +53,9 @@ def register(sub, fmt):
                    help="train: heads that read a LoRA classifier on the packaged 0.5B (trained into RUN first, "
                         "resumable; two passes of about 45 minutes on 2 cores) instead of the frozen base: one read of "
                         "each post serves every task")
+    p.add_argument("--classifier-tasks", metavar="TASKS",
+                   help="train: with --classifier, the tasks whose heads read it, comma-separated (default: every "
+                        "task); the others read the frozen base")
     p.add_argument("--ship", action="store_true", help="train: copy the result into the package as mentalglm-mini")
     p.add_argument("--keep", action="append", default=[], metavar="TASK=FOLDER",
                    help="train: take TASK's head from an earlier heads folder instead of refitting it (when its "
@@ -83,16 +88,23 @@ def run(args) -> int:
         print("error: --classifier and --layers exclude each other (a classifier reads its own model's last block)",
               file=sys.stderr)
         return 2
-    recipe = Recipe(layers=args.layers, classifier=args.classifier)
+    on_classifier = tuple(t.strip() for t in args.classifier_tasks.split(",") if t.strip()) \
+        if args.classifier_tasks else None
+    if on_classifier and not args.classifier:
+        print("error: --classifier-tasks needs --classifier RUN", file=sys.stderr)
+        return 2
+    recipe = Recipe(layers=args.layers, classifier=args.classifier, classifier_tasks=on_classifier)
     kept = dict(k.split("=", 1) for k in args.keep if "=" in k)
-    unknown = [k for k in args.keep if "=" not in k] + [t for t in kept if t not in recipe.tasks]
+    unknown = [k for k in args.keep if "=" not in k] + [t for t in [*kept, *(on_classifier or ())]
+                                                        if t not in recipe.tasks]
     if unknown:
-        print(f"error: --keep takes TASK=FOLDER with TASK one of {', '.join(recipe.tasks)}; got {unknown}",
-              file=sys.stderr)
+        print(f"error: --keep takes TASK=FOLDER and --classifier-tasks TASKS, with TASK one of "
+              f"{', '.join(recipe.tasks)}; got {unknown}", file=sys.stderr)
         return 2
     command = "mentalglm heads train" + (f" --out {args.out}" if args.out != "runs/heads/mentalglm-mini" else "") \
         + (f" --layers {args.layers}" if args.layers else "") \
         + (f" --classifier {args.classifier}" if args.classifier else "") \
+        + (f" --classifier-tasks {','.join(on_classifier)}" if on_classifier else "") \
         + "".join(f" --keep {t}={f}" for t, f in kept.items())
     if args.classifier:  # train it first (or continue its training), and export its adapter for llama.cpp
         from ..train.classifier import ensure_trained, export_classifier
@@ -148,8 +160,11 @@ def show(headset) -> None:
     console = Console()
     block = f", block {headset.layers}" if headset.layers else ""
     c = headset.classifier
-    reads = (f"heads over a LoRA classifier on {c.base} ({c.adapter.stat().st_size / 1e6:.1f} MB; one read a post), "
-             f"explanations by {m['base']['name']}" if c else f"heads over {m['base']['name']}{block}")
+    on_c = [t for t in headset.heads if headset.head(t).pool == "post"]
+    rest = [t for t in headset.heads if t not in on_c]
+    reads = (f"heads of {', '.join(on_c)} over a LoRA classifier on {c.base} ({c.adapter.stat().st_size / 1e6:.1f} MB; "
+             f"one read a post)" + (f", of {', '.join(rest)} over {m['base']['name']}{block}" if rest else "")
+             + f"; explanations by {m['base']['name']}" if c else f"heads over {m['base']['name']}{block}")
     console.print(f"[bold]{m['name']}[/bold] ({headset.folder}): {reads} "
                   f"(sha256 {m['base']['sha256'][:12]}…), built {m.get('built', '?')} by `{m.get('command', '?')}`")
     table = Table(title="validation sample (never used for a choice), percent")

@@ -31,13 +31,22 @@ def prompt_fingerprint() -> str:
     return hashlib.sha256(f"{SYSTEM_HEADS_ZH}|{POST_CHARS}".encode()).hexdigest()[:16]
 
 
-def open_base(recipe: Recipe, threads: int | None = None):
-    """The model the recipe's heads read states from: the base (cut after ``layers``), or the classifier's."""
+# Where a run keeps the states of each model its heads read (``Recipe.reader``): the frozen base's, the classifier's.
+STATE_FOLDERS = {"base": "states", "classifier": "classifier-states"}
+
+
+def head_reader(head: TaskHead) -> str:
+    """The model a head reads its state from: the classifier (pool "post") or the base."""
+    return "classifier" if head.pool == "post" else "base"
+
+
+def open_base(recipe: Recipe, threads: int | None = None, reader: str = "base"):
+    """The model ``reader`` names for the recipe: the base (cut after ``layers``), or the classifier."""
     from ..llm.catalog import REGISTRY, assemble_packaged
     from ..llm.llamacpp import LlamaCppBackend
     from ..llm.truncate import shallow_copy
 
-    if recipe.classifier:
+    if reader == "classifier":
         from .classifier import adapter_file, load_recipe
 
         base = load_recipe(recipe.classifier).base
@@ -47,11 +56,11 @@ def open_base(recipe: Recipe, threads: int | None = None):
     return LlamaCppBackend(path, name=entry.name, n_ctx=2048, n_threads=threads), entry
 
 
-def state_settings(recipe: Recipe) -> dict:
+def state_settings(recipe: Recipe, reader: str = "base") -> dict:
     """What a state cache is made with: states read with other settings are refused (``StateCache``)."""
     from ..llm.catalog import REGISTRY
 
-    if recipe.classifier:
+    if reader == "classifier":
         from .classifier import adapter_file, load_recipe
 
         return _classifier_settings(load_recipe(recipe.classifier).base, adapter_file(recipe.classifier))
@@ -60,20 +69,18 @@ def state_settings(recipe: Recipe) -> dict:
             **({"layers": recipe.layers} if recipe.layers else {})}
 
 
-def reader_settings(headset) -> dict:
-    """The settings of the states a heads folder reads (those its build's cache holds, ``state_settings``)."""
-    spec = headset.classifier
-    if spec is None:
+def reader_settings(headset, reader: str = "base") -> dict:
+    """The settings of the states a heads folder reads from ``reader`` (those its build's cache holds)."""
+    if reader == "base":
         return state_settings(Recipe(base=headset.manifest["base"]["name"], layers=headset.layers))
-    return _classifier_settings(spec.base, spec.adapter)
+    return _classifier_settings(headset.classifier.base, headset.classifier.adapter)
 
 
-def open_reader(headset, threads: int | None = None):
-    """The model a heads folder reads states from: its classifier, or its base (cut after its block)."""
-    spec = headset.classifier
-    if spec is None:
+def open_reader(headset, reader: str = "base", threads: int | None = None):
+    """The model a heads folder reads states from: its base (cut after its block), or its classifier."""
+    if reader == "base":
         return open_base(Recipe(base=headset.manifest["base"]["name"], layers=headset.layers), threads)[0]
-    return _open_classifier(spec.base, spec.adapter, threads)
+    return _open_classifier(headset.classifier.base, headset.classifier.adapter, threads)
 
 
 def _classifier_settings(base: str, adapter: Path) -> dict:
@@ -93,30 +100,34 @@ def _open_classifier(base: str, adapter: Path, threads: int | None):
                            lora_path=str(adapter))
 
 
-def read_states(recipe: Recipe, out: Path, threads: int | None = None, root=None, kept=()) -> StateCache:
-    """Step 1: every hidden state the recipe needs, cached under ``out/states`` (of a ``kept`` task, whose head is
-    taken from an earlier build, only the validation states that score it)."""
-    backend, entry = open_base(recipe, threads)
-    cache = StateCache(out / "states", state_settings(recipe))
-    jobs = []
-    for task in recipe.tasks:
-        jobs += [(task, "validation", recipe.validation_examples(task, root))]
-        if task not in kept:
-            jobs += [(task, "train", recipe.state_examples(task, root))]
+def read_states(recipe: Recipe, out: Path, threads: int | None = None, root=None, kept=()) -> dict[str, StateCache]:
+    """Step 1: every hidden state the recipe needs, cached under ``out/states`` (and ``out/classifier-states`` for
+    the tasks that read a classifier); of a ``kept`` task, whose head is taken from an earlier build, only the
+    validation states that score it. Returns each reader's cache."""
+    caches = {}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())
     started = time.time()
-    with Progress(*columns) as bar:
-        for task, split, examples in jobs:
-            job = bar.add_task(f"hidden states {task}/{split}", total=len(examples))
-            extract_states(backend, cache, task, split, examples, pool=recipe.pool(task),
-                           progress=lambda done, total, job=job: bar.update(job, completed=done))
-    backend.close()
+    for reader in dict.fromkeys(recipe.reader(t) for t in recipe.tasks):
+        backend, _ = open_base(recipe, threads, reader)
+        caches[reader] = cache = StateCache(out / STATE_FOLDERS[reader], state_settings(recipe, reader))
+        jobs = []
+        for task in (t for t in recipe.tasks if recipe.reader(t) == reader):
+            jobs += [(task, "validation", recipe.validation_examples(task, root))]
+            if task not in kept:
+                jobs += [(task, "train", recipe.state_examples(task, root))]
+        with Progress(*columns) as bar:
+            for task, split, examples in jobs:
+                job = bar.add_task(f"hidden states {task}/{split}", total=len(examples))
+                extract_states(backend, cache, task, split, examples, pool=recipe.pool(task),
+                               progress=lambda done, total, job=job: bar.update(job, completed=done))
+        backend.close()
     log = out / "states" / "timing.jsonl"
+    log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a", encoding="utf-8") as f:
         f.write(json.dumps({"step": "states", "seconds": round(time.time() - started, 1),
                             "finished": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
-    return cache
+    return caches
 
 
 def fit_task(recipe: Recipe, cache: StateCache, task: str, root=None, keep=None) -> tuple[TaskHead, dict]:
@@ -129,7 +140,7 @@ def fit_task(recipe: Recipe, cache: StateCache, task: str, root=None, keep=None)
     train = [e for e in task_splits(task, root)["train"] if keep is None or keep(e)]
     state_posts = [e for e in recipe.state_examples(task, root) if keep is None or keep(e)]
     have = _states(cache, task, "train", recipe.pool(task), state_posts)
-    if recipe.classifier:  # the state part learns from the trained head's scores (a few per post, not 896)
+    if recipe.reader(task) == "classifier":  # the state part learns from the trained head's scores (a few per post)
         from .classifier import head_weights
 
         weight, bias = head_weights(recipe.classifier)[task]
@@ -137,13 +148,13 @@ def fit_task(recipe: Recipe, cache: StateCache, task: str, root=None, keep=None)
     fitted = fit_head(task, [head_text(e.text) for e in train], [e.labels for e in train],
                       [head_text(e.text) for e in state_posts], have, [e.labels for e in state_posts],
                       folds=recipe.folds, seed=recipe.seed, ngram_C_grid=recipe.ngram_C_grid,
-                      C_grid=recipe.classifier_C_grid if recipe.classifier else
+                      C_grid=recipe.classifier_C_grid if recipe.reader(task) == "classifier" else
                       recipe.ordinal_C_grid if task in recipe.ordinal else recipe.C_grid,
                       risk_recall=recipe.risk_recall, balanced=task in recipe.balanced,
                       decision_metric=recipe.decision_metric.get(task),
                       state_model="ordinal" if task in recipe.ordinal else "logistic")
     fitted.head.pool = recipe.pool(task)
-    if recipe.classifier:
+    if recipe.reader(task) == "classifier":
         fitted.head.state = _through(fitted.head.state, weight, bias)
     gold_s = [e.labels for e in state_posts]
     oof = {"ece_out_of_fold": expected_calibration_error(fitted.oof, label_matrix(get_task(task), gold_s),
@@ -221,6 +232,9 @@ def keep_head(recipe: Recipe, cache: StateCache, task: str, root, folder: Path) 
     """Step 2 for a task whose head is taken as it is from an earlier heads folder: scored again on this validation
     sample; ``info["kept_from"]`` names the build (date, command, files' sha256) it comes from."""
     head = TaskHead.load(folder, task)
+    if head.pool != recipe.pool(task):
+        raise ValueError(f"--keep {task}={folder}: that head reads pool {head.pool!r}, this recipe {recipe.pool(task)!r}"
+                         " (a kept head must read the states the recipe reads for it)")
     earlier = head.info.get("validation", {})
     report = validate_head(recipe, cache, head, root, {
         k: earlier[k] for k in ("state_posts", "train_posts", "ece_out_of_fold", "scores_out_of_fold") if k in earlier})
@@ -252,6 +266,16 @@ def training_data_hashes(recipe: Recipe, root=None) -> dict[str, str]:
             for p in source_files(TASK_SOURCES[task], split, root)}
 
 
+def fit_heads(recipe: Recipe, caches: dict[str, StateCache], root=None, kept: dict | None = None):
+    """Step 2 for every task, each from the cache of the model it reads (``Recipe.reader``): heads and reports."""
+    heads, reports = {}, {}
+    for task in recipe.tasks:
+        cache = caches[recipe.reader(task)]
+        heads[task], reports[task] = keep_head(recipe, cache, task, root, Path(kept[task])) if task in (kept or {}) \
+            else fit_task(recipe, cache, task, root)
+    return heads, reports
+
+
 def train_heads(recipe: Recipe, out: Path, threads: int | None = None, root=None, command: str = "",
                 kept: dict[str, Path] | None = None) -> Path:
     """The whole build: states (resumable), heads, ``out/model`` with its manifest, ``out/report.json``.
@@ -261,11 +285,8 @@ def train_heads(recipe: Recipe, out: Path, threads: int | None = None, root=None
     and its manifest entry says where it came from."""
     started = time.time()
     kept = kept or {}
-    cache = read_states(recipe, out, threads, root, kept)
-    heads, reports = {}, {}
-    for task in recipe.tasks:
-        fit = keep_head if task in kept else fit_task
-        heads[task], reports[task] = fit(recipe, cache, task, root, *([Path(kept[task])] if task in kept else []))
+    caches = read_states(recipe, out, threads, root, kept)
+    heads, reports = fit_heads(recipe, caches, root, kept)
     from ..llm.catalog import REGISTRY
 
     base = REGISTRY[recipe.base]
@@ -293,7 +314,7 @@ def train_heads(recipe: Recipe, out: Path, threads: int | None = None, root=None
     write_thresholds(folder, fit_thresholds(heads, predictions, gold, source=str(out / "validation"),
                                             command=manifest["command"]))
     write_screen(folder, fit_screens(heads, root))  # the screen's calibration follows the heads' n-gram parts
-    if recipe.classifier:
+    if "classifier" in caches:
         from .classifier import adapter_file, describe_run, install_classifier, load_recipe
 
         install_classifier(adapter_file(recipe.classifier), folder, load_recipe(recipe.classifier).base,

@@ -63,18 +63,26 @@ class Recipe:
     # the posts with a state are those it held out (the stacker and thresholds are fitted on posts it never saw).
     # None: the frozen base, as above.
     classifier: str | None = None
+    # With a classifier, the tasks whose heads read it (None: every task); the others read the frozen base as above.
+    # A folder of both reads each post twice, the small model once for all its tasks and the base once a task.
+    classifier_tasks: tuple[str, ...] | None = None
     # The C grid of a classifier's state part: a logistic model of its head's few scores, not of 1,536 coordinates.
     classifier_C_grid: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
 
+    def reader(self, task: str) -> str:
+        """The model whose states ``task``'s head reads: "classifier" or "base"."""
+        return "classifier" if self.classifier and (self.classifier_tasks is None or task in self.classifier_tasks) \
+            else "base"
+
     def state_examples(self, task: str, root=None) -> list[Example]:
-        if self.classifier:
+        if self.reader(task) == "classifier":
             from .classifier import held_out
 
             return held_out(self.classifier, task, root)
         return self._sample(task_splits(task, root)["train"], self.state_posts.get(task))
 
     def pool(self, task: str) -> str:
-        return "post" if self.classifier else self.state_pool.get(task, "last")
+        return "post" if self.reader(task) == "classifier" else self.state_pool.get(task, "last")
 
     def validation_examples(self, task: str, root=None) -> list[Example]:
         return self._sample(task_splits(task, root)["validation"], self.validation_sample.get(task, 400))

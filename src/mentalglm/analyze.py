@@ -24,7 +24,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from itertools import islice
 from pathlib import Path
@@ -103,6 +103,9 @@ class AnalyzeConfig:
     # A heads row's explanation starts by quoting the post's clause the head's n-gram part weighs most for the label
     # (TaskHead.evidence): its evidence is then the post's own words, whoever writes the rest.
     quote_first: bool = True
+    # The writer of a heads row's explanation may only quote the post: while a quote is open, decoding is held to
+    # the post's words (llm/quotes.py; llama.cpp), so no quote is made up. The evidence check still runs.
+    guard_quotes: bool = True
     # Screening (heads.screen): the heads' n-gram part decides the posts it is sure of, the model only the rest;
     # screen_threshold moves every task's operating point (default: the heads folder's screen.json).
     screen: bool = False
@@ -267,8 +270,9 @@ class Analyzer:
                                               "", 0.0, list(notes[k]), {"runner_up": unsure[k][0],
                                                                         "decided_by": by[k]}))
             if self.config.explain:
-                asked[k] = (explainer_request if by_explainer[k] else heads_request)(
-                    spec, texts[k], tuple(labels[k]), unsure[k][1])
+                asked[k] = replace((explainer_request if by_explainer[k] else heads_request)(
+                    spec, texts[k], tuple(labels[k]), unsure[k][1]), quote_source=texts[k] if self.config.guard_quotes
+                    else "")
 
         by = ["model"] * len(live)
         for k, (p, chosen) in (self._screened(heads, texts) if self.config.screen else {}).items():

@@ -32,6 +32,9 @@ class Request:
 
     messages: tuple[dict, ...]
     answer_prefix: str = ""
+    # Every quote (“…”) of the answer is taken from this text, where the backend can constrain decoding
+    # (llama.cpp: llm/quotes.py); empty: unconstrained.
+    quote_source: str = ""
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,7 @@ class LlamaCppBackend(Backend):
         self.path = path
         self.context_length = n_ctx if parallel > 1 else self.llm.n_ctx()
         self.engine = None
+        self._token_table = None  # llm/quotes.py, made when a request first constrains its quotes
         if parallel > 1:
             from .llamacpp_batch import BatchEngine
 
@@ -76,6 +77,34 @@ class LlamaCppBackend(Backend):
     def render(self, request: Request) -> str:
         return render_chat(self.template, request.messages, request.answer_prefix, self._bos, self._eos)
 
+    def _quote_guard(self, request: Request):
+        """The guard keeping the answer's quotes inside ``request.quote_source`` (None: unconstrained)."""
+        if not request.quote_source:
+            return None
+        from .quotes import QuoteGuard, TokenTable
+
+        if self._token_table is None:  # the vocabulary's bytes, read once (about a second for 150,000 tokens)
+            self._token_table = TokenTable.of_llama(self.llm)
+        return QuoteGuard(request.quote_source, self._token_table)
+
+    def _quote_processor(self, request: Request):
+        """``_quote_guard`` as a llama-cpp-python logits processor (one request at a time)."""
+        guard = self._quote_guard(request)
+        if guard is None:
+            return None
+        from llama_cpp import LogitsProcessorList
+
+        from .quotes import apply
+
+        prefix, prompt = request.answer_prefix.encode("utf-8"), []
+
+        def constrain(input_ids, scores):
+            if not prompt:  # the first call sees the prompt alone
+                prompt.append(len(input_ids))
+            return apply(scores, guard.mask(prefix + self.llm.detokenize(list(input_ids[prompt[0]:]))))
+
+        return LogitsProcessorList([constrain])
+
     def count_tokens(self, text: str) -> int:
         return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
@@ -89,7 +118,7 @@ class LlamaCppBackend(Backend):
             result = self.llm.create_completion(
                 prompt, max_tokens=config.max_tokens, temperature=config.temperature, top_p=config.top_p,
                 top_k=config.top_k or 0, stop=list(config.stop) or None, repeat_penalty=config.repeat_penalty,
-                seed=config.seed)
+                seed=config.seed, logits_processor=self._quote_processor(request))
             choice = result["choices"][0]
             usage = result.get("usage", {})
             out.append(Generation(
@@ -112,7 +141,7 @@ class LlamaCppBackend(Backend):
         if self.engine is not None:
             pieces: queue.SimpleQueue = queue.SimpleQueue()
             future = self.engine.generate(self._tokens(self.render(request)), config, request.answer_prefix,
-                                          on_text=pieces.put)
+                                          on_text=pieces.put, guard=self._quote_guard(request))
             future.add_done_callback(lambda _: pieces.put(None))  # after the last piece
             try:
                 while (piece := pieces.get()) is not None:
@@ -142,7 +171,7 @@ class LlamaCppBackend(Backend):
             for event in self.llm.create_completion(
                     prompt, max_tokens=config.max_tokens, temperature=config.temperature, top_p=config.top_p,
                     top_k=config.top_k or 0, stop=list(config.stop) or None, repeat_penalty=config.repeat_penalty,
-                    seed=config.seed, stream=True):
+                    seed=config.seed, stream=True, logits_processor=self._quote_processor(request)):
                 finish = event["choices"][0].get("finish_reason") or finish
                 answer, tokens = self._streamed_answer(sampled, stops, final=bool(finish))
                 piece = decoder.decode(answer[sent:], final=bool(finish))
@@ -181,7 +210,8 @@ class LlamaCppBackend(Backend):
     def _engine_generate(self, requests: Sequence[Request], config: GenConfig,
                          on_text: Callable[[int, str], None] | None = None) -> list[Generation]:
         futures = [self.engine.generate(self._tokens(self.render(r)), config, r.answer_prefix,
-                                        on_text=functools.partial(on_text, i) if on_text else None)
+                                        on_text=functools.partial(on_text, i) if on_text else None,
+                                        guard=self._quote_guard(r))
                    for i, r in enumerate(requests)]
         with _cancelled_on_failure(futures):
             return [f.result() for f in futures]
@@ -196,7 +226,7 @@ class LlamaCppBackend(Backend):
                 if request is None:
                     return None
                 return (self._tokens(self.render(request)), config, request.answer_prefix,
-                        functools.partial(on_text, i) if on_text else None)
+                        functools.partial(on_text, i) if on_text else None, self._quote_guard(request))
             return next_job
 
         futures = [self.engine.state(*self._state_prompt(r, m), then=then(i))

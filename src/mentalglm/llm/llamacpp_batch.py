@@ -33,6 +33,8 @@ from typing import Callable
 import numpy as np
 
 from .base import GenConfig, Generation
+from .quotes import QuoteGuard
+from .quotes import apply as apply_guard
 
 # A job waits one step for another's prompt to be evaluated if that shares at least this many more tokens.
 SHARE_AT_LEAST = 16
@@ -48,6 +50,7 @@ class Job:
     mean_span: tuple[int, int] | None = None  # state: also average the states of tokens [start, end)
     prefix: str = ""  # generation: text the answer starts with (already in the prompt)
     on_text: Callable[[str], None] | None = None  # generation: told each new piece of the answer
+    guard: QuoteGuard | None = None  # generation: keeps its quotes inside a source text (llm/quotes.py)
     then: Callable | None = None  # state: the generation to run next in the same sequence (see ``state``)
     sent: int = 0  # characters of the answer already given to on_text
     slot: int = -1
@@ -104,11 +107,11 @@ class BatchEngine:
 
     # ------------------------------------------------------------------ API
     def generate(self, tokens: list[int], config: GenConfig, prefix: str = "",
-                 on_text: Callable[[str], None] | None = None) -> Future:
+                 on_text: Callable[[str], None] | None = None, guard: QuoteGuard | None = None) -> Future:
         """A Future of the ``Generation`` continuing ``tokens``. ``on_text`` (called on the engine's thread; keep
         it quick) gets the answer piece by piece, ``prefix`` first; if it raises, the job ends with that error.
         Cancelling the Future stops the job at the next step."""
-        job = Job(tokens, Future(), config=config, prefix=prefix, on_text=on_text,
+        job = Job(tokens, Future(), config=config, prefix=prefix, on_text=on_text, guard=guard,
                   rng=np.random.default_rng(config.seed))
         self._check(job, config.max_tokens)
         if on_text and prefix:  # before the job is queued: nothing of its answer can come first
@@ -119,7 +122,7 @@ class BatchEngine:
         """A Future of the final-layer state of the last token (with ``mean_span``, then the span's mean state).
 
         With ``then``: it is called with the state on the engine's thread (keep it quick) and returns None or
-        ``(tokens, config, prefix, on_text)`` of a generation that continues in the same sequence at once, while
+        ``(tokens, config, prefix, on_text[, guard])`` of a generation that continues in the same sequence at once, while
         the prompt is still in its cells (an explanation written after the label the state decided); the Future
         is then of ``(state, Future of that Generation or None)``."""
         return self._submit(Job(tokens, Future(), mean_span=mean_span, then=then), 0)
@@ -317,9 +320,9 @@ class BatchEngine:
         try:
             follow = job.then(last)
             if follow is not None:
-                tokens, config, prefix, on_text = follow
+                tokens, config, prefix, on_text, *guard = follow
                 follow = Job(tokens, Future(), config=config, prefix=prefix, on_text=on_text,
-                             rng=np.random.default_rng(config.seed))
+                             guard=guard[0] if guard else None, rng=np.random.default_rng(config.seed))
                 self._check(follow, config.max_tokens)
                 if on_text and prefix:
                     on_text(prefix)
@@ -336,6 +339,8 @@ class BatchEngine:
         recent = job.out[-REPEAT_WINDOW:]
         if len(recent) < REPEAT_WINDOW:  # the window reaches back into the prompt
             recent = job.tokens[len(recent) - REPEAT_WINDOW:] + recent
+        if job.guard is not None:
+            apply_guard(logits, job.guard.mask(job.prefix.encode("utf-8") + job.raw))
         token = _sample(logits, config, job.rng, recent)
         reason = ""
         if llama_cpp.llama_vocab_is_eog(self._vocab, token):

@@ -268,3 +268,26 @@ def test_splits_train_asks_the_teacher_only_for_training_posts(tmp_path, rule_se
     assert built and {r["split"] for r in built} == {"train"}
     assert not (out / "cognitive_distortion" / "validation.jsonl").exists()
     assert rule_server.calls == len(built) + len(_rows(out / "cognitive_distortion" / "dropped.jsonl"))
+
+
+def test_consistent_regenerates_an_explanation_the_reader_finds_arguing_for_another_label(tmp_path, rule_server):
+    """--consistent: the consistency reader `analyze` reports with reads each explanation alone; one arguing for
+    another label than the gold fails QC (argues_other_label) and is regenerated, one arguing for it is kept."""
+    train, val = sos4k_rows(12, 4)  # row k of the file is post sos4k-train-<k+2> (the header is line 1)
+
+    def high(post: str) -> str:
+        return f"帖子中提到“{post[2:9]}”，作者明确表达了自杀的计划，已经准备好了药物，决定今晚结束自己的生命，自杀风险极高。"
+
+    train[1] = (train[1][0], 1, high(train[1][0]))  # gold level 1, an argument for the top of the scale
+    train[10] = (train[10][0], 10, high(train[10][0]))  # gold level 10: the same argument fits
+    root = write_sos4k(tmp_path / "data", train, val)
+    kept = {}
+    for flag in ((), ("--consistent",)):
+        out = tmp_path / f"out{len(flag)}"
+        assert _build(root, out, rule_server, "--tasks", "suicide_risk_levels", "--reuse-explanations",
+                      "--splits", "train", *flag) == 0
+        kept[flag] = {r["id"]: r["explanation"] for r in _built(out, "suicide_risk_levels")}
+        task = json.loads((out / "qc_report.json").read_text(encoding="utf-8"))["tasks"]["suicide_risk_levels"]
+        assert (task["checks_failed"].get("argues_other_label", 0) >= 1) == bool(flag)
+    assert kept[()]["sos4k-train-3"] == high(train[1][0]) != kept[("--consistent",)].get("sos4k-train-3")
+    assert kept[()]["sos4k-train-12"] == kept[("--consistent",)]["sos4k-train-12"] == high(train[10][0])

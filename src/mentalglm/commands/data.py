@@ -35,6 +35,9 @@ BUILD_EXAMPLES = f"""examples:
   # SOS-4K already has explanations: reuse them, ask the teacher only for those that fail QC
   mentalglm data build --tasks suicide_risk_levels --reuse-explanations --out data/sos4k
 
+  # training data for an explainer: explanations the consistency reader reads as arguing for the gold label
+  mentalglm data build --tasks emotion,suicide_risk --splits train --consistent --max-chars 160 --out data/explain
+
   # cognitive pathway from your own span file (Jiang et al. 2024 schema)
   mentalglm data build --tasks cognitive_pathway --input cognitive_pathway=pathway_spans:pathway.jsonl --out data/pw
 
@@ -120,6 +123,10 @@ def _register_build(verbs, fmt):
                    help="longest passage shared with the post / explanation length")
     q.add_argument("--near-duplicate", type=float, default=qc.near_duplicate_jaccard,
                    help="character 5-gram Jaccard at which two posts count as near duplicates")
+    q.add_argument("--consistent", nargs="?", const="packaged", metavar="HEADS",
+                   help="also require the consistency reader of a heads folder (default: the packaged mentalglm-mini; "
+                        "the reader `analyze` reports explanation_consistent with) to read the explanation alone as "
+                        "arguing for the gold label; a sample it reads otherwise is regenerated")
     b.set_defaults(func=run_build)
 
 
@@ -215,6 +222,26 @@ def open_teacher(args):
     return backend
 
 
+def _judge(heads: str | None, tasks):
+    """``Builder``'s judge: the heads folder's consistency readers (heads.reader) on an explanation alone."""
+    if heads is None:
+        return None
+    from ..heads import load_heads
+    from ..heads.reader import argument, explanation_reader, load_trained
+    from ..tasks import get_task
+
+    headset = load_heads(None if heads == "packaged" else heads)
+    trained = load_trained()
+    readers = {t: explanation_reader(headset.head(t), get_task(t).ordinal, trained) for t in tasks
+               if t in headset.heads}
+
+    def judge(task: str, explanation: str, gold: list[str]) -> bool | None:
+        reader = readers.get(task)
+        return None if reader is None else reader.consistent(reader.argued(argument(explanation)), gold)
+
+    return judge
+
+
 def run_build(args) -> int:
     from ..data.builder import BUILD_TASKS, BuildConfig, Builder
     from ..data.cache import TeacherCache
@@ -251,7 +278,7 @@ def run_build(args) -> int:
     with Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=console) as bar:
         try:
-            report = Builder(cfg, teacher, _Bars(bar)).run()
+            report = Builder(cfg, teacher, _Bars(bar), judge=_judge(args.consistent, tasks)).run()
         finally:
             if teacher is not None:
                 teacher.cache.close()

@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 from ..safety import redact
 from ..tasks import get_task
@@ -133,10 +133,15 @@ class _Pending:
 
 
 class Builder:
-    def __init__(self, cfg: BuildConfig, teacher: Teacher | None, progress: Progress | None = None):
+    """``judge(task, explanation, gold labels)``: whether a consistency reader finds the explanation arguing for the
+    gold labels (None: it cannot tell); a sample it finds arguing for another label fails QC and is regenerated."""
+
+    def __init__(self, cfg: BuildConfig, teacher: Teacher | None, progress: Progress | None = None,
+                 judge: Callable[[str, str, list[str]], bool | None] | None = None):
         self.cfg = cfg
         self.teacher = teacher
         self.progress = progress or _Silent()
+        self.judge = judge
 
     # ------------------------------------------------------------------ one task
     def build_task(self, task: str) -> dict:
@@ -170,8 +175,10 @@ class Builder:
                 if ans.prompt_hash:
                     p.calls += 1
                 output = spec.render_answer(p.example.labels, ans.explanation) if ans.explanation else ""
+                consistent = self.judge(task, ans.explanation, list(p.example.labels)) \
+                    if self.judge and ans.explanation else None
                 failed = check(spec, p.example, ans.explanation, output, self.cfg.qc, ans.finish_reason,
-                               seen_explanations)
+                               seen_explanations, consistent)
                 checks.update(failed)
                 if not failed:
                     teacher = self.teacher.name if ans.prompt_hash else f"{p.example.source} (source explanation)"

@@ -41,6 +41,8 @@ RULES = {
     "refusal": "a refusal or an AI disclaimer outside quotes (抱歉，我…, 我无法回答, 作为一个AI, I'm sorry ...)",
     "pii": "a phone number, ID number, e-mail address or @handle (mentalglm.safety.contains_pii)",
     "duplicate_explanation": "the same explanation (normalised) was already accepted for another post of the task",
+    "argues_other_label": "with --consistent: the consistency reader (the one `analyze` reports with, "
+                          "heads.reader) reads the explanation alone as arguing for another label than the gold one",
 }
 DEDUP_KINDS = {
     "leak": "the same post (normalised) in two splits: dropped from the later split",
@@ -148,8 +150,10 @@ class QCConfig:
 
 
 def check(spec: TaskSpec, example: Example, explanation: str, output: str, cfg: QCConfig,
-          finish_reason: str = "", accepted: set[str] | frozenset = frozenset()) -> list[str]:
-    """The names of every rule this sample fails (empty list: it passes)."""
+          finish_reason: str = "", accepted: set[str] | frozenset = frozenset(),
+          consistent: bool | None = None) -> list[str]:
+    """The names of every rule this sample fails (empty list: it passes). ``consistent``: whether a consistency
+    reader finds the explanation arguing for the gold label (None: not read)."""
     if finish_reason == "error":
         return ["teacher_error"]
     text = explanation.strip()
@@ -186,6 +190,8 @@ def check(spec: TaskSpec, example: Example, explanation: str, output: str, cfg: 
         failed.append("pii")
     if normalize_text(text) in accepted:
         failed.append("duplicate_explanation")
+    if consistent is False:
+        failed.append("argues_other_label")
     return failed
 
 

@@ -131,10 +131,12 @@ class Teacher:
         return self.backend.name
 
     def _key(self, spec: TaskSpec, job: Job) -> tuple[Request, GenConfig, str]:
-        request = Request(teacher_messages(spec, job.example))
+        # Its quotes are held to the post where the backend can (llama.cpp, llm/quotes.py): no made-up evidence.
+        request = Request(teacher_messages(spec, job.example), quote_source=job.example.text)
         config = self.plan.config(job.attempt)
         key = prompt_hash({"model": self.name, "messages": request.messages, "max_tokens": config.max_tokens,
-                           "temperature": config.temperature, "top_p": config.top_p, "seed": config.seed})
+                           "temperature": config.temperature, "top_p": config.top_p, "seed": config.seed,
+                           "quotes": "held to the post"})
         return request, config, key
 
     def _answer(self, spec: TaskSpec, job: Job, call: CachedCall, cached: bool) -> Answer:

@@ -257,3 +257,13 @@ def test_a_mixed_recipe_fits_each_task_on_the_states_of_the_model_it_reads(train
     on_base = replace(mixed, classifier_tasks=("emotion",))  # suicide risk reads the base: a head of the classifier
     with pytest.raises(ValueError, match="pool 'post', this recipe 'last'"):  # cannot be kept for it
         keep_head(on_base, caches["base"], "suicide_risk", data, earlier)
+
+
+def test_heads_train_refuses_a_block_with_the_classifier_and_unknown_tasks_before_any_work(capsys, tmp_path):
+    from mentalglm.cli import main
+
+    assert main(["heads", "train", "--out", str(tmp_path), "--layers", "16"]) == 2
+    assert "--classifier none" in capsys.readouterr().err  # the default build reads the classifier for two tasks
+    assert main(["heads", "train", "--out", str(tmp_path), "--classifier-tasks", "suicide_risk,moods"]) == 2
+    assert "moods" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing was trained or read

@@ -294,9 +294,13 @@ def test_the_packaged_heads_load_and_name_their_base_model():
     assert sum(p.stat().st_size for p in files) < 50e6 and all(p.suffix in (".json", ".npz", ".gguf") for p in files)
     assert heads.explainer is not None and heads.explainer.adapter.suffix == ".gguf"
     assert heads.explainer.base_sha256 == REGISTRY[heads.explainer.base].packaged.sha256
+    # suicide risk and the 0-10 scale read the LoRA classifier on the 0.5B (896 wide), the others the 1.5B
+    assert heads.classifier is not None and heads.classifier.adapter.suffix == ".gguf"
+    assert heads.classifier.base_sha256 == REGISTRY[heads.classifier.base].packaged.sha256
     for task, head in heads.heads.items():
-        assert head.hidden_size == 1536 and set(heads.manifest["validation"][task]["scores"]) == {"stack", "ngram",
-                                                                                                   "state"}
+        assert head.hidden_size == (896 if head.pool == "post" else 1536)
+        assert set(heads.manifest["validation"][task]["scores"]) == {"stack", "ngram", "state"}
+    assert {t for t, h in heads.heads.items() if h.pool == "post"} == {"suicide_risk", "suicide_risk_levels"}
 
 
 def test_the_table_says_when_a_low_risk_label_is_flagged_by_the_threshold(backend, heads_dir, capsys):

@@ -11,11 +11,9 @@ EXAMPLES = """examples:
   mentalglm heads train                                   # reproduce mentalglm-mini in runs/heads/mentalglm-mini
   mentalglm heads train --out runs/heads/mine --threads 2  # interrupted? run the same command again: it resumes
   mentalglm heads train --ship                            # ... and replace the packaged heads (source checkout)
-  mentalglm heads train --out runs/heads/block16 --layers 16   # heads on a middle block (faster to read)
-  mentalglm heads train --out runs/heads/tuned --classifier runs/classifier
-                                    # heads that read a LoRA classifier trained on the 0.5B (one read a post)
-  mentalglm heads train --out runs/heads/mixed --classifier runs/classifier \
-      --classifier-tasks suicide_risk,suicide_risk_levels   # those two on the classifier, the others on the base
+  mentalglm heads train --out runs/heads/frozen --classifier none   # every head on the frozen 1.5B
+  mentalglm heads train --out runs/heads/block16 --classifier none --layers 16   # ... on a middle block
+  mentalglm heads train --out runs/heads/tuned --classifier-tasks all   # every head on the LoRA classifier
   mentalglm heads train --keep cognitive_distortion=src/mentalglm/resources/mentalglm-mini
                                     # take that task's head as it is from an earlier build (only re-scored)
   mentalglm heads show                                    # the packaged heads: base model, validation scores
@@ -25,9 +23,15 @@ EXAMPLES = """examples:
   mentalglm analyze --heads runs/heads/mine/model "最近总觉得自己什么都做不好"
 
 train reads the research corpora (../shared/data, MENTALGLM_DATA or --data-root; docs/data.md says where to get
-them) and the packaged Qwen2.5-Coder-1.5B GGUF. About an hour on 2 CPU cores, nearly all of it reading hidden
-states, which are cached as they are made.
+them) and the packaged Qwen2.5-Coder GGUFs. On 2 CPU cores: training the classifier (runs/classifier, once) about
+1 h 30 min, reading hidden states about 1 h 30 min (cached as they are made), fitting minutes. Every step resumes.
 """
+
+
+# What mentalglm-mini is built with (docs/model-card.md): suicide risk and the 0-10 scale gained on the classifier,
+# emotion and the rarer distortions lost on it.
+CLASSIFIER_RUN = "runs/classifier"
+CLASSIFIER_TASKS = ("suicide_risk", "suicide_risk_levels")
 
 
 def register(sub, fmt):
@@ -49,13 +53,13 @@ def register(sub, fmt):
     p.add_argument("--layers", type=int, metavar="K",
                    help="train: read the base's state after its block K (a copy of the GGUF cut there, made once in "
                         "the cache; K/28 of the prompt pass; default: every block)")
-    p.add_argument("--classifier", metavar="RUN",
-                   help="train: heads that read a LoRA classifier on the packaged 0.5B (trained into RUN first, "
-                        "resumable; two passes of about 45 minutes on 2 cores) instead of the frozen base: one read of "
-                        "each post serves every task")
-    p.add_argument("--classifier-tasks", metavar="TASKS",
-                   help="train: with --classifier, the tasks whose heads read it, comma-separated (default: every "
-                        "task); the others read the frozen base")
+    p.add_argument("--classifier", metavar="RUN", default=CLASSIFIER_RUN,
+                   help="train: the LoRA classifier on the packaged 0.5B that --classifier-tasks read (trained into "
+                        "RUN first, resumable; two passes of about 45 minutes on 2 cores); 'none': every task reads "
+                        "the frozen base")
+    p.add_argument("--classifier-tasks", metavar="TASKS", default=",".join(CLASSIFIER_TASKS),
+                   help="train: the tasks whose heads read the classifier, comma-separated, or 'all'; the others "
+                        "read the frozen base (one read of a post serves every task on the classifier)")
     p.add_argument("--ship", action="store_true", help="train: copy the result into the package as mentalglm-mini")
     p.add_argument("--keep", action="append", default=[], metavar="TASK=FOLDER",
                    help="train: take TASK's head from an earlier heads folder instead of refitting it (when its "
@@ -84,18 +88,16 @@ def run(args) -> int:
     from ..heads.build import train_heads
     from ..heads.recipe import Recipe
 
-    if args.classifier and args.layers:
-        print("error: --classifier and --layers exclude each other (a classifier reads its own model's last block)",
-              file=sys.stderr)
+    classifier = None if args.classifier.lower() == "none" else args.classifier
+    if classifier and args.layers:
+        print("error: --layers reads the base cut after a block; add --classifier none (a classifier reads its own "
+              "model's last block)", file=sys.stderr)
         return 2
-    on_classifier = tuple(t.strip() for t in args.classifier_tasks.split(",") if t.strip()) \
-        if args.classifier_tasks else None
-    if on_classifier and not args.classifier:
-        print("error: --classifier-tasks needs --classifier RUN", file=sys.stderr)
-        return 2
-    recipe = Recipe(layers=args.layers, classifier=args.classifier, classifier_tasks=on_classifier)
+    on_classifier = None if args.classifier_tasks == "all" else \
+        tuple(t.strip() for t in args.classifier_tasks.split(",") if t.strip())
+    recipe = Recipe(layers=args.layers, classifier=classifier, classifier_tasks=on_classifier if classifier else None)
     kept = dict(k.split("=", 1) for k in args.keep if "=" in k)
-    unknown = [k for k in args.keep if "=" not in k] + [t for t in [*kept, *(on_classifier or ())]
+    unknown = [k for k in args.keep if "=" not in k] + [t for t in [*kept, *(recipe.classifier_tasks or ())]
                                                         if t not in recipe.tasks]
     if unknown:
         print(f"error: --keep takes TASK=FOLDER and --classifier-tasks TASKS, with TASK one of "
@@ -103,14 +105,15 @@ def run(args) -> int:
         return 2
     command = "mentalglm heads train" + (f" --out {args.out}" if args.out != "runs/heads/mentalglm-mini" else "") \
         + (f" --layers {args.layers}" if args.layers else "") \
-        + (f" --classifier {args.classifier}" if args.classifier else "") \
-        + (f" --classifier-tasks {','.join(on_classifier)}" if on_classifier else "") \
+        + (f" --classifier {args.classifier}" if args.classifier != CLASSIFIER_RUN else "") \
+        + (f" --classifier-tasks {args.classifier_tasks}" if classifier and recipe.classifier_tasks != CLASSIFIER_TASKS
+           else "") \
         + "".join(f" --keep {t}={f}" for t, f in kept.items())
-    if args.classifier:  # train it first (or continue its training), and export its adapter for llama.cpp
+    if classifier:  # train it first (or continue its training), and export its adapter for llama.cpp
         from ..train.classifier import ensure_trained, export_classifier
 
-        ensure_trained(Path(args.classifier), args.data_root, args.threads)
-        export_classifier(Path(args.classifier))
+        ensure_trained(Path(classifier), args.data_root, args.threads)
+        export_classifier(Path(classifier))
     folder = train_heads(recipe, Path(args.out), args.threads, args.data_root, command, kept)
     show(load_heads(folder))
     if args.ship:

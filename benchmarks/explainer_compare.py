@@ -46,7 +46,13 @@ from mentalglm.llm.registry import open_backend
 from mentalglm.tasks import DEFAULT_TASKS
 
 LEVELS = "suicide_risk_levels"
-VARIANTS = ("base", "trained")
+VARIANTS = ("trained", "base")
+
+
+def analyzer_config(variant: str, **kw) -> AnalyzeConfig:
+    """A variant: who writes (``base``, ``trained``), with ``-unguarded`` its quotes left free (llm/quotes.py)."""
+    writer, _, free = variant.partition("-")
+    return AnalyzeConfig(explainer=writer, guard_quotes=free != "unguarded", **kw)
 
 
 def default_task_posts(n: int) -> tuple[list[Post], dict[str, str]]:
@@ -93,7 +99,7 @@ def paired(a: np.ndarray, b: np.ndarray, resamples: int = 1000, seed: int = 13) 
     return float(d.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def reference_scores(rows: dict, examples, bertscore: str | None) -> dict:
+def reference_scores(rows: dict, examples, bertscore: str | None, focus: str) -> dict:
     refs = [e.explanation for e in examples]
     candidates = {name: [r.explanation for r in rows[name]] for name in rows}
     candidates["quote-only template"] = [quote_template(e.text) for e in examples]
@@ -113,9 +119,9 @@ def reference_scores(rows: dict, examples, bertscore: str | None) -> dict:
     out = {}
     for name, metrics in per.items():
         out[name] = {m: float(v.mean()) for m, v in metrics.items()}
-        if name != "trained":
-            out[name]["trained_minus_this"] = {m: paired(per["trained"][m], v) for m, v in metrics.items()
-                                               if m != "chars"}
+        if name != focus:
+            out[name][f"{focus}_minus_this"] = {m: paired(per[focus][m], v) for m, v in metrics.items()
+                                                if m != "chars"}
     return out
 
 
@@ -132,55 +138,61 @@ def main() -> None:
     ap.add_argument("--bertscore-model", help="a local encoder folder for BERTScore (layer 12)")
     ap.add_argument("--out", default="runs/benchmarks/explainer", help="folder for the rows: <explainer>.jsonl")
     ap.add_argument("--scores-out", help="write the numbers as JSON here")
+    ap.add_argument("--variants", default=",".join(VARIANTS),
+                    help="who writes, comma-separated, the first compared with the others: base, trained, each with "
+                         "-unguarded for quotes left free at decoding (e.g. base,base-unguarded)")
     args = ap.parse_args()
+    variants = tuple(args.variants.split(","))
+    focus, other = variants[0], variants[-1]
 
     backend, style = open_backend(DEFAULT_MODEL)
-    analyzers = {v: Analyzer(backend, AnalyzeConfig(style=style, heads=args.heads, explainer=v)) for v in VARIANTS}
-    assert analyzers["trained"].explainer is not None, f"{args.heads} has no explainer/"
+    analyzers = {v: Analyzer(backend, analyzer_config(v, style=style, heads=args.heads)) for v in variants}
+    assert all(a.explainer is not None for v, a in analyzers.items() if v.startswith("trained")), \
+        f"{args.heads} has no explainer/"
     posts, own_task = default_task_posts(args.n)
     rows, seconds = run_interleaved(analyzers, posts, args.block, "default tasks")
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     levels_examples = stratified_sample([e for e in task_splits(LEVELS)["validation"] if e.explanation],
                                         args.levels_n, seed=13)
-    level_analyzers = {v: Analyzer(backend, AnalyzeConfig(tasks=(LEVELS,), style=style, heads=args.heads,
-                                                          explainer=v)) for v in VARIANTS}
+    level_analyzers = {v: Analyzer(backend, analyzer_config(v, tasks=(LEVELS,), style=style, heads=args.heads))
+                       for v in variants}
     level_rows, level_seconds = run_interleaved(level_analyzers, [Post(e.id, e.text) for e in levels_examples],
                                                 args.block, LEVELS)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for v in VARIANTS:  # predictions files per explainer and task, each post for its own corpus's task
+    for v in variants:  # predictions files per explainer and task, each post for its own corpus's task
         for task in (*DEFAULT_TASKS, LEVELS):
             with open(out / f"{v}-{task}.jsonl", "w", encoding="utf-8") as f:
                 f.writelines(r.to_json() + "\n" for r in [*rows[v], *level_rows[v]]
                              if r.task == task and own_task.get(r.id, LEVELS) == task)
         with open(out / f"{v}-all-tasks.jsonl", "w", encoding="utf-8") as f:
             f.writelines(r.to_json() + "\n" for r in rows[v])
-    refs = reference_scores(level_rows, levels_examples, args.bertscore_model)
+    refs = reference_scores(level_rows, levels_examples, args.bertscore_model, focus)
 
     stamp = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()}, llama.cpp on all cores"
     print(f"\n{stamp}\n\nFull analysis, {len(posts)} validation posts x {len(DEFAULT_TASKS)} tasks "
           f"({', '.join(DEFAULT_TASKS)}); peak memory {peak_mib:,.0f} MiB with both models\n")
-    print("| explanations by | posts/s | vs base | task | evidence_ok % | consistent % (read) | mean chars | unsure |")
+    print(f"| explanations by | posts/s | vs {other} | task | evidence_ok % | consistent % (read) | mean chars | unsure |")
     print("|---|---|---|---|---|---|---|---|")
-    speed = {v: len(posts) / seconds[v] for v in VARIANTS}
+    speed = {v: len(posts) / seconds[v] for v in variants}
     per_task = {}
-    for v in VARIANTS:
+    for v in variants:
         for k, task in enumerate(DEFAULT_TASKS):
             r = per_task.setdefault(v, {})[task] = rates([x for x in rows[v] if x.task == task])
-            lead = (f"| {v} | {speed[v]:.3f} | {speed[v] / speed['base']:.2f}x" if k == 0 else "| | |")
+            lead = (f"| {v} | {speed[v]:.3f} | {speed[v] / speed[other]:.2f}x" if k == 0 else "| | |")
             print(f"{lead} | {task} | {pct(r['evidence_ok'])} | {pct(r['consistent'])} ({r['consistency_read']}) | "
                   f"{r['mean_chars']:.0f} | {r['unsure']} |")
-    level_rates = {v: rates(level_rows[v]) for v in VARIANTS}
+    level_rates = {v: rates(level_rows[v]) for v in variants}
     print(f"\nSOS-4K validation, {len(levels_examples)} posts with reference explanations ({LEVELS}; the heads' "
-          f"label): scores against the reference (0-100); [95% paired interval of trained - this]\n")
-    metrics = [m for m in ("rougeL", "chrF", "BERTScore") if m in refs["trained"]]
+          f"label): scores against the reference (0-100); [95% paired interval of {focus} - this]\n")
+    metrics = [m for m in ("rougeL", "chrF", "BERTScore") if m in refs[focus]]
     print("| explanation | " + " | ".join(metrics) + " | chars | evidence_ok % | consistent % |")
     print("|---|" + "---|" * (len(metrics) + 3))
     for name, score in refs.items():
         cells = []
         for m in metrics:
-            diff = score.get("trained_minus_this", {}).get(m)
+            diff = score.get(f"{focus}_minus_this", {}).get(m)
             cells.append(f"{score[m]:.1f}" + (f" [{diff[1]:+.1f}, {diff[2]:+.1f}]" if diff else ""))
         lr = level_rates.get(name)
         print(f"| {name} | " + " | ".join(cells) + f" | {score['chars']:.0f} | "
@@ -190,7 +202,7 @@ def main() -> None:
         scores = {"date": stamp, "default_tasks": {"posts": len(posts), "posts_per_second": speed,
                                                    "peak_memory_mib": round(peak_mib), "per_task": per_task},
                   LEVELS: {"posts": len(levels_examples), "against_references": refs, "rates": level_rates,
-                           "posts_per_second": {v: len(levels_examples) / level_seconds[v] for v in VARIANTS}},
+                           "posts_per_second": {v: len(levels_examples) / level_seconds[v] for v in variants}},
                   "command": "python benchmarks/explainer_compare.py " + " ".join(
                       f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None)}
         Path(args.scores_out).write_text(json.dumps(scores, indent=1, ensure_ascii=False), encoding="utf-8")

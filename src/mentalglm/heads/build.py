@@ -40,8 +40,8 @@ def head_reader(head: TaskHead) -> str:
     return "classifier" if head.pool == "post" else "base"
 
 
-def open_base(recipe: Recipe, threads: int | None = None, reader: str = "base"):
-    """The model ``reader`` names for the recipe: the base (cut after ``layers``), or the classifier."""
+def open_model(recipe: Recipe, reader: str = "base", threads: int | None = None):
+    """The model whose states ``reader`` names for the recipe: the base (cut after ``layers``), or the classifier."""
     from ..llm.catalog import REGISTRY, assemble_packaged
     from ..llm.llamacpp import LlamaCppBackend
     from ..llm.truncate import shallow_copy
@@ -49,11 +49,10 @@ def open_base(recipe: Recipe, threads: int | None = None, reader: str = "base"):
     if reader == "classifier":
         from .classifier import adapter_file, load_recipe
 
-        base = load_recipe(recipe.classifier).base
-        return _open_classifier(base, adapter_file(recipe.classifier), threads), REGISTRY[base]
+        return _open_classifier(load_recipe(recipe.classifier).base, adapter_file(recipe.classifier), threads)
     entry = REGISTRY[recipe.base]
     path = shallow_copy(assemble_packaged(entry), recipe.layers)
-    return LlamaCppBackend(path, name=entry.name, n_ctx=2048, n_threads=threads), entry
+    return LlamaCppBackend(path, name=entry.name, n_ctx=2048, n_threads=threads)
 
 
 def state_settings(recipe: Recipe, reader: str = "base") -> dict:
@@ -79,7 +78,7 @@ def reader_settings(headset, reader: str = "base") -> dict:
 def open_reader(headset, reader: str = "base", threads: int | None = None):
     """The model a heads folder reads states from: its base (cut after its block), or its classifier."""
     if reader == "base":
-        return open_base(Recipe(base=headset.manifest["base"]["name"], layers=headset.layers), threads)[0]
+        return open_model(Recipe(base=headset.manifest["base"]["name"], layers=headset.layers), threads=threads)
     return _open_classifier(headset.classifier.base, headset.classifier.adapter, threads)
 
 
@@ -109,7 +108,7 @@ def read_states(recipe: Recipe, out: Path, threads: int | None = None, root=None
                TimeRemainingColumn())
     started = time.time()
     for reader in dict.fromkeys(recipe.reader(t) for t in recipe.tasks):
-        backend, _ = open_base(recipe, threads, reader)
+        backend = open_model(recipe, reader, threads)
         caches[reader] = cache = StateCache(out / STATE_FOLDERS[reader], state_settings(recipe, reader))
         jobs = []
         for task in (t for t in recipe.tasks if recipe.reader(t) == reader):

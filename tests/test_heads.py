@@ -552,6 +552,8 @@ def test_explanations_start_by_quoting_the_clause_the_head_weighs_most(backend, 
     assert head.evidence(post, ["高自杀风险"]) == "最近工作不想活了"  # the clause with the cue it learned
     assert head.evidence(post, ["低自杀风险"]) != "最近工作不想活了"
     assert head.evidence("累", ["高自杀风险"]) is None  # nothing long enough to quote
+    run_on = "最近工作真的不想活了每天晚上都睡不着觉也没有人可以说话只能一个人躺着看天花板到天亮"  # one 44-char clause
+    assert head.evidence(run_on, ["高自杀风险"]) == run_on[:40]  # its start, not nothing
     spec = get_task("suicide_risk")
     config = dict(tasks=("suicide_risk",), style="heads", heads=str(heads_dir), max_tokens=8)
     row = Analyzer(backend, AnalyzeConfig(**config)).analyze(post)[0]

@@ -75,6 +75,9 @@ class StateScorer:
         return self.coef @ ((np.asarray(state, dtype=np.float64) - self.mean) / self.scale) + self.intercept
 
 
+QUOTE_CHARS = 40  # the longest clause an explanation is started with
+
+
 @dataclass
 class TaskHead:
     task: str
@@ -117,10 +120,11 @@ class TaskHead:
     def evidence(self, text: str, labels: list[str]) -> str | None:
         """The clause of ``text`` that the n-gram part weighs most for ``labels`` (evidence.clauses), or None where the
         post has no clause to quote: for one label, its score's margin over the best other label; for several, the
-        best of their scores. What an explanation starts by quoting, so its evidence is the post's own words."""
+        best of their scores. What an explanation starts by quoting, so its evidence is the post's own words. A post
+        whose clauses are all longer than a quote offers their first ``QUOTE_CHARS`` characters instead."""
         from ..evidence import clauses
 
-        candidates = clauses(text)
+        candidates = clauses(text, high=QUOTE_CHARS) or [c[:QUOTE_CHARS] for c in clauses(text, high=len(text))]
         if not candidates:
             return None
         chosen = [self.labels.index(lab) for lab in labels]

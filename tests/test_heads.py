@@ -551,7 +551,7 @@ def test_explanations_start_by_quoting_the_clause_the_head_weighs_most(backend, 
     post = "今天天气还行，最近工作不想活了，周末去朋友家"
     assert head.evidence(post, ["高自杀风险"]) == "最近工作不想活了"  # the clause with the cue it learned
     assert head.evidence(post, ["低自杀风险"]) != "最近工作不想活了"
-    assert head.evidence("累", ["高自杀风险"]) is None  # nothing long enough to quote
+    assert head.evidence("累了", ["高自杀风险"]) == "累了" and head.evidence("  ", ["高自杀风险"]) is None  # whole
     run_on = "最近工作真的不想活了每天晚上都睡不着觉也没有人可以说话只能一个人躺着看天花板到天亮"  # one 44-char clause
     assert head.evidence(run_on, ["高自杀风险"]) == run_on[:40]  # its start, not nothing
     spec = get_task("suicide_risk")

@@ -118,13 +118,15 @@ class TaskHead:
         return chosen or [self.labels[int(np.argmax(margin))]]
 
     def evidence(self, text: str, labels: list[str]) -> str | None:
-        """The clause of ``text`` that the n-gram part weighs most for ``labels`` (evidence.clauses), or None where the
-        post has no clause to quote: for one label, its score's margin over the best other label; for several, the
+        """The clause of ``text`` that the n-gram part weighs most for ``labels`` (evidence.clauses), or None for an
+        empty post: for one label, its score's margin over the best other label; for several, the
         best of their scores. What an explanation starts by quoting, so its evidence is the post's own words. A post
-        whose clauses are all longer than a quote offers their first ``QUOTE_CHARS`` characters instead."""
+        whose clauses are all longer than a quote offers their first ``QUOTE_CHARS`` characters instead; a post too
+        short to hold a clause (“加油！”) is quoted whole."""
         from ..evidence import clauses
 
-        candidates = clauses(text, high=QUOTE_CHARS) or [c[:QUOTE_CHARS] for c in clauses(text, high=len(text))]
+        candidates = clauses(text, high=QUOTE_CHARS) or [c[:QUOTE_CHARS] for c in clauses(text, high=len(text))] \
+            or ([text.strip()[:QUOTE_CHARS]] if text.strip() else [])
         if not candidates:
             return None
         chosen = [self.labels.index(lab) for lab in labels]

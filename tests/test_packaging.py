@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import json
 import tarfile
 import tomllib
 import zipfile
@@ -61,11 +62,14 @@ def test_the_wheel_has_the_heads_the_page_and_the_crisis_resources_and_nothing_e
     data = {n for n in names if n.startswith("mentalglm/") and not n.endswith(".py")}
     expected = {f"mentalglm/{p.relative_to(PACKAGE).as_posix()}"
                 for folder in ("resources", "resources/mentalglm-mini", "resources/mentalglm-mini/explainer",
-                               "serve/static")
+                               "resources/mentalglm-mini/classifier", "serve/static")
                 for p in (PACKAGE / folder).iterdir() if p.is_file()}
     assert {"mentalglm/resources/crisis_resources_zh.txt", "mentalglm/resources/mentalglm-mini/manifest.json",
-            "mentalglm/resources/mentalglm-mini/explainer/adapter.gguf", "mentalglm/serve/static/index.html"} <= expected
+            "mentalglm/resources/mentalglm-mini/explainer/adapter.gguf",
+            "mentalglm/resources/mentalglm-mini/classifier/adapter.gguf", "mentalglm/serve/static/index.html"} <= expected
     assert data == expected
+    manifest = json.loads((PACKAGE / "resources/mentalglm-mini/manifest.json").read_text(encoding="utf-8"))
+    assert {f"mentalglm/resources/mentalglm-mini/{f}" for f in manifest["files"]} <= names  # all a load checks
     sources = {f"mentalglm/{p.relative_to(PACKAGE).as_posix()}" for p in PACKAGE.rglob("*.py")}
     assert {n for n in names if n.endswith(".py")} == sources  # every module, __main__ included; no tests
     info = f"mentalglm-{mentalglm.__version__}.dist-info/"

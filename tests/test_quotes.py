@@ -42,20 +42,18 @@ def test_outside_a_quote_a_token_may_not_open_one_with_words_the_post_lacks():
 @pytest.mark.parametrize("parallel", [1, 2], ids=["one at a time", "batch engine"])
 def test_a_tiny_model_quotes_only_the_post_when_held_to_it(tiny_gguf_path, parallel):
     backend = LlamaCppBackend(tiny_gguf_path, n_ctx=512, n_threads=1, parallel=parallel)
+    posts, lead = (POST, "周末和朋友去爬山很开心"), "理由：帖子中提到“"
     try:
-        asked = [Request(({"role": "user", "content": f"帖子：{post}"},), "理由：帖子中提到“")
-                 for post in (POST, "周末和朋友去爬山很开心")]
+        asked = [Request(({"role": "user", "content": f"帖子：{post}"},), lead) for post in posts]
         config = GenConfig(max_tokens=24)
         free = backend.generate(asked, config)
-        held = backend.generate([Request(r.messages, r.answer_prefix, quote_source=p)
-                                 for r, p in zip(asked, (POST, "周末和朋友去爬山很开心"))], config)
-        for post, f, h in zip((POST, "周末和朋友去爬山很开心"), free, held):
-            opened = h.text[len("理由：帖子中提到“"):]
-            quote = opened.split("”")[0]
+        held = backend.generate([Request(r.messages, lead, quote_source=p) for r, p in zip(asked, posts)], config)
+        for post, f, h in zip(posts, free, held):
+            quote = h.text[len(lead):].split("”")[0]
             assert quote and quote in post, (quote, post)  # the random model, held to the post, cites it
-            if "”" in opened:
+            assert f.text[len(lead):].split("”")[0] not in post  # left free, it does not
+            if "”" in h.text[len(lead):]:
                 assert check_evidence(h.text, post).ok
-            assert free[0].text[len("理由：帖子中提到“"):].split("”")[0] not in POST  # left free, it does not
     finally:
         backend.close()
 

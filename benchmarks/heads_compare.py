@@ -87,15 +87,15 @@ def states_of(heads, states: Path, task: str, split: str, examples, threads: int
     return [have[e.id] for e in examples]
 
 
-def compare(task, examples, caches, old, new, label=None, threads=None) -> tuple[list[str], str]:
+def compare(task, examples, states, old, new, label=None, threads=None) -> tuple[list[str], str]:
     """The table rows of one task (or one domain of it), and a note on calibration and the high-risk flag."""
     spec = get_task(task)
     gold = [e.labels for e in examples]
     texts = [head_text(e.text) for e in examples]
     out, runs = [], {}
     for name, heads in (("old", old), ("new", new)):
-        states = states_of(heads, caches[name], task, "validation", examples, threads)
-        runs[name] = predict(heads.head(task), texts, states)
+        runs[name] = predict(heads.head(task), texts, states_of(heads, states[name], task, "validation", examples,
+                                                                threads))
     ngram = NgramBaseline(spec).fit(task_splits(task)["train"]).predict([e.text for e in examples])
     s_old, s_new, s_ngram = (score(spec, gold, runs["old"][1]), score(spec, gold, runs["new"][1]),
                              score(spec, gold, ngram))
@@ -121,7 +121,7 @@ def compare(task, examples, caches, old, new, label=None, threads=None) -> tuple
     return out, note
 
 
-def face_validity(caches: dict, old, new, threads: int | None) -> str:
+def face_validity(states: dict, old, new, threads: int | None) -> str:
     """How often the emotion heads call a high-risk post 积极 (positive)."""
     train = task_splits("suicide_risk")["train"]
     high = stratified_sample([e for e in train if get_task("suicide_risk").high_risk_in(e.labels)], FACE_POSTS)
@@ -129,7 +129,7 @@ def face_validity(caches: dict, old, new, threads: int | None) -> str:
     parts = []
     for name, heads in (("new", new), ("old", old)):
         head = heads.head("emotion")
-        _, labels, _ = predict(head, texts, states_of(heads, caches[name], "emotion", "face_validity", high, threads))
+        _, labels, _ = predict(head, texts, states_of(heads, states[name], "emotion", "face_validity", high, threads))
         counts = {lab: sum(lab in chosen for chosen in labels) for lab in head.labels}
         parts.append(f"{name} 积极 {counts.get('积极', 0)}/{len(high)} ({pct(counts.get('积极', 0) / len(high))}%), "
                      f"悲伤 {counts.get('悲伤', 0)}")
@@ -150,7 +150,7 @@ def main() -> None:
     recipe = Recipe()
     with tempfile.TemporaryDirectory() as t_old, tempfile.TemporaryDirectory() as t_new:
         old, new = load_heads(heads_at(args.old, Path(t_old))), load_heads(heads_at(args.new, Path(t_new)))
-        caches = {"old": args.old_states, "new": args.new_states}
+        states = {"old": args.old_states, "new": args.new_states}
         print(f"{date.today()}, {platform.machine()}, {platform.processor() or ''}; validation samples of the recipe; "
               f"percent; [95% bootstrap interval]; differences paired; new = {args.new}, old = {args.old}\n")
         print("| task (posts) | metric | new | old | n-gram | new - old | new - n-gram | aim |")
@@ -163,11 +163,11 @@ def main() -> None:
                 groups += [(f"{task} {e_src.split('/')[-1]}", [e for e in examples if e.source == e_src])
                            for e_src in sorted({e.source for e in examples})]
             for label, part in groups:
-                rows, note = compare(task, part, caches, old, new, label, args.threads)
+                rows, note = compare(task, part, states, old, new, label, args.threads)
                 print("\n".join(rows))
                 notes.append(note)
         if "emotion" in args.tasks:
-            notes.append(face_validity(caches, old, new, args.threads))
+            notes.append(face_validity(states, old, new, args.threads))
     print()
     for note in notes:
         print(f"- {note}")

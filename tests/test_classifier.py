@@ -242,8 +242,8 @@ def test_a_mixed_recipe_fits_each_task_on_the_states_of_the_model_it_reads(train
         cache, pool = caches[mixed.reader(task)], mixed.pool(task)
         for split, examples in (("train", mixed.state_examples(task, data)),
                                 ("validation", mixed.validation_examples(task, data))):
-            cache.add(task, split, [e.id for e in examples], rng.normal(size=(len(examples), width[mixed.reader(task)])),
-                      pool=pool)
+            states = rng.normal(size=(len(examples), width[mixed.reader(task)]))
+            cache.add(task, split, [e.id for e in examples], states, pool=pool)
     heads, reports = fit_heads(mixed, caches, data)
     assert heads["suicide_risk"].pool == "post" and heads["emotion"].pool == "last"
     assert heads["suicide_risk"].state.coef.shape[1] == 128 and heads["emotion"].state.coef.shape[1] == 8

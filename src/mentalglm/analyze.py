@@ -270,9 +270,9 @@ class Analyzer:
                                               "", 0.0, list(notes[k]), {"runner_up": unsure[k][0],
                                                                         "decided_by": by[k]}))
             if self.config.explain:
-                asked[k] = replace((explainer_request if by_explainer[k] else heads_request)(
-                    spec, texts[k], tuple(labels[k]), unsure[k][1]), quote_source=texts[k] if self.config.guard_quotes
-                    else "")
+                request = (explainer_request if by_explainer[k] else heads_request)(
+                    spec, texts[k], tuple(labels[k]), unsure[k][1])
+                asked[k] = replace(request, quote_source=texts[k]) if self.config.guard_quotes else request
 
         by = ["model"] * len(live)
         for k, (p, chosen) in (self._screened(heads, texts) if self.config.screen else {}).items():

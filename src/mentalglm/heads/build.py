@@ -232,8 +232,8 @@ def keep_head(recipe: Recipe, cache: StateCache, task: str, root, folder: Path) 
     sample; ``info["kept_from"]`` names the build (date, command, files' sha256) it comes from."""
     head = TaskHead.load(folder, task)
     if head.pool != recipe.pool(task):
-        raise ValueError(f"--keep {task}={folder}: that head reads pool {head.pool!r}, this recipe {recipe.pool(task)!r}"
-                         " (a kept head must read the states the recipe reads for it)")
+        raise ValueError(f"--keep {task}={folder}: that head reads pool {head.pool!r}, this recipe "
+                         f"{recipe.pool(task)!r} (a kept head must read the states the recipe reads for it)")
     earlier = head.info.get("validation", {})
     report = validate_head(recipe, cache, head, root, {
         k: earlier[k] for k in ("state_posts", "train_posts", "ece_out_of_fold", "scores_out_of_fold") if k in earlier})

@@ -122,7 +122,7 @@ class BatchEngine:
         """A Future of the final-layer state of the last token (with ``mean_span``, then the span's mean state).
 
         With ``then``: it is called with the state on the engine's thread (keep it quick) and returns None or
-        ``(tokens, config, prefix, on_text[, guard])`` of a generation that continues in the same sequence at once, while
+        ``(tokens, config, prefix, on_text, guard)`` of a generation that continues in the same sequence at once, while
         the prompt is still in its cells (an explanation written after the label the state decided); the Future
         is then of ``(state, Future of that Generation or None)``."""
         return self._submit(Job(tokens, Future(), mean_span=mean_span, then=then), 0)
@@ -320,9 +320,9 @@ class BatchEngine:
         try:
             follow = job.then(last)
             if follow is not None:
-                tokens, config, prefix, on_text, *guard = follow
-                follow = Job(tokens, Future(), config=config, prefix=prefix, on_text=on_text,
-                             guard=guard[0] if guard else None, rng=np.random.default_rng(config.seed))
+                tokens, config, prefix, on_text, guard = follow
+                follow = Job(tokens, Future(), config=config, prefix=prefix, on_text=on_text, guard=guard,
+                             rng=np.random.default_rng(config.seed))
                 self._check(follow, config.max_tokens)
                 if on_text and prefix:
                     on_text(prefix)

@@ -46,16 +46,13 @@ class QuoteGuard:
 
     def __init__(self, source: str, table: TokenTable):
         self.source, self.table = source.encode("utf-8"), table
-        self._barred: np.ndarray | None = None  # outside a quote: the same for every step
+        self._outside: np.ndarray | None = None  # the mask outside a quote: the same at every step, made once
 
-    def _outside(self) -> np.ndarray | None:
-        if self._barred is None:
-            self._barred = np.array([i for i, piece in self.table.marked if not self._fits_after_open(piece)], int)
-        if not len(self._barred):
-            return None
-        allowed = np.ones(self.table.size, dtype=bool)
-        allowed[self._barred] = False
-        return allowed
+    def _outside_mask(self) -> np.ndarray | None:
+        if self._outside is None:
+            self._outside = np.ones(self.table.size, dtype=bool)
+            self._outside[[i for i, piece in self.table.marked if not self._fits_after_open(piece)]] = False
+        return None if self._outside.all() else self._outside
 
     def open_quote(self, written: bytes) -> bytes | None:
         """The bytes of the quote ``written`` ends inside (None: no quote is open)."""
@@ -68,14 +65,14 @@ class QuoteGuard:
         """A boolean array over the vocabulary of the tokens that may come next (None: every token may)."""
         quote = self.open_quote(written)
         if quote is None:  # only tokens that open a quote with words the post does not have are barred
-            return self._outside()
+            return self._outside_mask()
         allowed = np.zeros(self.table.size, dtype=bool)
         for rest in self._continuations(quote):
             for k in range(1, min(len(rest), self.table.longest) + 1):
                 allowed[self.table.by_bytes.get(rest[:k], [])] = True
         for i, piece in self.table.marked:  # "……”" or "”，": the quote's last bytes, then its close
             head, mark, _ = piece.partition(CLOSE)
-            if mark and OPEN not in head and (quote or head) and self._in_source(quote + head):
+            if mark and OPEN not in head and (quote or head) and quote + head in self.source:
                 allowed[i] = True
         if not allowed.any():  # nothing continues it (cannot happen for a quote of the source): let it end
             return None
@@ -94,16 +91,13 @@ class QuoteGuard:
             yield self.source[end:end + LOOKAHEAD]
             start = self.source.find(quote, start + 1)
 
-    def _in_source(self, span: bytes) -> bool:
-        return span in self.source
-
     def _fits_after_open(self, piece: bytes) -> bool:
         """A token with a quote mark, written outside a quote: whatever it starts quoting is in the source."""
         _, mark, after = piece.rpartition(OPEN)
         if not mark:
             return True  # a close mark alone, outside a quote: not a quote at all
         head, closed, _ = after.partition(CLOSE)
-        return self._in_source(head) if head or closed else True
+        return head in self.source if head or closed else True
 
 
 def apply(logits: np.ndarray, allowed: np.ndarray | None) -> np.ndarray:

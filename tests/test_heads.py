@@ -631,6 +631,27 @@ def test_the_screen_decides_the_posts_it_is_sure_of_and_the_model_the_rest(backe
     assert [(r.labels, r.scores, r.decided_by) for r in none] == [(r.labels, r.scores, "model") for r in full]
 
 
+def test_a_quick_heads_operating_point_is_the_lowest_confidence_right_often_enough_out_of_fold():
+    from mentalglm.heads.screen import GRID, confidence, fit_quick
+
+    head = load_heads().head("emotion")
+    rng = np.random.default_rng(3)
+    oof = rng.dirichlet(np.full(len(head.labels), 0.4), size=400)
+    # the surer the head, the more often right: gold is its own label with a chance that grows with confidence
+    gold = [[head.decide(p)[0] if rng.random() < confidence(head, p) else head.labels[rng.integers(6)]] for p in oof]
+    stage = fit_quick(head, oof, gold, precision=0.9)
+
+    def right_share(t):
+        decided = [(head.decide(p) == g) for p, g in zip(oof, gold) if confidence(head, p) >= t]
+        return np.mean(decided), len(decided) / len(oof)
+
+    precision, share = right_share(stage.threshold)
+    assert precision >= 0.9 and stage.info["decided_share_out_of_fold"] == pytest.approx(share, abs=1e-4)
+    lower = [t for t in GRID if t < stage.threshold]
+    assert lower and right_share(lower[-1])[0] < 0.9  # nothing lower would do
+    assert stage.decide(head, oof[0], threshold=1.01) is None
+
+
 def test_the_screen_never_decides_low_risk_above_its_bound():
     from mentalglm.heads.screen import TaskScreen
 

@@ -11,8 +11,14 @@ A post's confidence is the calibrated probability of the chosen label (single-la
 the smallest distance of any label's probability from the side it falls on (every label must be sure). For a
 task that can flag a post (suicide risk), the screen never decides *against* high risk unless the n-gram's
 P(high) is at or below ``high_bound``, the largest value under which no more than ``miss`` of the held-out
-high-risk posts fall: a screened post can be flagged, never silently let through. Rows say which stage decided
-them (``decided_by``: ``screen`` or ``model``).
+high-risk posts fall: a screened post can be flagged, never silently let through.
+
+A folder whose classifier (``classifier.py``) is read anyway may add a second stage for the tasks whose heads read
+the base model: a *quick head* per task (``quick/<task>.*``, a head on the classifier's state of the post, fitted
+on the posts the classifier never saw) decides the posts the n-gram part left, where it is sure, before the base
+model is read. Its operating point (``QuickStage``, in the task's ``screen.json`` entry) is chosen the same way,
+on the quick head's out-of-fold answers. Rows say which stage decided them (``decided_by``: ``screen``,
+``classifier`` or ``model``).
 """
 
 from __future__ import annotations
@@ -28,7 +34,38 @@ from .manifest import list_files
 from .model import TaskHead, to_probabilities
 
 FILE = "screen.json"
+QUICK = "quick"  # the folder of the quick heads
 GRID = np.round(np.arange(0.50, 0.995, 0.01), 2)
+
+
+@dataclass
+class QuickStage:
+    """The quick head's operating point: its decision stands at or above ``threshold`` (``confidence``)."""
+    threshold: float
+    high_bound: float | None = None  # as TaskScreen's, on the quick head's P(high)
+    info: dict | None = None
+
+    def decide(self, head: TaskHead, probs: np.ndarray, threshold: float | None = None) -> list[str] | None:
+        """The quick head's labels for a post, or None when the model must decide."""
+        if confidence(head, probs) < (self.threshold if threshold is None else threshold):
+            return None
+        labels = head.decide(probs)
+        if self.high_bound is not None and not set(labels) & set(head.high_labels):
+            if head.p_high(probs) > self.high_bound:
+                return None
+        return labels
+
+    def to_json(self) -> dict:
+        return {"threshold": self.threshold, "high_bound": self.high_bound, "info": self.info or {}}
+
+
+def confidence(head: TaskHead, probs: np.ndarray) -> float:
+    """How sure a head's own decision is: the chosen label's probability (single-label), or, multi-label, how far
+    the label nearest its threshold is from it, as a share of the room on that side (1: every label sure)."""
+    if not head.multi_label:
+        return float(probs[head.labels.index(head.decide(probs)[0])])
+    t = head.thresholds
+    return float(np.min(np.abs(probs - t) / np.where(probs >= t, 1 - t, t)))
 
 
 @dataclass
@@ -38,6 +75,7 @@ class TaskScreen:
     threshold: float  # confidence at or above which the screen decides
     high_bound: float | None = None  # P(high) at or below which a not-high decision may stand (risk tasks)
     info: dict | None = None
+    quick: QuickStage | None = None  # the quick head's operating point, where the folder has one for the task
 
     def probabilities(self, head: TaskHead, text: str) -> np.ndarray:
         return to_probabilities((self.scale * head.ngram.scores(text) + self.bias)[None], head.multi_label)[0]
@@ -54,12 +92,15 @@ class TaskScreen:
 
     def to_json(self) -> dict:
         return {"scale": self.scale.tolist(), "bias": self.bias.tolist(), "threshold": self.threshold,
-                "high_bound": self.high_bound, "info": self.info or {}}
+                "high_bound": self.high_bound, "info": self.info or {},
+                **({"quick": self.quick.to_json()} if self.quick else {})}
 
     @classmethod
     def from_json(cls, d: dict) -> "TaskScreen":
+        quick = d.get("quick")
         return cls(np.array(d["scale"]), np.array(d["bias"]), float(d["threshold"]), d.get("high_bound"),
-                   d.get("info"))
+                   d.get("info"), QuickStage(float(quick["threshold"]), quick.get("high_bound"), quick.get("info"))
+                   if quick else None)
 
 
 def _decision(multi_label: bool, probs: np.ndarray, names: Sequence[str]) -> tuple[list[str] | None, float]:
@@ -132,25 +173,42 @@ def fit_screen(head: TaskHead, texts: Sequence[str], gold: Sequence[Sequence[str
     oof = out_of_fold_scores(head, texts, y, folds, seed)
     scale, bias = _calibrate(oof, y, head.multi_label)
     probs = to_probabilities(scale * oof + bias, head.multi_label)
-    decisions = [_decision(head.multi_label, p, head.labels) for p in probs]
-    right = np.array([labels is not None and set(labels) == set(g) for (labels, _), g in zip(decisions, gold)])
-    screen = TaskScreen(scale, bias, 1.0)
+    decisions = [_decision(head.multi_label, p, head.labels)[0] for p in probs]
+    screen = _operating_point(TaskScreen(scale, bias, 1.0), head, probs, decisions, gold, precision, miss, min_share)
+    screen.info = {"training_posts": len(y), "folds": folds, "seed": seed, **screen.info}
+    return screen
+
+
+def fit_quick(head: TaskHead, oof: np.ndarray, gold: Sequence[Sequence[str]], precision: float = 0.90,
+              miss: float = 0.01, min_share: float = 0.02) -> QuickStage:
+    """A quick head's operating point from its out-of-fold probabilities (``oof``) on the posts the classifier never
+    saw, chosen as the screen's is."""
+    return _operating_point(QuickStage(1.0), head, oof, [head.decide(p) for p in oof], gold, precision, miss,
+                            min_share)
+
+
+def _operating_point(stage, head: TaskHead, probs: np.ndarray, decisions, gold, precision: float, miss: float,
+                     min_share: float):
+    """``stage`` (a TaskScreen or QuickStage) with its threshold and high-risk bound set from out-of-fold
+    ``probs`` and ``decisions`` (None: no decision) against ``gold``."""
+    right = np.array([labels is not None and set(labels) == set(g) for labels, g in zip(decisions, gold)])
     if head.high_labels:
+        y = np.array([[lab in g for lab in head.labels] for g in gold])
         is_high = y[:, [head.labels.index(h) for h in head.high_labels]].sum(1) > 0
         p_high = probs[:, [head.labels.index(h) for h in head.high_labels]].sum(1)
-        screen.high_bound = _high_bound(p_high[is_high], miss)
+        stage.high_bound = _high_bound(p_high[is_high], miss)
     # The lowest confidence whose decided posts are right at least `precision` of the time (out of fold),
-    # among those that decide at least `min_share` of the posts; none: the screen never decides (threshold 1).
+    # among those that decide at least `min_share` of the posts; none: the stage never decides (threshold 1).
     for t in GRID:
-        decided = np.array([screen.decide(head, p, t) is not None for p in probs])
+        decided = np.array([stage.decide(head, p, t) is not None for p in probs])
         if decided.mean() >= min_share and right[decided].mean() >= precision:
-            screen.threshold = float(t)
+            stage.threshold = float(t)
             break
-    decided = np.array([screen.decide(head, p) is not None for p in probs])
-    screen.info = {"training_posts": len(y), "folds": folds, "seed": seed, "precision_target": precision,
-                   "miss_target": miss, "decided_share_out_of_fold": round(float(decided.mean()), 4),
-                   "precision_out_of_fold": round(float(right[decided].mean()), 4) if decided.any() else None}
-    return screen
+    decided = np.array([stage.decide(head, p) is not None for p in probs])
+    stage.info = {"precision_target": precision, "miss_target": miss,
+                  "decided_share_out_of_fold": round(float(decided.mean()), 4),
+                  "precision_out_of_fold": round(float(right[decided].mean()), 4) if decided.any() else None}
+    return stage
 
 
 def _high_bound(p_high_of_high: np.ndarray, miss: float) -> float:
@@ -160,16 +218,21 @@ def _high_bound(p_high_of_high: np.ndarray, miss: float) -> float:
     return float(np.quantile(p_high_of_high, miss, method="lower")) - 1e-9
 
 
-def fit_screens(heads: dict[str, TaskHead], root=None, progress=print) -> dict[str, TaskScreen]:
-    """Every head's screen, from its task's training split (``data.sources.task_splits``)."""
+def fit_screens(heads: dict[str, TaskHead], root=None, progress=print,
+                quick: dict[str, QuickStage] | None = None) -> dict[str, TaskScreen]:
+    """Every head's screen, from its task's training split (``data.sources.task_splits``), with the ``quick`` stage
+    of the tasks that have one."""
     from ..data.sources import task_splits
 
     out = {}
     for task, head in heads.items():
         train = task_splits(task, root)["train"]
         out[task] = fit_screen(head, [e.text for e in train], [e.labels for e in train])
+        out[task].quick = (quick or {}).get(task)
         progress(f"screen {task}: decides {100 * out[task].info['decided_share_out_of_fold']:.0f}% of the training "
-                 f"posts out of fold at confidence {out[task].threshold:.2f}")
+                 f"posts out of fold at confidence {out[task].threshold:.2f}" + (
+                     f"; its quick head {100 * out[task].quick.info['decided_share_out_of_fold']:.0f}% at "
+                     f"{out[task].quick.threshold:.2f}" if out[task].quick else ""))
     return out
 
 

@@ -652,18 +652,24 @@ def test_a_quick_heads_operating_point_is_the_lowest_confidence_right_often_enou
     assert stage.decide(head, oof[0], threshold=1.01) is None
 
 
-def test_the_screen_never_decides_low_risk_above_its_bound():
-    from mentalglm.heads.screen import TaskScreen
+def test_no_screen_stage_ever_decides_against_high_risk():
+    """A sure high-risk decision stands (and is flagged); a low-risk one, however sure, goes on to the model, so
+    screening never lowers the flag's recall. Other tasks are decided at any label."""
+    from mentalglm.heads.screen import QuickStage, TaskScreen
 
     head = load_heads().head("suicide_risk")
-    screen = TaskScreen(np.ones(2), np.zeros(2), threshold=0.6, high_bound=0.05)
+    screen, quick = TaskScreen(np.ones(2), np.zeros(2), threshold=0.6), QuickStage(threshold=0.6)
     low, high = head.labels.index("低自杀风险"), head.labels.index("高自杀风险")
-    sure_low, unsure_low, sure_high = (np.eye(2)[low] * 0.98 + np.eye(2)[high] * 0.02,
-                                       np.eye(2)[low] * 0.9 + np.eye(2)[high] * 0.1,
-                                       np.eye(2)[high] * 0.9 + np.eye(2)[low] * 0.1)
-    assert screen.decide(head, sure_low) == ["低自杀风险"]
-    assert screen.decide(head, unsure_low) is None  # confident enough, but P(high) 0.1 is above the bound
-    assert screen.decide(head, sure_high) == ["高自杀风险"]
+    sure_low, unsure_high, sure_high = (np.eye(2)[low] * 0.999 + np.eye(2)[high] * 0.001,
+                                        np.eye(2)[high] * 0.55 + np.eye(2)[low] * 0.45,
+                                        np.eye(2)[high] * 0.9 + np.eye(2)[low] * 0.1)
+    for stage in (screen, quick):
+        assert stage.decide(head, sure_low) is None
+        assert stage.decide(head, unsure_high) is None
+        assert stage.decide(head, sure_high) == ["高自杀风险"] and head.flagged(sure_high)
+    emotion = load_heads().head("emotion")
+    sure = np.eye(len(emotion.labels))[emotion.labels.index("无情绪")] * 0.95 + 0.01
+    assert screen.decide(emotion, sure) == quick.decide(emotion, sure) == ["无情绪"]
 
 
 def test_an_interrupted_screen_run_resumes_like_any_other(backend, screened_heads, tmp_path):

@@ -188,8 +188,8 @@ def show(headset) -> None:
     if headset.screens:
         console.print("screen (analyze --screen): " + ", ".join(
             f"{t} decides {100 * (s.info or {}).get('decided_share_out_of_fold', 0):.0f}% at {s.threshold:.2f}" + (
-                f" then its quick head {100 * (s.quick.info or {}).get('decided_share_out_of_fold', 0):.0f}% of the "
-                f"rest at {s.quick.threshold:.2f}" if s.quick else "")
+                f" then its quick head (alone {100 * (s.quick.info or {}).get('decided_share_out_of_fold', 0):.0f}% "
+                f"at {s.quick.threshold:.2f})" if s.quick else "")
             for t, s in headset.screens.items()) + " (training posts, out of fold)")
     if headset.explainer:
         e = headset.explainer

@@ -9,9 +9,10 @@ confidence at which the held-out decisions are right at least ``precision`` of t
 
 A post's confidence is the calibrated probability of the chosen label (single-label), or, for multi-label tasks,
 the smallest distance of any label's probability from the side it falls on (every label must be sure). For a
-task that can flag a post (suicide risk), the screen never decides *against* high risk unless the n-gram's
-P(high) is at or below ``high_bound``, the largest value under which no more than ``miss`` of the held-out
-high-risk posts fall: a screened post can be flagged, never silently let through.
+task that can flag a post (suicide risk), a screen never decides *against* high risk: a post it is sure is high
+risk stands (and is flagged), any other goes on, so screening never lowers the flag's recall. (An earlier rule let
+a low-risk decision stand below a bound on the n-gram's P(high) that 1% of held-out high-risk posts fell under;
+against the classifier's flag it let 2 of 95 validation posts the full stack flags through: docs/scale.md.)
 
 A folder whose classifier (``classifier.py``) is read anyway may add a second stage for the tasks whose heads read
 the base model: a *quick head* per task (``quick/<task>.*``, a head on the classifier's state of the post, fitted
@@ -42,21 +43,23 @@ GRID = np.round(np.arange(0.50, 0.995, 0.01), 2)
 class QuickStage:
     """The quick head's operating point: its decision stands at or above ``threshold`` (``confidence``)."""
     threshold: float
-    high_bound: float | None = None  # as TaskScreen's, on the quick head's P(high)
     info: dict | None = None
 
     def decide(self, head: TaskHead, probs: np.ndarray, threshold: float | None = None) -> list[str] | None:
         """The quick head's labels for a post, or None when the model must decide."""
         if confidence(head, probs) < (self.threshold if threshold is None else threshold):
             return None
-        labels = head.decide(probs)
-        if self.high_bound is not None and not set(labels) & set(head.high_labels):
-            if head.p_high(probs) > self.high_bound:
-                return None
-        return labels
+        return _standing(head, head.decide(probs))
 
     def to_json(self) -> dict:
-        return {"threshold": self.threshold, "high_bound": self.high_bound, "info": self.info or {}}
+        return {"threshold": self.threshold, "info": self.info or {}}
+
+
+def _standing(head: TaskHead, labels: list[str] | None) -> list[str] | None:
+    """A stage's sure decision, unless it is against high risk on a task that flags posts (those go on)."""
+    if labels is None or (head.high_labels and not set(labels) & set(head.high_labels)):
+        return None
+    return labels
 
 
 def confidence(head: TaskHead, probs: np.ndarray) -> float:
@@ -73,7 +76,6 @@ class TaskScreen:
     scale: np.ndarray  # per label: calibrated logit = scale * n-gram score + bias
     bias: np.ndarray
     threshold: float  # confidence at or above which the screen decides
-    high_bound: float | None = None  # P(high) at or below which a not-high decision may stand (risk tasks)
     info: dict | None = None
     quick: QuickStage | None = None  # the quick head's operating point, where the folder has one for the task
 
@@ -83,24 +85,20 @@ class TaskScreen:
     def decide(self, head: TaskHead, probs: np.ndarray, threshold: float | None = None) -> list[str] | None:
         """The screen's labels for a post, or None when the model must decide."""
         labels, conf = _decision(head.multi_label, probs, head.labels)
-        if labels is None or conf < (self.threshold if threshold is None else threshold):
+        if conf < (self.threshold if threshold is None else threshold):
             return None
-        if self.high_bound is not None and not set(labels) & set(head.high_labels):
-            if head.p_high(probs) > self.high_bound:
-                return None
-        return labels
+        return _standing(head, labels)
 
     def to_json(self) -> dict:
         return {"scale": self.scale.tolist(), "bias": self.bias.tolist(), "threshold": self.threshold,
-                "high_bound": self.high_bound, "info": self.info or {},
+                "info": self.info or {},
                 **({"quick": self.quick.to_json()} if self.quick else {})}
 
     @classmethod
     def from_json(cls, d: dict) -> "TaskScreen":
         quick = d.get("quick")
-        return cls(np.array(d["scale"]), np.array(d["bias"]), float(d["threshold"]), d.get("high_bound"),
-                   d.get("info"), QuickStage(float(quick["threshold"]), quick.get("high_bound"), quick.get("info"))
-                   if quick else None)
+        return cls(np.array(d["scale"]), np.array(d["bias"]), float(d["threshold"]), d.get("info"),
+                   QuickStage(float(quick["threshold"]), quick.get("info")) if quick else None)
 
 
 def _decision(multi_label: bool, probs: np.ndarray, names: Sequence[str]) -> tuple[list[str] | None, float]:
@@ -164,7 +162,7 @@ def out_of_fold_scores(head: TaskHead, texts: Sequence[str], y: np.ndarray, fold
 
 
 def fit_screen(head: TaskHead, texts: Sequence[str], gold: Sequence[Sequence[str]], precision: float = 0.95,
-               miss: float = 0.01, min_share: float = 0.02, folds: int = 5, seed: int = 13) -> TaskScreen:
+               min_share: float = 0.02, folds: int = 5, seed: int = 13) -> TaskScreen:
     """The task's screen from its training posts, every choice out of fold (see the module's doc)."""
     from .fit import label_matrix
     from ..tasks import get_task
@@ -174,29 +172,22 @@ def fit_screen(head: TaskHead, texts: Sequence[str], gold: Sequence[Sequence[str
     scale, bias = _calibrate(oof, y, head.multi_label)
     probs = to_probabilities(scale * oof + bias, head.multi_label)
     decisions = [_decision(head.multi_label, p, head.labels)[0] for p in probs]
-    screen = _operating_point(TaskScreen(scale, bias, 1.0), head, probs, decisions, gold, precision, miss, min_share)
+    screen = _operating_point(TaskScreen(scale, bias, 1.0), head, probs, decisions, gold, precision, min_share)
     screen.info = {"training_posts": len(y), "folds": folds, "seed": seed, **screen.info}
     return screen
 
 
 def fit_quick(head: TaskHead, oof: np.ndarray, gold: Sequence[Sequence[str]], precision: float = 0.90,
-              miss: float = 0.01, min_share: float = 0.02) -> QuickStage:
+              min_share: float = 0.02) -> QuickStage:
     """A quick head's operating point from its out-of-fold probabilities (``oof``) on the posts the classifier never
     saw, chosen as the screen's is."""
-    return _operating_point(QuickStage(1.0), head, oof, [head.decide(p) for p in oof], gold, precision, miss,
-                            min_share)
+    return _operating_point(QuickStage(1.0), head, oof, [head.decide(p) for p in oof], gold, precision, min_share)
 
 
-def _operating_point(stage, head: TaskHead, probs: np.ndarray, decisions, gold, precision: float, miss: float,
-                     min_share: float):
-    """``stage`` (a TaskScreen or QuickStage) with its threshold and high-risk bound set from out-of-fold
-    ``probs`` and ``decisions`` (None: no decision) against ``gold``."""
+def _operating_point(stage, head: TaskHead, probs: np.ndarray, decisions, gold, precision: float, min_share: float):
+    """``stage`` (a TaskScreen or QuickStage) with its threshold set from out-of-fold ``probs`` and ``decisions``
+    (None: no decision) against ``gold``."""
     right = np.array([labels is not None and set(labels) == set(g) for labels, g in zip(decisions, gold)])
-    if head.high_labels:
-        y = np.array([[lab in g for lab in head.labels] for g in gold])
-        is_high = y[:, [head.labels.index(h) for h in head.high_labels]].sum(1) > 0
-        p_high = probs[:, [head.labels.index(h) for h in head.high_labels]].sum(1)
-        stage.high_bound = _high_bound(p_high[is_high], miss)
     # The lowest confidence whose decided posts are right at least `precision` of the time (out of fold),
     # among those that decide at least `min_share` of the posts; none: the stage never decides (threshold 1).
     for t in GRID:
@@ -205,17 +196,10 @@ def _operating_point(stage, head: TaskHead, probs: np.ndarray, decisions, gold, 
             stage.threshold = float(t)
             break
     decided = np.array([stage.decide(head, p) is not None for p in probs])
-    stage.info = {"precision_target": precision, "miss_target": miss,
+    stage.info = {"precision_target": precision,
                   "decided_share_out_of_fold": round(float(decided.mean()), 4),
                   "precision_out_of_fold": round(float(right[decided].mean()), 4) if decided.any() else None}
     return stage
-
-
-def _high_bound(p_high_of_high: np.ndarray, miss: float) -> float:
-    """The largest P(high) with at most ``miss`` of the high-risk posts at or below it."""
-    if not len(p_high_of_high):
-        return 0.0
-    return float(np.quantile(p_high_of_high, miss, method="lower")) - 1e-9
 
 
 def fit_screens(heads: dict[str, TaskHead], root=None, progress=print,
@@ -231,7 +215,7 @@ def fit_screens(heads: dict[str, TaskHead], root=None, progress=print,
         out[task].quick = (quick or {}).get(task)
         progress(f"screen {task}: decides {100 * out[task].info['decided_share_out_of_fold']:.0f}% of the training "
                  f"posts out of fold at confidence {out[task].threshold:.2f}" + (
-                     f"; its quick head {100 * out[task].quick.info['decided_share_out_of_fold']:.0f}% at "
+                     f"; its quick head alone {100 * out[task].quick.info['decided_share_out_of_fold']:.0f}% at "
                      f"{out[task].quick.threshold:.2f}" if out[task].quick else ""))
     return out
 

@@ -55,12 +55,12 @@ def analyzer_config(variant: str, **kw) -> AnalyzeConfig:
     return AnalyzeConfig(explainer=writer, guard_quotes=free != "unguarded", **kw)
 
 
-def default_task_posts(n: int) -> tuple[list[Post], dict[str, str]]:
-    """n posts taken in turn from each default task's validation sample (as benchmarks/mini_speed.py takes them),
-    and the task each post's corpus labels."""
-    per_task = -(-n // len(DEFAULT_TASKS))
+def default_task_posts(n: int, tasks=DEFAULT_TASKS) -> tuple[list[Post], dict[str, str]]:
+    """n posts taken in turn from each default task's (or each of ``tasks``') validation sample (as
+    benchmarks/mini_speed.py takes them), and the task each post's corpus labels."""
+    per_task = -(-n // len(tasks))
     pools = [[(Post(e.id, e.text), task) for e in stratified_sample(task_splits(task)["validation"], per_task, seed=13)]
-             for task in DEFAULT_TASKS]
+             for task in tasks]
     mixed = [item for group in zip(*pools) for item in group][:n]
     return [post for post, _ in mixed], {post.id: task for post, task in mixed}
 

@@ -220,66 +220,6 @@ def test_a_folder_may_read_some_tasks_from_its_classifier_and_the_others_from_th
         assert np.allclose(got, want[(row.task, POSTS[int(row.id[1:])])], atol=1e-4), row.task
 
 
-def test_with_screen_a_quick_head_on_the_classifier_decides_the_posts_it_is_sure_of_before_the_base_is_read(
-        tiny_llama, tiny_gguf_path, tmp_path):  # noqa: F811
-    """Emotion reads the base; its quick head reads the classifier's state of the post, which suicide risk reads
-    anyway: where the quick head is sure, its answer stands and the base reads nothing for that row."""
-    from mentalglm.heads import TaskHead
-    from mentalglm.heads.build import write_heads_folder
-    from mentalglm.heads.manifest import list_files
-    from mentalglm.heads.screen import QuickStage, TaskScreen, confidence, write_screen
-
-    adapter = build_tiny_lora_gguf(tmp_path / "cls.gguf", scale=4.0)
-    reader = LlamaCppBackend(tiny_gguf_path, lora_path=str(adapter), n_ctx=512, n_threads=1)
-    on_classifier = build_tiny_heads(reader, tmp_path / "on-classifier", tasks=TASKS, pool="post")
-    emotion = build_tiny_heads(tiny_llama, tmp_path / "emotion", tasks=("emotion",))
-    heads = {"suicide_risk": TaskHead.load(on_classifier, "suicide_risk"), "emotion": TaskHead.load(emotion, "emotion")}
-    quick = TaskHead.load(on_classifier, "emotion")
-    folder = write_heads_folder(tmp_path / "mixed", heads, {"name": "mixed", "base": {
-        "name": "tiny", "sha256": _sha(tiny_gguf_path)}})
-    install_classifier(adapter, folder, str(tiny_gguf_path), {"recipe": {}})
-    posts = POSTS + ["周末朋友开心", "今天路上开会", "最近不想工作"]
-    sure = {p: confidence(quick, quick.probabilities(p, s)) for p, s in zip(posts, reader.text_states(posts))}
-    want = {p: quick.probabilities(p, s) for p, s in zip(posts, reader.text_states(posts))}
-    reader.close()
-    threshold = float(np.median(list(sure.values())))
-    quick.save(folder / "quick")
-    list_files(folder, ["quick/emotion.npz", "quick/emotion.json"])
-    never = dict(scale=np.ones(6), bias=np.zeros(6), threshold=1.01)  # the n-gram screen decides nothing here
-    write_screen(folder, {"emotion": TaskScreen(**never, quick=QuickStage(threshold))})
-
-    class Counting:  # the base, counting the prompts whose state it reads
-        def __init__(self, inner):
-            self.inner, self.states = inner, 0
-
-        def __getattr__(self, name):
-            return getattr(self.inner, name)
-
-        def states_then_generate(self, requests, *rest):
-            self.states += len(requests)
-            return self.inner.states_then_generate(requests, *rest)
-
-    config = AnalyzeConfig(tasks=TASKS, style="heads", heads=str(folder), explain=False, screen=True)
-    counted = Counting(tiny_llama)
-    rows = Analyzer(counted, config).run([Post(str(i), p) for i, p in enumerate(posts)])
-    full = Analyzer(tiny_llama, replace(config, screen=False)).run([Post(str(i), p) for i, p in enumerate(posts)])
-    by_quick = [r for r in rows if r.decided_by == "classifier"]
-    assert {r.id for r in by_quick} == {str(i) for i, p in enumerate(posts) if sure[p] >= threshold}
-    assert 0 < len(by_quick) < len(posts) and {r.task for r in by_quick} == {"emotion"}
-    assert counted.states == len(posts) - len(by_quick)  # emotion's rows the quick head decided read no base state
-    for row, whole in zip(rows, full):
-        if row.decided_by == "classifier":  # the quick head's own answer
-            post = posts[int(row.id)]
-            assert np.allclose([row.scores[lab] for lab in quick.labels], want[post], atol=1e-4)
-            assert row.labels == quick.decide(want[post])
-        else:  # the rest: the full stack's rows
-            assert row.decided_by == "model" and (row.labels, row.scores) == (whole.labels, whole.scores)
-    assert load_heads(folder).quick["emotion"].state.coef.shape == quick.state.coef.shape
-    (folder / "quick" / "emotion.npz").write_bytes(b"changed")
-    with pytest.raises(HeadsError, match="quick/emotion.npz"):
-        load_heads(folder)
-
-
 def test_a_mixed_recipe_fits_each_task_on_the_states_of_the_model_it_reads(trained, data, tmp_path):
     """`heads train --classifier RUN --classifier-tasks suicide_risk`: suicide risk learns from the classifier's
     states of the posts it held out, through its trained head; emotion from the base's states of its own sample; a
@@ -298,19 +238,13 @@ def test_a_mixed_recipe_fits_each_task_on_the_states_of_the_model_it_reads(train
     rng = np.random.default_rng(0)
     caches = {reader: StateCache(tmp_path / folder, {"reader": reader}) for reader, folder in STATE_FOLDERS.items()}
     width = {"classifier": 128, "base": 8}  # the tiny classifier's hidden size; any other for the base
-    assert mixed.quick_tasks() == ("emotion",)  # emotion reads the base: a quick head on the classifier too
-    for recipe, task in [(mixed, t) for t in TASKS] + [(mixed.on_classifier(), "emotion")]:
-        cache, pool = caches[recipe.reader(task)], recipe.pool(task)
-        for split, examples in (("train", recipe.state_examples(task, data)),
-                                ("validation", recipe.validation_examples(task, data))):
-            states = rng.normal(size=(len(examples), width[recipe.reader(task)]))
+    for task in TASKS:
+        cache, pool = caches[mixed.reader(task)], mixed.pool(task)
+        for split, examples in (("train", mixed.state_examples(task, data)),
+                                ("validation", mixed.validation_examples(task, data))):
+            states = rng.normal(size=(len(examples), width[mixed.reader(task)]))
             cache.add(task, split, [e.id for e in examples], states, pool=pool)
-    heads, reports, quick = fit_heads(mixed, caches, data)
-    head, report, stage = quick["emotion"]
-    assert head.pool == "post" and head.state.coef.shape[1] == 128
-    assert report["state_posts"] == len(held_out(trained, "emotion", data))  # fitted on posts the LoRA never saw
-    assert stage.info["precision_target"] == mixed.quick_precision and 0.5 <= stage.threshold <= 1.0
-    assert not replace(mixed, quick_precision=None).quick_tasks()
+    heads, reports = fit_heads(mixed, caches, data)
     assert heads["suicide_risk"].pool == "post" and heads["emotion"].pool == "last"
     assert heads["suicide_risk"].state.coef.shape[1] == 128 and heads["emotion"].state.coef.shape[1] == 8
     assert reports["suicide_risk"]["state_posts"] == len(held_out(trained, "suicide_risk", data))

@@ -631,45 +631,23 @@ def test_the_screen_decides_the_posts_it_is_sure_of_and_the_model_the_rest(backe
     assert [(r.labels, r.scores, r.decided_by) for r in none] == [(r.labels, r.scores, "model") for r in full]
 
 
-def test_a_quick_heads_operating_point_is_the_lowest_confidence_right_often_enough_out_of_fold():
-    from mentalglm.heads.screen import GRID, confidence, fit_quick
-
-    head = load_heads().head("emotion")
-    rng = np.random.default_rng(3)
-    oof = rng.dirichlet(np.full(len(head.labels), 0.4), size=400)
-    # the surer the head, the more often right: gold is its own label with a chance that grows with confidence
-    gold = [[head.decide(p)[0] if rng.random() < confidence(head, p) else head.labels[rng.integers(6)]] for p in oof]
-    stage = fit_quick(head, oof, gold, precision=0.9)
-
-    def right_share(t):
-        decided = [(head.decide(p) == g) for p, g in zip(oof, gold) if confidence(head, p) >= t]
-        return np.mean(decided), len(decided) / len(oof)
-
-    precision, share = right_share(stage.threshold)
-    assert precision >= 0.9 and stage.info["decided_share_out_of_fold"] == pytest.approx(share, abs=1e-4)
-    lower = [t for t in GRID if t < stage.threshold]
-    assert lower and right_share(lower[-1])[0] < 0.9  # nothing lower would do
-    assert stage.decide(head, oof[0], threshold=1.01) is None
-
-
-def test_no_screen_stage_ever_decides_against_high_risk():
+def test_the_screen_never_decides_against_high_risk():
     """A sure high-risk decision stands (and is flagged); a low-risk one, however sure, goes on to the model, so
     screening never lowers the flag's recall. Other tasks are decided at any label."""
-    from mentalglm.heads.screen import QuickStage, TaskScreen
+    from mentalglm.heads.screen import TaskScreen
 
     head = load_heads().head("suicide_risk")
-    screen, quick = TaskScreen(np.ones(2), np.zeros(2), threshold=0.6), QuickStage(threshold=0.6)
+    screen = TaskScreen(np.ones(2), np.zeros(2), threshold=0.6)
     low, high = head.labels.index("低自杀风险"), head.labels.index("高自杀风险")
     sure_low, unsure_high, sure_high = (np.eye(2)[low] * 0.999 + np.eye(2)[high] * 0.001,
                                         np.eye(2)[high] * 0.55 + np.eye(2)[low] * 0.45,
                                         np.eye(2)[high] * 0.9 + np.eye(2)[low] * 0.1)
-    for stage in (screen, quick):
-        assert stage.decide(head, sure_low) is None
-        assert stage.decide(head, unsure_high) is None
-        assert stage.decide(head, sure_high) == ["高自杀风险"] and head.flagged(sure_high)
+    assert screen.decide(head, sure_low) is None
+    assert screen.decide(head, unsure_high) is None
+    assert screen.decide(head, sure_high) == ["高自杀风险"] and head.flagged(sure_high)
     emotion = load_heads().head("emotion")
-    sure = np.eye(len(emotion.labels))[emotion.labels.index("无情绪")] * 0.95 + 0.01
-    assert screen.decide(emotion, sure) == quick.decide(emotion, sure) == ["无情绪"]
+    sure = np.eye(len(emotion.labels))[emotion.labels.index("无情绪")] * 0.94 + 0.01
+    assert TaskScreen(np.ones(6), np.zeros(6), threshold=0.6).decide(emotion, sure) == ["无情绪"]
 
 
 def test_an_interrupted_screen_run_resumes_like_any_other(backend, screened_heads, tmp_path):

@@ -64,8 +64,7 @@ class Analysis:
     explanation_labels: list[str] | None = None  # the label the explanation argues for, read from it alone
     explanation_consistent: bool | None = None  # that label agrees with the row's (None: no explanation or reader)
     quotes_repaired: int = 0  # near-miss quotes replaced by the post's closest span (each named in warnings)
-    # label heads: "model" (the stack on the model's state), "screen" or "classifier" (heads.screen's two stages)
-    decided_by: str | None = None
+    decided_by: str | None = None  # label heads: "model" (the stack on the model's state) or "screen" (heads.screen)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False)
@@ -276,10 +275,9 @@ class Analyzer:
                 asked[k] = replace(request, quote_source=texts[k]) if self.config.guard_quotes else request
 
         by = ["model"] * len(live)
-        for stage in (self._screened, self._quick) if self.config.screen else ():
-            for k, (p, chosen, name) in stage(heads, texts, [k for k in range(len(live)) if by[k] == "model"]).items():
-                by[k] = name
-                decided(k, p, chosen)
+        for k, (p, chosen) in (self._screened(heads, texts) if self.config.screen else {}).items():
+            by[k] = "screen"
+            decided(k, p, chosen)
         model = [k for k in range(len(live)) if by[k] == "model"]
 
         def decide(j: int, state) -> Request | None:
@@ -357,33 +355,16 @@ class Analyzer:
                 for k, g in zip(todo, done):
                     gens[k] = g
 
-    def _screened(self, heads: list, texts: list[str], rows: list[int]) -> dict[int, tuple]:
-        """{k: (the screen's probabilities, its labels, "screen")} for the rows the screen is sure of
-        (``heads.screen``)."""
+    def _screened(self, heads: list, texts: list[str]) -> dict[int, tuple]:
+        """{k: (the screen's probabilities, its labels)} for the rows the screen is sure of (``heads.screen``)."""
         out = {}
-        for k in rows:
-            screen = self.headset.screens.get(heads[k].task)
+        for k, (head, text) in enumerate(zip(heads, texts)):
+            screen = self.headset.screens.get(head.task)
             if screen is not None:
-                p = screen.probabilities(heads[k], texts[k])
-                chosen = screen.decide(heads[k], p, self.config.screen_threshold)
+                p = screen.probabilities(head, text)
+                chosen = screen.decide(head, p, self.config.screen_threshold)
                 if chosen:
-                    out[k] = (p, chosen, "screen")
-        return out
-
-    def _quick(self, heads: list, texts: list[str], rows: list[int]) -> dict[int, tuple]:
-        """{k: (the quick head's probabilities, its labels, "classifier")} for the rows whose task has a quick head
-        (``heads.screen``) that is sure of them; it reads the classifier's state of the post (once a post)."""
-        rows = [k for k in rows if heads[k].task in self.headset.quick]
-        if not rows:
-            return {}
-        states = self._post_states([texts[k] for k in rows], [None] * len(rows), ["post"] * len(rows))
-        out = {}
-        for k, state in zip(rows, states):
-            quick = self.headset.quick[heads[k].task]
-            p = quick.probabilities(texts[k], state)
-            chosen = self.headset.screens[quick.task].quick.decide(quick, p)
-            if chosen:
-                out[k] = (p, chosen, "classifier")
+                    out[k] = (p, chosen)
         return out
 
     def _unsure(self, spec: TaskSpec, head, probs, labels: list[str]) -> tuple[dict | None, str]:

@@ -33,12 +33,11 @@ def add_model_args(p, default_model: str = DEFAULT_MODEL) -> None:
                    help="label heads: let the explanation start freely (default: it starts by quoting the post's "
                         "clause the head weighs most for the label, so its evidence is the post's own words)")
     g.add_argument("--screen", action="store_true",
-                   help="label heads: the heads' character n-gram part decides the posts it is sure of, then (where "
-                        "the folder has them) the quick heads on its classifier, the model only the rest (faster; rows "
-                        "say decided_by; operating points fitted out of fold, docs/scale.md)")
+                   help="label heads: the heads' character n-gram part decides the posts it is sure of, the model only "
+                        "the rest (faster; rows say decided_by; operating point fitted out of fold, docs/scale.md)")
     g.add_argument("--screen-threshold", type=float, metavar="P",
-                   help="with --screen: the confidence at which the n-gram screen decides, for every task (default: "
-                        "each task's from the heads folder; higher sends more posts on; the quick heads keep theirs)")
+                   help="with --screen: the confidence at which the screen decides, for every task (default: each "
+                        "task's from the heads folder; higher sends more posts to the model)")
     add_backend_args(g)
 
 

@@ -83,9 +83,7 @@ def run(args) -> int:
         from ..heads.screen import fit_screens, write_screen
 
         folder = Path(args.folder) if args.folder else packaged_dir()
-        headset = load_heads(folder)  # the quick heads' operating points stay (they follow the classifier)
-        quick = {t: s.quick for t, s in headset.screens.items() if s.quick}
-        print(f"wrote {write_screen(folder, fit_screens(headset.heads, args.data_root, quick=quick))}")
+        print(f"wrote {write_screen(folder, fit_screens(load_heads(folder).heads, args.data_root))}")
         return 0
     from ..heads.build import train_heads
     from ..heads.recipe import Recipe
@@ -187,9 +185,7 @@ def show(headset) -> None:
     console.print(table)
     if headset.screens:
         console.print("screen (analyze --screen): " + ", ".join(
-            f"{t} decides {100 * (s.info or {}).get('decided_share_out_of_fold', 0):.0f}% at {s.threshold:.2f}" + (
-                f" then its quick head (alone {100 * (s.quick.info or {}).get('decided_share_out_of_fold', 0):.0f}% "
-                f"at {s.quick.threshold:.2f})" if s.quick else "")
+            f"{t} decides {100 * (s.info or {}).get('decided_share_out_of_fold', 0):.0f}% at {s.threshold:.2f}"
             for t, s in headset.screens.items()) + " (training posts, out of fold)")
     if headset.explainer:
         e = headset.explainer

@@ -5,8 +5,7 @@ hashes, recipe, validation scores, and the sha256 of every file) and per task ``
 ``<task>.json`` (see ``model.py``). ``mentalglm-mini`` is such a folder shipped inside the package;
 ``mentalglm heads train`` makes new ones. An optional ``unsure.json`` (listed in the manifest; written by
 ``benchmarks/unsure_threshold.py``) holds each task's unsure threshold (``unsure.py``); an optional ``explainer/``
-the trained explainer (``explainer.py``); an optional ``screen.json`` the screen (``screen.py``), with the quick heads
-of its second stage in ``quick/``.
+the trained explainer (``explainer.py``); an optional ``screen.json`` the screen (``screen.py``).
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from ..llm.catalog import model_sha256
 from .classifier import ClassifierSpec, read_classifier
 from .explainer import ExplainerSpec, read_explainer
 from .model import TaskHead
-from .screen import QUICK, TaskScreen, read_screen
+from .screen import TaskScreen, read_screen
 from .unsure import default_threshold, read_thresholds
 
 PACKAGED = "mentalglm-mini"
@@ -44,7 +43,6 @@ class HeadSet:
     explainer: ExplainerSpec | None = None  # explainer/ (explainer.py)
     screens: dict[str, TaskScreen] = field(default_factory=dict)  # task -> screen.json's (screen.py)
     classifier: ClassifierSpec | None = None  # classifier/ (classifier.py): the model whose post states heads read
-    quick: dict[str, TaskHead] = field(default_factory=dict)  # task -> quick head on the classifier (screen.py)
 
     @property
     def name(self) -> str:
@@ -112,10 +110,9 @@ def load_heads(folder: str | Path | None = None) -> HeadSet:
             raise HeadsError(f"{folder}: {name} listed in manifest.json is missing")
         if file_sha256(path) != sha:
             raise HeadsError(f"{folder}: {name} does not match its sha256 in manifest.json (altered or corrupt)")
-    screens = read_screen(folder)
     return HeadSet(folder, manifest, {t: TaskHead.load(folder, t) for t in manifest["tasks"]},
-                   read_thresholds(folder, manifest), read_explainer(folder), screens, read_classifier(folder),
-                   {t: TaskHead.load(folder / QUICK, t) for t, s in screens.items() if s.quick})
+                   read_thresholds(folder, manifest), read_explainer(folder), read_screen(folder),
+                   read_classifier(folder))
 
 
 __all__ = ["HeadSet", "HeadsError", "TaskHead", "load_heads", "packaged_dir", "PACKAGED"]

@@ -22,8 +22,7 @@ from ..prompts import SYSTEM_HEADS_ZH
 from .model import StateScorer, TaskHead, to_probabilities
 from .features import POST_CHARS, POST_TOKENS, StateCache, extract_states, head_text
 from .recipe import Recipe
-from .manifest import list_files
-from .screen import QUICK, fit_screens, write_screen
+from .screen import fit_screens, write_screen
 from .unsure import fit_thresholds, write_thresholds
 
 
@@ -108,23 +107,18 @@ def read_states(recipe: Recipe, out: Path, threads: int | None = None, root=None
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())
     started = time.time()
-    quick = recipe.on_classifier()
-    for reader in dict.fromkeys([recipe.reader(t) for t in recipe.tasks] + ["classifier"] * bool(recipe.quick_tasks())):
+    for reader in dict.fromkeys(recipe.reader(t) for t in recipe.tasks):
         backend = open_model(recipe, reader, threads)
         caches[reader] = cache = StateCache(out / STATE_FOLDERS[reader], state_settings(recipe, reader))
         jobs = []
-        for task in recipe.tasks:
-            # a task's own head, or (the classifier's states of a task that reads the base) its quick head
-            r = recipe if recipe.reader(task) == reader else quick if reader == "classifier" and \
-                task in recipe.quick_tasks() else None
-            if r is not None:
-                jobs += [(r, task, "validation", r.validation_examples(task, root))]
-                if task not in kept or r is quick:
-                    jobs += [(r, task, "train", r.state_examples(task, root))]
+        for task in (t for t in recipe.tasks if recipe.reader(t) == reader):
+            jobs += [(task, "validation", recipe.validation_examples(task, root))]
+            if task not in kept:
+                jobs += [(task, "train", recipe.state_examples(task, root))]
         with Progress(*columns) as bar:
-            for r, task, split, examples in jobs:
+            for task, split, examples in jobs:
                 job = bar.add_task(f"hidden states {task}/{split}", total=len(examples))
-                extract_states(backend, cache, task, split, examples, pool=r.pool(task),
+                extract_states(backend, cache, task, split, examples, pool=recipe.pool(task),
                                progress=lambda done, total, job=job: bar.update(job, completed=done))
         backend.close()
     log = out / "states" / "timing.jsonl"
@@ -138,23 +132,6 @@ def read_states(recipe: Recipe, out: Path, threads: int | None = None, root=None
 def fit_task(recipe: Recipe, cache: StateCache, task: str, root=None, keep=None) -> tuple[TaskHead, dict]:
     """Step 2 for one task: the head, and its scores on the validation sample beside each part alone.
     ``keep(example)`` narrows the training posts (the ablations of benchmarks/heads_ablation.py)."""
-    head, report, _ = _fit_task(recipe, cache, task, root, keep)
-    return head, report
-
-
-def fit_quick_head(recipe: Recipe, cache: StateCache, task: str, root=None):
-    """A quick head for ``task`` (``Recipe.quick_tasks``), fitted on the classifier's states as if the task read it:
-    (head, validation report, its operating point from its out-of-fold answers, ``screen.fit_quick``)."""
-    from .screen import fit_quick
-
-    on_classifier = recipe.on_classifier()
-    head, report, oof = _fit_task(on_classifier, cache, task, root)
-    gold = [e.labels for e in on_classifier.state_examples(task, root)]
-    return head, report, fit_quick(head, oof, gold, recipe.quick_precision)
-
-
-def _fit_task(recipe: Recipe, cache: StateCache, task: str, root=None, keep=None):
-    """(head, validation report, the head's out-of-fold probabilities on its state posts)."""
     from ..data.sources import task_splits
     from ..tasks import get_task
     from .fit import fit_head, label_matrix
@@ -184,7 +161,7 @@ def _fit_task(recipe: Recipe, cache: StateCache, task: str, root=None, keep=None
            # the whole head's out-of-fold answers on its training posts: what choices between recipes rest on
            "scores_out_of_fold": score(get_task(task), gold_s, [tuple(fitted.head.decide(p)) for p in fitted.oof])}
     return fitted.head, validate_head(recipe, cache, fitted.head, root, {
-        "state_posts": len(state_posts), "train_posts": len(train), **oof}), fitted.oof
+        "state_posts": len(state_posts), "train_posts": len(train), **oof})
 
 
 def _through(part: StateScorer, weight: np.ndarray, bias: np.ndarray) -> StateScorer:
@@ -289,15 +266,13 @@ def training_data_hashes(recipe: Recipe, root=None) -> dict[str, str]:
 
 
 def fit_heads(recipe: Recipe, caches: dict[str, StateCache], root=None, kept: dict | None = None):
-    """Step 2 for every task, each from the cache of the model it reads (``Recipe.reader``): heads, reports, and the
-    quick heads (``Recipe.quick_tasks``) as {task: (head, report, operating point)}."""
+    """Step 2 for every task, each from the cache of the model it reads (``Recipe.reader``): heads and reports."""
     heads, reports = {}, {}
     for task in recipe.tasks:
         cache = caches[recipe.reader(task)]
         heads[task], reports[task] = keep_head(recipe, cache, task, root, Path(kept[task])) if task in (kept or {}) \
             else fit_task(recipe, cache, task, root)
-    quick = {task: fit_quick_head(recipe, caches["classifier"], task, root) for task in recipe.quick_tasks()}
-    return heads, reports, quick
+    return heads, reports
 
 
 def train_heads(recipe: Recipe, out: Path, threads: int | None = None, root=None, command: str = "",
@@ -310,7 +285,7 @@ def train_heads(recipe: Recipe, out: Path, threads: int | None = None, root=None
     started = time.time()
     kept = kept or {}
     caches = read_states(recipe, out, threads, root, kept)
-    heads, reports, quick = fit_heads(recipe, caches, root, kept)
+    heads, reports = fit_heads(recipe, caches, root, kept)
     from ..llm.catalog import REGISTRY
 
     base = REGISTRY[recipe.base]
@@ -337,13 +312,7 @@ def train_heads(recipe: Recipe, out: Path, threads: int | None = None, root=None
     gold = {task: {e.id: e.labels for e in recipe.validation_examples(task, root)} for task in predictions}
     write_thresholds(folder, fit_thresholds(heads, predictions, gold, source=str(out / "validation"),
                                             command=manifest["command"]))
-    for task, (head, report, _) in quick.items():  # quick/<task>.*, scored like the heads
-        head.save(folder / QUICK)
-        reports[f"{task} (quick head)"] = report
-        report.pop("predictions")
-    list_files(folder, [f"{QUICK}/{task}.{ext}" for task in quick for ext in ("npz", "json")], replace_prefix=f"{QUICK}/")
-    # the screen's calibration follows the heads' n-gram parts
-    write_screen(folder, fit_screens(heads, root, quick={task: stage for task, (_, _, stage) in quick.items()}))
+    write_screen(folder, fit_screens(heads, root))  # the screen's calibration follows the heads' n-gram parts
     if "classifier" in caches:
         from .classifier import adapter_file, describe_run, install_classifier, load_recipe
 

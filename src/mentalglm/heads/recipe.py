@@ -7,7 +7,7 @@ head always trains on the whole training split, which costs seconds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from ..data.records import Example
 from ..data.sources import task_splits
@@ -68,25 +68,11 @@ class Recipe:
     classifier_tasks: tuple[str, ...] | None = None
     # The C grid of a classifier's state part: a logistic model of its head's few scores, not of 1,536 coordinates.
     classifier_C_grid: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
-    # With a classifier, each task that reads the base also gets a quick head on the classifier (heads/screen.py):
-    # with `analyze --screen` it decides the posts it is sure of, right at least this often out of fold, before the
-    # base is read (None: no quick heads). Below the n-gram screen's 0.95: the quick head is the stronger model.
-    quick_precision: float | None = 0.90
 
     def reader(self, task: str) -> str:
         """The model whose states ``task``'s head reads: "classifier" or "base"."""
         return "classifier" if self.classifier and (self.classifier_tasks is None or task in self.classifier_tasks) \
             else "base"
-
-    def quick_tasks(self) -> tuple[str, ...]:
-        """The tasks that get a quick head: those that read the base, where the recipe has a classifier."""
-        if not self.classifier or self.quick_precision is None:
-            return ()
-        return tuple(t for t in self.tasks if self.reader(t) == "base")
-
-    def on_classifier(self) -> "Recipe":
-        """This recipe with every task on its classifier: what a quick head is fitted with."""
-        return replace(self, classifier_tasks=None)
 
     def state_examples(self, task: str, root=None) -> list[Example]:
         if self.reader(task) == "classifier":

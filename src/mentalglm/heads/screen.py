@@ -9,17 +9,11 @@ confidence at which the held-out decisions are right at least ``precision`` of t
 
 A post's confidence is the calibrated probability of the chosen label (single-label), or, for multi-label tasks,
 the smallest distance of any label's probability from the side it falls on (every label must be sure). For a
-task that can flag a post (suicide risk), a screen never decides *against* high risk: a post it is sure is high
-risk stands (and is flagged), any other goes on, so screening never lowers the flag's recall. (An earlier rule let
-a low-risk decision stand below a bound on the n-gram's P(high) that 1% of held-out high-risk posts fell under;
-against the classifier's flag it let 2 of 95 validation posts the full stack flags through: docs/scale.md.)
-
-A folder whose classifier (``classifier.py``) is read anyway may add a second stage for the tasks whose heads read
-the base model: a *quick head* per task (``quick/<task>.*``, a head on the classifier's state of the post, fitted
-on the posts the classifier never saw) decides the posts the n-gram part left, where it is sure, before the base
-model is read. Its operating point (``QuickStage``, in the task's ``screen.json`` entry) is chosen the same way,
-on the quick head's out-of-fold answers. Rows say which stage decided them (``decided_by``: ``screen``,
-``classifier`` or ``model``).
+task that can flag a post (suicide risk), the screen never decides *against* high risk: a post it is sure is high
+risk stands (and is flagged), any other goes on to the model, so screening never lowers the flag's recall. (An
+earlier rule let a low-risk decision stand below a bound on the n-gram's P(high) that 1% of held-out high-risk
+posts fell under; against the classifier's flag it let 2 of 95 validation posts the full stack flags through:
+docs/scale.md.) Rows say which stage decided them (``decided_by``: ``screen`` or ``model``).
 """
 
 from __future__ import annotations
@@ -35,40 +29,7 @@ from .manifest import list_files
 from .model import TaskHead, to_probabilities
 
 FILE = "screen.json"
-QUICK = "quick"  # the folder of the quick heads
 GRID = np.round(np.arange(0.50, 0.995, 0.01), 2)
-
-
-@dataclass
-class QuickStage:
-    """The quick head's operating point: its decision stands at or above ``threshold`` (``confidence``)."""
-    threshold: float
-    info: dict | None = None
-
-    def decide(self, head: TaskHead, probs: np.ndarray, threshold: float | None = None) -> list[str] | None:
-        """The quick head's labels for a post, or None when the model must decide."""
-        if confidence(head, probs) < (self.threshold if threshold is None else threshold):
-            return None
-        return _standing(head, head.decide(probs))
-
-    def to_json(self) -> dict:
-        return {"threshold": self.threshold, "info": self.info or {}}
-
-
-def _standing(head: TaskHead, labels: list[str] | None) -> list[str] | None:
-    """A stage's sure decision, unless it is against high risk on a task that flags posts (those go on)."""
-    if labels is None or (head.high_labels and not set(labels) & set(head.high_labels)):
-        return None
-    return labels
-
-
-def confidence(head: TaskHead, probs: np.ndarray) -> float:
-    """How sure a head's own decision is: the chosen label's probability (single-label), or, multi-label, how far
-    the label nearest its threshold is from it, as a share of the room on that side (1: every label sure)."""
-    if not head.multi_label:
-        return float(probs[head.labels.index(head.decide(probs)[0])])
-    t = head.thresholds
-    return float(np.min(np.abs(probs - t) / np.where(probs >= t, 1 - t, t)))
 
 
 @dataclass
@@ -77,7 +38,6 @@ class TaskScreen:
     bias: np.ndarray
     threshold: float  # confidence at or above which the screen decides
     info: dict | None = None
-    quick: QuickStage | None = None  # the quick head's operating point, where the folder has one for the task
 
     def probabilities(self, head: TaskHead, text: str) -> np.ndarray:
         return to_probabilities((self.scale * head.ngram.scores(text) + self.bias)[None], head.multi_label)[0]
@@ -85,20 +45,19 @@ class TaskScreen:
     def decide(self, head: TaskHead, probs: np.ndarray, threshold: float | None = None) -> list[str] | None:
         """The screen's labels for a post, or None when the model must decide."""
         labels, conf = _decision(head.multi_label, probs, head.labels)
-        if conf < (self.threshold if threshold is None else threshold):
+        if labels is None or conf < (self.threshold if threshold is None else threshold):
             return None
-        return _standing(head, labels)
+        if head.high_labels and not set(labels) & set(head.high_labels):
+            return None  # never against high risk: the model decides (and flags) every other risk post
+        return labels
 
     def to_json(self) -> dict:
         return {"scale": self.scale.tolist(), "bias": self.bias.tolist(), "threshold": self.threshold,
-                "info": self.info or {},
-                **({"quick": self.quick.to_json()} if self.quick else {})}
+                "info": self.info or {}}
 
     @classmethod
     def from_json(cls, d: dict) -> "TaskScreen":
-        quick = d.get("quick")
-        return cls(np.array(d["scale"]), np.array(d["bias"]), float(d["threshold"]), d.get("info"),
-                   QuickStage(float(quick["threshold"]), quick.get("info")) if quick else None)
+        return cls(np.array(d["scale"]), np.array(d["bias"]), float(d["threshold"]), d.get("info"))
 
 
 def _decision(multi_label: bool, probs: np.ndarray, names: Sequence[str]) -> tuple[list[str] | None, float]:
@@ -171,52 +130,33 @@ def fit_screen(head: TaskHead, texts: Sequence[str], gold: Sequence[Sequence[str
     oof = out_of_fold_scores(head, texts, y, folds, seed)
     scale, bias = _calibrate(oof, y, head.multi_label)
     probs = to_probabilities(scale * oof + bias, head.multi_label)
-    decisions = [_decision(head.multi_label, p, head.labels)[0] for p in probs]
-    screen = _operating_point(TaskScreen(scale, bias, 1.0), head, probs, decisions, gold, precision, min_share)
-    screen.info = {"training_posts": len(y), "folds": folds, "seed": seed, **screen.info}
+    decisions = [_decision(head.multi_label, p, head.labels) for p in probs]
+    right = np.array([labels is not None and set(labels) == set(g) for (labels, _), g in zip(decisions, gold)])
+    screen = TaskScreen(scale, bias, 1.0)
+    # The lowest confidence whose decided posts are right at least `precision` of the time (out of fold),
+    # among those that decide at least `min_share` of the posts; none: the screen never decides (threshold 1).
+    for t in GRID:
+        decided = np.array([screen.decide(head, p, t) is not None for p in probs])
+        if decided.mean() >= min_share and right[decided].mean() >= precision:
+            screen.threshold = float(t)
+            break
+    decided = np.array([screen.decide(head, p) is not None for p in probs])
+    screen.info = {"training_posts": len(y), "folds": folds, "seed": seed, "precision_target": precision,
+                   "decided_share_out_of_fold": round(float(decided.mean()), 4),
+                   "precision_out_of_fold": round(float(right[decided].mean()), 4) if decided.any() else None}
     return screen
 
 
-def fit_quick(head: TaskHead, oof: np.ndarray, gold: Sequence[Sequence[str]], precision: float = 0.90,
-              min_share: float = 0.02) -> QuickStage:
-    """A quick head's operating point from its out-of-fold probabilities (``oof``) on the posts the classifier never
-    saw, chosen as the screen's is."""
-    return _operating_point(QuickStage(1.0), head, oof, [head.decide(p) for p in oof], gold, precision, min_share)
-
-
-def _operating_point(stage, head: TaskHead, probs: np.ndarray, decisions, gold, precision: float, min_share: float):
-    """``stage`` (a TaskScreen or QuickStage) with its threshold set from out-of-fold ``probs`` and ``decisions``
-    (None: no decision) against ``gold``."""
-    right = np.array([labels is not None and set(labels) == set(g) for labels, g in zip(decisions, gold)])
-    # The lowest confidence whose decided posts are right at least `precision` of the time (out of fold),
-    # among those that decide at least `min_share` of the posts; none: the stage never decides (threshold 1).
-    for t in GRID:
-        decided = np.array([stage.decide(head, p, t) is not None for p in probs])
-        if decided.mean() >= min_share and right[decided].mean() >= precision:
-            stage.threshold = float(t)
-            break
-    decided = np.array([stage.decide(head, p) is not None for p in probs])
-    stage.info = {"precision_target": precision,
-                  "decided_share_out_of_fold": round(float(decided.mean()), 4),
-                  "precision_out_of_fold": round(float(right[decided].mean()), 4) if decided.any() else None}
-    return stage
-
-
-def fit_screens(heads: dict[str, TaskHead], root=None, progress=print,
-                quick: dict[str, QuickStage] | None = None) -> dict[str, TaskScreen]:
-    """Every head's screen, from its task's training split (``data.sources.task_splits``), with the ``quick`` stage
-    of the tasks that have one."""
+def fit_screens(heads: dict[str, TaskHead], root=None, progress=print) -> dict[str, TaskScreen]:
+    """Every head's screen, from its task's training split (``data.sources.task_splits``)."""
     from ..data.sources import task_splits
 
     out = {}
     for task, head in heads.items():
         train = task_splits(task, root)["train"]
         out[task] = fit_screen(head, [e.text for e in train], [e.labels for e in train])
-        out[task].quick = (quick or {}).get(task)
         progress(f"screen {task}: decides {100 * out[task].info['decided_share_out_of_fold']:.0f}% of the training "
-                 f"posts out of fold at confidence {out[task].threshold:.2f}" + (
-                     f"; its quick head alone {100 * out[task].quick.info['decided_share_out_of_fold']:.0f}% at "
-                     f"{out[task].quick.threshold:.2f}" if out[task].quick else ""))
+                 f"posts out of fold at confidence {out[task].threshold:.2f}")
     return out
 
 

@@ -111,9 +111,8 @@ class AnalysisOut(BaseModel):
     quotes_repaired: int = Field(0, description=(
         "quotes that were near misses of the post's words, replaced by the post's closest span (named in warnings)"))
     decided_by: str | None = Field(None, description=(
-        "label heads: which stage decided the label: 'model' (the heads on the model's hidden state), 'screen' "
-        "(the heads' character n-gram part, sure of this post) or 'classifier' (the quick head on the folder's "
-        "classifier, sure of it; both with screen=true)"))
+        "label heads: which stage decided the label: 'model' (the heads on the model's hidden state) or 'screen' "
+        "(the heads' character n-gram part, sure of this post; analyze with screen=true)"))
 
 
 class PostResult(BaseModel):

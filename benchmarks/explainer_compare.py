@@ -50,9 +50,20 @@ VARIANTS = ("trained", "base")
 
 
 def analyzer_config(variant: str, **kw) -> AnalyzeConfig:
-    """A variant: who writes (``base``, ``trained``), with ``-unguarded`` its quotes left free (llm/quotes.py)."""
-    writer, _, free = variant.partition("-")
-    return AnalyzeConfig(explainer=writer, guard_quotes=free != "unguarded", **kw)
+    """A variant: who writes (``base``, ``trained``, ``auto``), with ``-unguarded`` its quotes left free
+    (llm/quotes.py), with ``-unquoted`` no quote of the post to start from, with ``@FOLDER`` another heads folder
+    (``base-unguarded-unquoted@runs/mini2/model``: the explanations of the build before #22)."""
+    name, _, heads = variant.partition("@")
+    writer, *flags = name.split("-")
+    if heads:
+        kw["heads"] = heads
+    return AnalyzeConfig(explainer=writer, guard_quotes="unguarded" not in flags, quote_first="unquoted" not in flags,
+                         **kw)
+
+
+def file_name(variant: str) -> str:
+    """A variant's name as a file name (its heads folder's path flattened)."""
+    return variant.replace("/", "_")
 
 
 def default_task_posts(n: int, tasks=DEFAULT_TASKS) -> tuple[list[Post], dict[str, str]]:
@@ -163,10 +174,10 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     for v in variants:  # predictions files per explainer and task, each post for its own corpus's task
         for task in (*DEFAULT_TASKS, LEVELS):
-            with open(out / f"{v}-{task}.jsonl", "w", encoding="utf-8") as f:
+            with open(out / f"{file_name(v)}-{task}.jsonl", "w", encoding="utf-8") as f:
                 f.writelines(r.to_json() + "\n" for r in [*rows[v], *level_rows[v]]
                              if r.task == task and own_task.get(r.id, LEVELS) == task)
-        with open(out / f"{v}-all-tasks.jsonl", "w", encoding="utf-8") as f:
+        with open(out / f"{file_name(v)}-all-tasks.jsonl", "w", encoding="utf-8") as f:
             f.writelines(r.to_json() + "\n" for r in rows[v])
     refs = reference_scores(level_rows, levels_examples, args.bertscore_model, focus)
 

@@ -55,6 +55,8 @@ def analyzer_config(variant: str, **kw) -> AnalyzeConfig:
     (``base-unguarded-unquoted@runs/mini2/model``: the explanations of the build before #22)."""
     name, _, heads = variant.partition("@")
     writer, *flags = name.split("-")
+    if set(flags) - {"unguarded", "unquoted"}:  # a typo must not quietly run the default
+        raise SystemExit(f"unknown variant flag in {variant!r}: {sorted(set(flags) - {'unguarded', 'unquoted'})}")
     if heads:
         kw["heads"] = heads
     return AnalyzeConfig(explainer=writer, guard_quotes="unguarded" not in flags, quote_first="unquoted" not in flags,

@@ -4,8 +4,8 @@
     python benchmarks/screen_speed.py --n 210 --new runs/heads/tuned/model --skip-quality   # heads against heads
     python benchmarks/screen_speed.py --n 90 --tasks emotion --skip-quality                 # one task's screening
 
-1. **Speed**, labels only, the three default tasks, --n validation posts (a stratified sample, seed 13, of each
-   default task's validation split, mixed), the full stack and --screen interleaved in blocks of --block posts in
+1. **Speed**, labels only, the three default tasks (or --tasks), --n validation posts (a stratified sample, seed 13,
+   of each task's validation split, mixed), the full stack and --screen interleaved in blocks of --block posts in
    one run: posts/s, their ratio, and per task the share of posts the screen decided. Peak memory of the process.
 2. **Quality** on the heads' validation samples (the posts `mentalglm heads train` scores, n per task below):
    a screened row is the screen's own decision, any other row is the full stack's, exactly (tested), so the

@@ -4,10 +4,10 @@ install needs none of the extras' packages, and a command that needs a missing e
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
-import json
 import tarfile
 import tomllib
 import zipfile

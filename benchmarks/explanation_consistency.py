@@ -14,7 +14,13 @@ often a reference paired with a wrong label three or more levels away is called 
 ``suicide_risk``: levels 6-10 as 高自杀风险; the suicide_risk head's n-gram part against the trained reader's
 P(levels 6-10) >= 0.5 (accuracy and balanced accuracy).
 
+The other tasks have no references; ``--teacher FOLDER`` reads a ``mentalglm data build`` output instead (the
+teacher was told the gold label, and what it kept passed QC, so a good reader names the gold label): the rate at
+which the task's reader does, per task. Build it without ``--consistent``, which would keep only what the reader
+already agrees with.
+
     python benchmarks/explanation_consistency.py                                  # measure
+    python benchmarks/explanation_consistency.py --teacher runs/explainer/cimhi   # ... and on teacher explanations
     python benchmarks/explanation_consistency.py --write src/mentalglm/resources  # measure, ship the trained reader
 """
 
@@ -30,7 +36,8 @@ import numpy as np
 from mentalglm.data.sources import task_splits
 from mentalglm.heads import load_heads
 from mentalglm.heads.model import NgramScorer
-from mentalglm.heads.reader import TRAINED, ExplanationReader, argument, explanation_reader, save_trained
+from mentalglm.heads.reader import (TRAINED, ExplanationReader, argument, explanation_reader, load_trained,
+                                    save_trained)
 
 
 def train_reader(train, C: float = 10.0, min_df: int = 2) -> tuple[NgramScorer, list[str]]:
@@ -66,10 +73,33 @@ def risk_rates(reader: ExplanationReader, val) -> dict:
             "argued_high": float(argued.mean()), "gold_high": float(gold.mean())}
 
 
+def teacher_rates(heads, trained, folder: Path) -> dict:
+    """Per task of a ``data build`` folder: how often the shipped reader names the gold label of the kept teacher
+    explanations (multi-label: one of the gold labels), and the most frequent misreadings."""
+    from collections import Counter
+
+    out = {}
+    for task in ("cognitive_distortion", "suicide_risk", "emotion"):
+        path = folder / task / "train.jsonl"
+        if not path.is_file():
+            continue
+        reader = explanation_reader(heads.head(task), trained=trained)
+        rows = [json.loads(line) for line in path.open(encoding="utf-8")]
+        read = [(r["labels"], reader.argued(argument(r["explanation"]))) for r in rows]
+        read = [(gold, argued) for gold, argued in read if argued is not None]
+        wrong = Counter(f"{gold[0]} read as {argued}" for gold, argued in read if argued not in gold)
+        out[task] = {"reader": reader.kind, "explanations": len(read),
+                     "gold_read": float(np.mean([argued in gold for gold, argued in read])),
+                     "misread": dict(wrong.most_common(3))}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--heads", help="heads folder (default: the packaged mentalglm-mini)")
     ap.add_argument("--write", help="write the trained reader's files into this folder")
+    ap.add_argument("--teacher", type=Path, help="a `mentalglm data build` folder (built without --consistent): "
+                    "also read its kept teacher explanations with each task's shipped reader")
     args = ap.parse_args()
     splits = task_splits(TRAINED)
     train, val = splits["train"], splits["validation"]
@@ -85,6 +115,8 @@ def main() -> None:
     report = {"validation_references": len(val), "training_references": len(train), "fit_seconds": seconds,
               "vocabulary": len(trained[0].vocabulary), "readers": results,
               "date": time.strftime("%Y-%m-%d")}
+    if args.teacher:
+        report["teacher_explanations"] = teacher_rates(heads, load_trained(), args.teacher)
     print(json.dumps(report, indent=1, ensure_ascii=False))
     if args.write:
         info = {"source": "SOS-4K train.tsv reference explanations, quotes removed", "C": 10.0, "min_df": 2,

@@ -188,6 +188,20 @@ def test_a_recipe_with_a_second_pass_trains_it_from_the_first_and_its_heads_read
     assert not np.allclose(head_weights(run)["emotion"][0], _first_heads(run)["emotion.weight"])
 
 
+def test_a_new_run_starts_with_the_recipe_asked_for_and_a_started_one_keeps_its_own(tiny_hf_model_dir, data,
+                                                                                     tmp_path):
+    from mentalglm.commands.heads import CLASSIFIER_RECIPES
+    from mentalglm.heads.classifier import RECIPES, load_recipe
+    from mentalglm.train.classifier import ensure_trained
+
+    asked = replace(recipe(tiny_hf_model_dir), epochs=1)
+    ensure_trained(tmp_path / "new", root=data, threads=1, recipe=asked)
+    assert load_recipe(tmp_path / "new") == asked
+    ensure_trained(tmp_path / "new", root=data, threads=1, recipe=replace(asked, r=8))  # finished: kept as it is
+    assert load_recipe(tmp_path / "new") == asked
+    assert CLASSIFIER_RECIPES == tuple(sorted(RECIPES))  # what `heads train --classifier-recipe` offers
+
+
 def _first_heads(run):
     from safetensors.numpy import load_file
 

@@ -14,6 +14,8 @@ EXAMPLES = """examples:
   mentalglm heads train --out runs/heads/frozen --classifier none   # every head on the frozen 1.5B
   mentalglm heads train --out runs/heads/block16 --classifier none --layers 16   # ... on a middle block
   mentalglm heads train --out runs/heads/tuned --classifier-tasks all   # every head on the LoRA classifier
+  mentalglm heads train --out runs/heads/big --classifier runs/cls-1.5b --classifier-recipe 1.5b --classifier-tasks all
+                                    # ... a classifier on the 1.5B (its attention), one read of a post for every task
   mentalglm heads train --keep cognitive_distortion=src/mentalglm/resources/mentalglm-mini
                                     # take that task's head as it is from an earlier build (only re-scored)
   mentalglm heads show                                    # the packaged heads: base model, validation scores
@@ -32,6 +34,7 @@ them) and the packaged Qwen2.5-Coder GGUFs. On 2 CPU cores: training the classif
 # emotion and the rarer distortions lost on it.
 CLASSIFIER_RUN = "runs/classifier"
 CLASSIFIER_TASKS = ("suicide_risk", "suicide_risk_levels")
+CLASSIFIER_RECIPES = ("0.5b", "1.5b")  # heads.classifier.RECIPES, named here without importing it (a quick --help)
 
 
 def register(sub, fmt):
@@ -57,6 +60,10 @@ def register(sub, fmt):
                    help="train: the LoRA classifier on the packaged 0.5B that --classifier-tasks read (trained into "
                         "RUN first, resumable; two passes of about 45 minutes on 2 cores); 'none': every task reads "
                         "the frozen base")
+    p.add_argument("--classifier-recipe", choices=CLASSIFIER_RECIPES, default="0.5b",
+                   help="train: the recipe a new --classifier run starts with: the packaged 0.5B with LoRA on every "
+                        "linear layer, or the 1.5B with LoRA on its attention (about 75 minutes a pass here); a "
+                        "started run keeps its own")
     p.add_argument("--classifier-tasks", metavar="TASKS", default=",".join(CLASSIFIER_TASKS),
                    help="train: the tasks whose heads read the classifier, comma-separated, or 'all'; the others "
                         "read the frozen base (one read of a post serves every task on the classifier)")
@@ -106,13 +113,15 @@ def run(args) -> int:
     command = "mentalglm heads train" + (f" --out {args.out}" if args.out != "runs/heads/mentalglm-mini" else "") \
         + (f" --layers {args.layers}" if args.layers else "") \
         + (f" --classifier {args.classifier}" if args.classifier != CLASSIFIER_RUN else "") \
+        + (f" --classifier-recipe {args.classifier_recipe}" if classifier and args.classifier_recipe != "0.5b" else "") \
         + (f" --classifier-tasks {args.classifier_tasks}" if classifier and recipe.classifier_tasks != CLASSIFIER_TASKS
            else "") \
         + "".join(f" --keep {t}={f}" for t, f in kept.items())
     if classifier:  # train it first (or continue its training), and export its adapter for llama.cpp
+        from ..heads.classifier import RECIPES
         from ..train.classifier import ensure_trained, export_classifier
 
-        ensure_trained(Path(classifier), args.data_root, args.threads)
+        ensure_trained(Path(classifier), args.data_root, args.threads, RECIPES[args.classifier_recipe])
         export_classifier(Path(classifier))
     folder = train_heads(recipe, Path(args.out), args.threads, args.data_root, command, kept)
     show(load_heads(folder))

@@ -101,6 +101,17 @@ class ClassifierRecipe:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
+# Named recipes (``heads train --classifier-recipe``): a new run folder starts with one of them, a started run keeps
+# its own ``recipe.json``. "1.5b": the 1.5B with LoRA on its attention projections alone, an 8.7 MB GGUF that the
+# package's 50 MB hold beside the explainer (every linear layer: 37 MB); a pass over every task is about 75 minutes
+# here, so it checkpoints more often. Emotion alone on it, one pass: docs/model-card.md ("a 1.5B classifier").
+RECIPES = {
+    "0.5b": ClassifierRecipe(),
+    "1.5b": ClassifierRecipe(base="qwen2.5-coder-1.5b-instruct-q4", targets=("q_proj", "k_proj", "v_proj", "o_proj"),
+                             save_every=50),
+}
+
+
 def split_training(recipe: ClassifierRecipe, task: str, root=None) -> tuple[list[Example], list[Example]]:
     """The task's training posts cut into (LoRA part, held-out part), stratified by label, fixed by the seed."""
     examples = task_splits(task, root)["train"]

@@ -262,11 +262,11 @@ def export_classifier(run: Path) -> Path:
     return out
 
 
-def ensure_trained(run: Path, root=None, threads: int | None = None) -> Path:
+def ensure_trained(run: Path, root=None, threads: int | None = None, recipe: ClassifierRecipe | None = None) -> Path:
     """The run's finished classifier (its last pass's ``final``): trained, or its training continued, where needed
-    (a new run folder gets the default recipe)."""
+    (a new run folder gets ``recipe``, by default the default recipe; a started one keeps its own)."""
     run = Path(run)
-    recipe = load_recipe(run) if (run / "recipe.json").is_file() else ClassifierRecipe()
+    recipe = load_recipe(run) if (run / "recipe.json").is_file() else recipe or ClassifierRecipe()
     passes = [(recipe, run)] + ([(second_pass(recipe, run), run / "second")] if recipe.second else [])
     for r, folder in passes:
         if not (folder / "final" / "heads.safetensors").is_file():

@@ -47,20 +47,22 @@ from mentalglm.tasks import DEFAULT_TASKS
 
 LEVELS = "suicide_risk_levels"
 VARIANTS = ("trained", "base")
+FLAGS = {"unguarded", "unquoted", "brief"}
 
 
 def analyzer_config(variant: str, **kw) -> AnalyzeConfig:
     """A variant: who writes (``base``, ``trained``, ``auto``), with ``-unguarded`` its quotes left free
-    (llm/quotes.py), with ``-unquoted`` no quote of the post to start from, with ``@FOLDER`` another heads folder
+    (llm/quotes.py), with ``-unquoted`` no quote of the post to start from, with ``-brief`` only the first sentence
+    (``AnalyzeConfig.brief``), with ``@FOLDER`` another heads folder
     (``base-unguarded-unquoted@runs/mini2/model``: the explanations of the build before #22)."""
     name, _, heads = variant.partition("@")
     writer, *flags = name.split("-")
-    if set(flags) - {"unguarded", "unquoted"}:  # a typo must not quietly run the default
-        raise SystemExit(f"unknown variant flag in {variant!r}: {sorted(set(flags) - {'unguarded', 'unquoted'})}")
+    if set(flags) - FLAGS:  # a typo must not quietly run the default
+        raise SystemExit(f"unknown variant flag in {variant!r}: {sorted(set(flags) - FLAGS)}")
     if heads:
         kw["heads"] = heads
     return AnalyzeConfig(explainer=writer, guard_quotes="unguarded" not in flags, quote_first="unquoted" not in flags,
-                         **kw)
+                         brief="brief" in flags, **kw)
 
 
 def file_name(variant: str) -> str:

@@ -564,6 +564,31 @@ def test_explanations_start_by_quoting_the_clause_the_head_weighs_most(backend, 
     assert not free.explanation.startswith(lead) and (free.labels, free.scores) == (row.labels, row.scores)
 
 
+@pytest.mark.parametrize("ends", [None, ("了",)], ids=["sentence-ends", "a-character-the-tiny-model-writes"])
+def test_a_brief_explanation_is_the_full_one_cut_after_its_first_sentence(backend, heads_dir, ends, monkeypatch):
+    from mentalglm import analyze
+
+    if ends:  # the tiny model's text has no full stop: a stop it does write makes the cut happen
+        monkeypatch.setattr(analyze, "BRIEF_STOPS", ends)
+    post = "最近工作不想活了。每天晚上都睡不着！周末也不想出门"
+    config = dict(tasks=("suicide_risk",), style="heads", heads=str(heads_dir), max_tokens=40)
+    full = Analyzer(backend, AnalyzeConfig(**config)).analyze(post)[0]
+    brief = Analyzer(backend, AnalyzeConfig(**config, brief=True)).analyze(post)[0]
+    assert (brief.labels, brief.scores) == (full.labels, full.scores)  # the label never depends on the answer
+    lead = quote_lead(get_task("suicide_risk"), load_heads(heads_dir).head("suicide_risk").evidence(post, full.labels))
+    written = full.explanation[len(lead):]  # greedy decoding: the same tokens until the first sentence ends
+    end = min((written.index(c) for c in analyze.BRIEF_STOPS if c in written), default=None)
+    assert (end is not None) == bool(ends)
+    assert brief.explanation == (full.explanation if end is None else analyze.sentence_ended(lead + written[:end]))
+
+
+def test_a_cut_sentence_gets_its_quote_closed_and_its_full_stop_back():
+    from mentalglm.analyze import sentence_ended
+
+    assert sentence_ended("这表明他很累") == "这表明他很累。" and sentence_ended("他写道“好累") == "他写道“好累”。"
+    assert sentence_ended("真的吗？") == "真的吗？" and sentence_ended("") == ""
+
+
 def test_an_altered_explainer_is_refused(explained_heads, tmp_path):
     import shutil
 

@@ -86,6 +86,19 @@ class Watcher:
         """A (post, task) row is complete."""
 
 
+BRIEF_STOPS = ("。", "！", "？")
+
+
+def sentence_ended(text: str) -> str:
+    """A brief explanation cut at its first sentence's end (the stop string is not part of the answer): the quote it
+    was in closed (a post's own sentence may end inside a quote), and the full stop put back."""
+    if not text:
+        return text
+    if text.count("“") > text.count("”"):
+        text += "”"
+    return text if text.endswith(BRIEF_STOPS) else text + "。"
+
+
 @dataclass(frozen=True)
 class AnalyzeConfig:
     tasks: tuple[str, ...] = DEFAULT_TASKS
@@ -110,6 +123,9 @@ class AnalyzeConfig:
     # screen_threshold moves every task's operating point (default: the heads folder's screen.json).
     screen: bool = False
     screen_threshold: float | None = None
+    # A heads row's explanation ends with its first sentence (after the quote it starts with): a shorter answer,
+    # written in a fraction of the time (docs/analyze.md).
+    brief: bool = False
 
 
 class Analyzer:
@@ -286,7 +302,8 @@ class Analyzer:
             return None if by_explainer[model[j]] else asked[model[j]]
 
         keys = [(pairs[i][0].id, pairs[i][1].name) for i in live]
-        explaining = GenConfig(max_tokens=self.config.max_tokens, temperature=self.config.temperature, stop=("\n\n",))
+        explaining = GenConfig(max_tokens=self.config.max_tokens, temperature=self.config.temperature,
+                               stop=("\n\n",) + (BRIEF_STOPS if self.config.brief else ()))
         gens: list = [None] * len(live)
         try:
             requests = [heads_request(pairs[live[k]][1], texts[k]) for k in model]
@@ -312,6 +329,9 @@ class Analyzer:
             raws = [g.text if g else pairs[i][1].label_sentence(lab) for i, g, lab in zip(live, gens, labels)]
             explanations = [(lead + g.text[len(r.answer_prefix):]).strip() if g else ""
                             for g, r, (_, lead) in zip(gens, asked, unsure)]
+            if self.config.brief:
+                explanations = [sentence_ended(e) if g and g.finish_reason == "stop" else e
+                                for e, g in zip(explanations, gens)]
         except Exception as e:
             for i in live:
                 out[i] = self._backend_failed([pairs[i][0]], pairs[i][1], e)[0]

@@ -42,6 +42,7 @@ EXAMPLES = """examples:
   mentalglm analyze --model qwen2.5-coder-1.5b-instruct-q4 "..."   # the zero-shot model, labels generated
   mentalglm analyze --file posts.csv --out results.jsonl --no-explain --screen  # sure posts by the n-gram part
   mentalglm analyze --explainer trained "..."    # every explanation by the trained 0.5B explainer
+  mentalglm analyze --brief --file posts.csv --out results.jsonl   # explanations of one sentence: the quote, one reason
 
   mentalglm analyze --file posts.parquet --text-column content --out results.parquet --resume  # Parquet in and out
   mentalglm analyze --file posts.csv --out results.jsonl --no-explain --ray    # an embedded Ray cluster here

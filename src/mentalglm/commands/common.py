@@ -32,6 +32,9 @@ def add_model_args(p, default_model: str = DEFAULT_MODEL) -> None:
     g.add_argument("--no-quote-first", dest="quote_first", action="store_false",
                    help="label heads: let the explanation start freely (default: it starts by quoting the post's "
                         "clause the head weighs most for the label, so its evidence is the post's own words)")
+    g.add_argument("--brief", action="store_true",
+                   help="label heads: end each explanation with its first sentence (the quote and one reason; "
+                        "faster, docs/analyze.md)")
     g.add_argument("--screen", action="store_true",
                    help="label heads: the heads' character n-gram part decides the posts it is sure of, the model only "
                         "the rest (faster; rows say decided_by; operating point fitted out of fold, docs/scale.md)")
@@ -79,10 +82,12 @@ def model_settings(args) -> dict:
     return {"model": where(args.model), "adapter": where(args.adapter), "prompt_style": style,
             "heads": (where(args.heads) or "packaged") if style == "heads" else None,
             "explainer": args.explainer if style == "heads" else None,
+            "brief": args.brief if style == "heads" else None,
             "screen": (args.screen_threshold or "fitted") if style == "heads" and args.screen else None}
 
 
 def heads_options(args) -> dict:
     """AnalyzeConfig fields of the label-heads options."""
     return {"heads": args.heads, "risk_threshold": args.risk_threshold, "explainer": args.explainer,
-            "quote_first": args.quote_first, "screen": args.screen, "screen_threshold": args.screen_threshold}
+            "quote_first": args.quote_first, "brief": args.brief, "screen": args.screen,
+            "screen_threshold": args.screen_threshold}

@@ -43,6 +43,7 @@ class AnalysisService:
         s = self.settings
         return AnalyzeConfig(tasks=tuple(tasks), explain=explain, max_tokens=s.max_tokens, redact=redact,
                              style=self.prompt_style, heads=s.heads, explainer=s.explainer, quote_first=s.quote_first,
+                             brief=s.brief,
                              screen=s.screen if screen is None else screen, screen_threshold=s.screen_threshold,
                              risk_threshold=s.risk_threshold if risk_threshold is None else risk_threshold)
 

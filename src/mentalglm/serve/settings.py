@@ -43,6 +43,7 @@ class ServeSettings:
     # Who writes a heads row's explanation: "auto", "trained" or "base" (AnalyzeConfig.explainer).
     explainer: str = "auto"
     quote_first: bool = True  # AnalyzeConfig.quote_first
+    brief: bool = False  # AnalyzeConfig.brief
     # Screening (heads.screen) for requests that do not say (`serve --screen`), and its operating point.
     screen: bool = False
     screen_threshold: float | None = None

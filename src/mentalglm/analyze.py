@@ -123,8 +123,8 @@ class AnalyzeConfig:
     # screen_threshold moves every task's operating point (default: the heads folder's screen.json).
     screen: bool = False
     screen_threshold: float | None = None
-    # A heads row's explanation ends with its first sentence (after the quote it starts with): a shorter answer,
-    # written in a fraction of the time (docs/analyze.md).
+    # A heads row's explanation ends with its first sentence (after the quote it starts with): a shorter answer;
+    # full analysis at 1.18x the posts/s (docs/analyze.md, "Brief explanations").
     brief: bool = False
 
 

@@ -57,9 +57,9 @@ def register(sub, fmt):
                    help="train: read the base's state after its block K (a copy of the GGUF cut there, made once in "
                         "the cache; K/28 of the prompt pass; default: every block)")
     p.add_argument("--classifier", metavar="RUN", default=CLASSIFIER_RUN,
-                   help="train: the LoRA classifier on the packaged 0.5B that --classifier-tasks read (trained into "
-                        "RUN first, resumable; two passes of about 45 minutes on 2 cores); 'none': every task reads "
-                        "the frozen base")
+                   help="train: the LoRA classifier that --classifier-tasks read (trained into RUN first with "
+                        "--classifier-recipe, resumable; on the 0.5B two passes of about 45 minutes on 2 cores); "
+                        "'none': every task reads the frozen base")
     p.add_argument("--classifier-recipe", choices=CLASSIFIER_RECIPES, default="0.5b",
                    help="train: the recipe a new --classifier run starts with: the packaged 0.5B with LoRA on every "
                         "linear layer, or the 1.5B with LoRA on its attention (about 75 minutes a pass here); a "
@@ -113,7 +113,8 @@ def run(args) -> int:
     command = "mentalglm heads train" + (f" --out {args.out}" if args.out != "runs/heads/mentalglm-mini" else "") \
         + (f" --layers {args.layers}" if args.layers else "") \
         + (f" --classifier {args.classifier}" if args.classifier != CLASSIFIER_RUN else "") \
-        + (f" --classifier-recipe {args.classifier_recipe}" if classifier and args.classifier_recipe != "0.5b" else "") \
+        + (f" --classifier-recipe {args.classifier_recipe}" if classifier and args.classifier_recipe != "0.5b"
+           else "") \
         + (f" --classifier-tasks {args.classifier_tasks}" if classifier and recipe.classifier_tasks != CLASSIFIER_TASKS
            else "") \
         + "".join(f" --keep {t}={f}" for t, f in kept.items())

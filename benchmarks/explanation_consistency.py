@@ -21,6 +21,8 @@ already agrees with.
 
     python benchmarks/explanation_consistency.py                                  # measure
     python benchmarks/explanation_consistency.py --teacher runs/explainer/cimhi   # ... and on teacher explanations
+    python benchmarks/explanation_consistency.py --teacher runs/explainer/cimhi --classifier runs/cls/v1
+                                          # ... and a classifier run (its adapter and trained heads) as a third reader
     python benchmarks/explanation_consistency.py --write src/mentalglm/resources  # measure, ship the trained reader
 """
 
@@ -35,9 +37,13 @@ import numpy as np
 
 from mentalglm.data.sources import task_splits
 from mentalglm.heads import load_heads
+from mentalglm.heads.classifier import head_weights
 from mentalglm.heads.model import NgramScorer
 from mentalglm.heads.reader import (TRAINED, ExplanationReader, argument, explanation_reader, load_trained,
                                     save_trained)
+
+
+TEACHER_TASKS = ("cognitive_distortion", "suicide_risk", "emotion")  # what `mentalglm data build` writes
 
 
 def train_reader(train, C: float = 10.0, min_df: int = 2) -> tuple[NgramScorer, list[str]]:
@@ -73,17 +79,40 @@ def risk_rates(reader: ExplanationReader, val) -> dict:
             "argued_high": float(argued.mean()), "gold_high": float(gold.mean())}
 
 
-def teacher_rates(heads, trained, folder: Path) -> dict:
-    """Per task of a ``data build`` folder: how often the shipped reader names the gold label of the kept teacher
+class ClassifierScorer:
+    """A classifier run's trained head of one task on the run's state of a text (its adapter on its base): a scorer
+    an ``ExplanationReader`` can read arguments with."""
+
+    def __init__(self, backend, weight: np.ndarray, bias: np.ndarray):
+        self.backend, self.weight, self.bias = backend, weight, bias
+
+    def scores(self, text: str) -> np.ndarray:
+        from mentalglm.heads.features import POST_TOKENS
+
+        return self.weight @ self.backend.text_states([text], POST_TOKENS)[0] + self.bias
+
+
+def classifier_readers(run: Path, tasks) -> dict[str, ExplanationReader]:
+    """Each task's reader on the classifier run (the 0-10 scale ordinal, as the shipped reader)."""
+    from mentalglm.heads.build import open_model
+    from mentalglm.heads.recipe import Recipe
+    from mentalglm.tasks import get_task
+
+    backend, weights = open_model(Recipe(classifier=str(run)), "classifier"), head_weights(run)
+    return {t: ExplanationReader(t, list(get_task(t).label_names), get_task(t).multi_label,
+                                 ClassifierScorer(backend, *weights[t]), t == TRAINED, "classifier") for t in tasks}
+
+
+def teacher_rates(readers: dict[str, ExplanationReader], folder: Path) -> dict:
+    """Per task of a ``data build`` folder: how often ``readers[task]`` names the gold label of the kept teacher
     explanations (multi-label: one of the gold labels), and the most frequent misreadings."""
     from collections import Counter
 
     out = {}
-    for task in ("cognitive_distortion", "suicide_risk", "emotion"):
+    for task, reader in readers.items():
         path = folder / task / "train.jsonl"
         if not path.is_file():
             continue
-        reader = explanation_reader(heads.head(task), trained=trained)
         rows = [json.loads(line) for line in path.open(encoding="utf-8")]
         read = [(r["labels"], reader.argued(argument(r["explanation"]))) for r in rows]
         read = [(gold, argued) for gold, argued in read if argued is not None]
@@ -100,6 +129,8 @@ def main() -> None:
     ap.add_argument("--write", help="write the trained reader's files into this folder")
     ap.add_argument("--teacher", type=Path, help="a `mentalglm data build` folder (built without --consistent): "
                     "also read its kept teacher explanations with each task's shipped reader")
+    ap.add_argument("--classifier", type=Path, metavar="RUN", help="also read the references (and with --teacher the "
+                    "teacher explanations) with a classifier run's adapter and trained heads (`heads train --classifier`)")
     args = ap.parse_args()
     splits = task_splits(TRAINED)
     train, val = splits["train"], splits["validation"]
@@ -112,11 +143,19 @@ def main() -> None:
         levels = explanation_reader(heads.head(TRAINED), ordinal=True, trained=source)
         risk = explanation_reader(heads.head("suicide_risk"), trained=source)
         results[kind] = {"suicide_risk_levels": levels_rates(levels, val), "suicide_risk": risk_rates(risk, val)}
+    if args.classifier:
+        readers = classifier_readers(args.classifier, (TRAINED, *TEACHER_TASKS))
+        results["classifier"] = {TRAINED: levels_rates(readers[TRAINED], val),
+                                 "suicide_risk": risk_rates(readers["suicide_risk"], val)}
     report = {"validation_references": len(val), "training_references": len(train), "fit_seconds": seconds,
               "vocabulary": len(trained[0].vocabulary), "readers": results,
               "date": time.strftime("%Y-%m-%d")}
     if args.teacher:
-        report["teacher_explanations"] = teacher_rates(heads, load_trained(), args.teacher)
+        shipped = {t: explanation_reader(heads.head(t), trained=load_trained()) for t in TEACHER_TASKS}
+        report["teacher_explanations"] = teacher_rates(shipped, args.teacher)
+        if args.classifier:
+            report["teacher_explanations_classifier"] = teacher_rates(
+                {t: readers[t] for t in TEACHER_TASKS}, args.teacher)
     print(json.dumps(report, indent=1, ensure_ascii=False))
     if args.write:
         info = {"source": "SOS-4K train.tsv reference explanations, quotes removed", "C": 10.0, "min_df": 2,

@@ -62,7 +62,7 @@ def register(sub, fmt):
                         "'none': every task reads the frozen base")
     p.add_argument("--classifier-recipe", choices=CLASSIFIER_RECIPES, default="0.5b",
                    help="train: the recipe a new --classifier run starts with: the packaged 0.5B with LoRA on every "
-                        "linear layer, or the 1.5B with LoRA on its attention (about 75 minutes a pass here); a "
+                        "linear layer, or the 1.5B with LoRA on its attention (one pass, 90-120 minutes here); a "
                         "started run keeps its own")
     p.add_argument("--classifier-tasks", metavar="TASKS", default=",".join(CLASSIFIER_TASKS),
                    help="train: the tasks whose heads read the classifier, comma-separated, or 'all'; the others "

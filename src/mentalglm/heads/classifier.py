@@ -103,7 +103,7 @@ class ClassifierRecipe:
 
 # Named recipes (``heads train --classifier-recipe``): a new run folder starts with one of them, a started run keeps
 # its own ``recipe.json``. "1.5b": the 1.5B with LoRA on its attention projections alone, an 8.7 MB GGUF that the
-# package's 50 MB hold beside the explainer (every linear layer: 37 MB); a pass over every task is about 75 minutes
+# package's 50 MB hold beside the explainer (every linear layer: 37 MB); a pass over every task is 90-120 minutes
 # here, so it checkpoints more often, and it makes one pass (two would not fit a two-hour step; emotion alone after
 # one pass was level with the frozen 1.5B's prompt state: docs/model-card.md, "a 1.5B classifier").
 RECIPES = {

@@ -43,7 +43,8 @@ from mentalglm.heads.reader import (TRAINED, ExplanationReader, argument, explan
                                     save_trained)
 
 
-TEACHER_TASKS = ("cognitive_distortion", "suicide_risk", "emotion")  # what `mentalglm data build` writes
+# The tasks whose explanations a teacher writes in `mentalglm data build` (the 0-10 scale reuses SOS-4K's references).
+TEACHER_TASKS = ("cognitive_distortion", "suicide_risk", "emotion")
 
 
 def train_reader(train, C: float = 10.0, min_df: int = 2) -> tuple[NgramScorer, list[str]]:
@@ -81,26 +82,33 @@ def risk_rates(reader: ExplanationReader, val) -> dict:
 
 class ClassifierScorer:
     """A classifier run's trained head of one task on the run's state of a text (its adapter on its base): a scorer
-    an ``ExplanationReader`` can read arguments with."""
+    an ``ExplanationReader`` can read arguments with. ``state(text)`` is shared by the tasks' scorers."""
 
-    def __init__(self, backend, weight: np.ndarray, bias: np.ndarray):
-        self.backend, self.weight, self.bias = backend, weight, bias
+    def __init__(self, state, weight: np.ndarray, bias: np.ndarray):
+        self.state, self.weight, self.bias = state, weight, bias
 
     def scores(self, text: str) -> np.ndarray:
-        from mentalglm.heads.features import POST_TOKENS
-
-        return self.weight @ self.backend.text_states([text], POST_TOKENS)[0] + self.bias
+        return self.weight @ self.state(text) + self.bias
 
 
 def classifier_readers(run: Path, tasks) -> dict[str, ExplanationReader]:
-    """Each task's reader on the classifier run (the 0-10 scale ordinal, as the shipped reader)."""
+    """Each task's reader on the classifier run (the 0-10 scale ordinal, as the shipped reader). A text's state is
+    read once for every task (the references are read as both a level and a risk)."""
+    from functools import lru_cache
+
     from mentalglm.heads.build import open_model
+    from mentalglm.heads.features import POST_TOKENS
     from mentalglm.heads.recipe import Recipe
     from mentalglm.tasks import get_task
 
     backend, weights = open_model(Recipe(classifier=str(run)), "classifier"), head_weights(run)
+
+    @lru_cache(maxsize=None)
+    def state(text: str) -> np.ndarray:
+        return backend.text_states([text], POST_TOKENS)[0]
+
     return {t: ExplanationReader(t, list(get_task(t).label_names), get_task(t).multi_label,
-                                 ClassifierScorer(backend, *weights[t]), t == TRAINED, "classifier") for t in tasks}
+                                 ClassifierScorer(state, *weights[t]), t == TRAINED, "classifier") for t in tasks}
 
 
 def teacher_rates(readers: dict[str, ExplanationReader], folder: Path) -> dict:
@@ -129,8 +137,9 @@ def main() -> None:
     ap.add_argument("--write", help="write the trained reader's files into this folder")
     ap.add_argument("--teacher", type=Path, help="a `mentalglm data build` folder (built without --consistent): "
                     "also read its kept teacher explanations with each task's shipped reader")
-    ap.add_argument("--classifier", type=Path, metavar="RUN", help="also read the references (and with --teacher the "
-                    "teacher explanations) with a classifier run's adapter and trained heads (`heads train --classifier`)")
+    ap.add_argument("--classifier", type=Path, metavar="RUN",
+                    help="also read the references (and with --teacher the teacher explanations) with a classifier "
+                         "run's adapter and trained heads (`heads train --classifier`)")
     args = ap.parse_args()
     splits = task_splits(TRAINED)
     train, val = splits["train"], splits["validation"]

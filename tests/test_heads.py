@@ -587,6 +587,7 @@ def test_a_cut_sentence_gets_its_quote_closed_and_its_full_stop_back():
 
     assert sentence_ended("这表明他很累") == "这表明他很累。" and sentence_ended("他写道“好累") == "他写道“好累”。"
     assert sentence_ended("真的吗？") == "真的吗？" and sentence_ended("") == ""
+    assert sentence_ended("帖子中提到“好累”，") == "帖子中提到“好累”。"  # stopped right after the quote lead
 
 
 def test_an_altered_explainer_is_refused(explained_heads, tmp_path):

@@ -91,11 +91,13 @@ BRIEF_STOPS = ("。", "！", "？")
 
 def sentence_ended(text: str) -> str:
     """A brief explanation cut at its first sentence's end (the stop string is not part of the answer): the quote it
-    was in closed (a post's own sentence may end inside a quote), and the full stop put back."""
+    was in closed (a post's own sentence may end inside a quote), a clause mark it was left on dropped (a writer that
+    stops right after the quote lead, ``帖子中提到“…”，``), and the full stop put back."""
     if not text:
         return text
     if text.count("“") > text.count("”"):
         text += "”"
+    text = text.rstrip("，、；：,;:")
     return text if text.endswith(BRIEF_STOPS) else text + "。"
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce the explainer of mentalglm-mini (docs/model-card.md, "The explainer") from the research corpora
 # (../shared/data or $MENTALGLM_DATA). Every step resumes where it stopped: run the script again after an
-# interruption. About an hour and a half on 2 CPU cores (teacher ~20 min, training ~50-70 min, measurement ~25 min).
+# interruption. About an hour and a half on 2 CPU cores (teacher ~20 min, training ~65-85 min, measurement ~25 min).
 # Needs the train extra: scripts/setup.sh dev (or pip install '.[train]').
 #   scripts/build_explainer.sh            # build, train, measure, install into src/mentalglm/resources/mentalglm-mini
 set -euo pipefail
@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 MENTALGLM=${MENTALGLM:-.venv/bin/mentalglm}
 PYTHON=${PYTHON:-.venv/bin/python}
 OUT=runs/explainer
-RUN=runs/train/explainer-0.5b
+RUN=runs/train/explainer-0.5b-imhi
 HEADS=src/mentalglm/resources/mentalglm-mini
 
 # 1. Training data, training splits only. Levels: SOS-4K's own reference explanations (no teacher);
@@ -21,7 +21,8 @@ HEADS=src/mentalglm/resources/mentalglm-mini
 "$MENTALGLM" data build --tasks cognitive_distortion,suicide_risk,emotion --splits train --max-per-task 100 \
     --parallel 8 --out "$OUT/cimhi"
 
-# 2. LoRA on the 0.5B (configs/explainer-0.5b.yaml), exported as a GGUF adapter.
+# 2. LoRA on the 0.5B in the paper's two stages (configs/explainer-0.5b.yaml: English IMHI, then the data above),
+#    exported as a GGUF adapter.
 if [ -d "$RUN" ]; then "$MENTALGLM" train --config configs/explainer-0.5b.yaml --resume
 else "$MENTALGLM" train --config configs/explainer-0.5b.yaml; fi
 

@@ -20,7 +20,7 @@ EXAMPLES = """examples:
                                     # take that task's head as it is from an earlier build (only re-scored)
   mentalglm heads show                                    # the packaged heads: base model, validation scores
   mentalglm heads show runs/heads/mine/model
-  mentalglm heads explainer --run runs/train/explainer-0.5b   # the run's adapter becomes the packaged explainer
+  mentalglm heads explainer --run runs/train/explainer-0.5b-imhi   # the run's adapter becomes the packaged explainer
   mentalglm heads screen                                  # refit the packaged heads' screen (analyze --screen)
   mentalglm analyze --heads runs/heads/mine/model "最近总觉得自己什么都做不好"
 

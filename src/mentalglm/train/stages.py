@@ -118,7 +118,7 @@ def _data_info(data, records, items, dropped) -> dict:
 
 
 def _source_files(data) -> dict[str, str]:
-    from ..data.sources import SOURCES, TASK_SOURCES, source_files
+    from ..data.sources import SOURCES, TASK_SOURCES, data_root, source_files
 
     names = {TASK_SOURCES[t] for t in data.tasks if t in TASK_SOURCES} if data.kind == "cimhi" else {"imhi"}
     splits = {*data.splits, "val"} if data.kind == "imhi" else {"train", "val"}  # what training and evaluation read
@@ -126,8 +126,8 @@ def _source_files(data) -> dict[str, str]:
     for name in sorted(names):
         for split in sorted(splits & set(SOURCES[name].files)):
             try:
-                for p in source_files(name, split):
-                    out[str(p)] = file_sha256(p)
+                for p in source_files(name, split):  # named inside the data folder: the same on every machine
+                    out[str(p.relative_to(data_root()))] = file_sha256(p)
             except Exception:  # a split that is not present here (e.g. IMHI expert files) is simply not used
                 continue
     return out

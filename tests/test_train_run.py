@@ -299,3 +299,18 @@ def test_out_of_memory_gets_advice():
     assert isinstance(stage, StageSettings)
     advice = oom_advice("stage2", stage, 512)
     assert "stage2.batch_size=2 stage2.grad_accum=2" in advice and "--resume" in advice
+
+
+def test_a_stage_from_the_corpora_names_its_files_inside_the_data_folder(tmp_path, monkeypatch):
+    """The run's data.json (and the shipped explainer's manifest) must read the same on every machine."""
+    from mentalglm.train.config import DataSettings
+    from mentalglm.train.stages import _source_files
+
+    for split in ("train", "val"):
+        path = tmp_path / "imhi" / "train" / "DR" / f"{split}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"query,gpt-3.5-turbo\n{split},x\n", encoding="utf-8")
+    monkeypatch.setenv("MENTALGLM_DATA", str(tmp_path))
+    files = _source_files(DataSettings(kind="imhi", tasks=["DR"], splits=["train"]))
+    assert sorted(files) == ["imhi/train/DR/train.csv", "imhi/train/DR/val.csv"]
+    assert all(len(sha) == 64 for sha in files.values())

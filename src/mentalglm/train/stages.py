@@ -119,17 +119,19 @@ def _data_info(data, records, items, dropped) -> dict:
 
 def _source_files(data) -> dict[str, str]:
     from ..data.sources import SOURCES, TASK_SOURCES, data_root, source_files
+    from ..errors import DataError
 
     names = {TASK_SOURCES[t] for t in data.tasks if t in TASK_SOURCES} if data.kind == "cimhi" else {"imhi"}
     splits = {*data.splits, "val"} if data.kind == "imhi" else {"train", "val"}  # what training and evaluation read
-    out = {}
+    root, out = data_root(), {}
     for name in sorted(names):
         for split in sorted(splits & set(SOURCES[name].files)):
             try:
-                for p in source_files(name, split):  # named inside the data folder: the same on every machine
-                    out[str(p.relative_to(data_root()))] = file_sha256(p)
-            except Exception:  # a split that is not present here (e.g. IMHI expert files) is simply not used
+                files = source_files(name, split)
+            except DataError:  # a split that is not present here (e.g. IMHI expert files) is simply not used
                 continue
+            for p in files:  # named inside the data folder: the same on every machine
+                out[str(p.relative_to(root))] = file_sha256(p)
     return out
 
 
